@@ -1,0 +1,3 @@
+"""p2pchat: a peer-to-peer, serverless chat node."""
+
+__version__ = "0.1.0"

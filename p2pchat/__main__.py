@@ -1,0 +1,3 @@
+from p2pchat.cli.main import main
+
+main()

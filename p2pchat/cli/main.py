@@ -1,0 +1,192 @@
+"""``p2pchat`` commands. Exit codes: 0 ok, 1 user error, 2 usage, 3 node not running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from p2pchat.errors import IdentityError, LocalError, NodeNotRunning
+from p2pchat.home import NodeHome, parse_listen, resolve_home
+
+EXIT_USER_ERROR = 1
+EXIT_NOT_RUNNING = 3
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="p2pchat: a peer-to-peer, serverless chat node.",
+)
+
+T = TypeVar("T")
+
+
+class _State:
+    home: NodeHome
+
+
+state = _State()
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    typer.echo(f"p2pchat: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn`` mapping our errors to the CLI contract."""
+    try:
+        return fn()
+    except NodeNotRunning as exc:
+        fail(str(exc), EXIT_NOT_RUNNING)
+    except LocalError as exc:
+        fail(str(exc))
+
+
+def control(method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    from p2pchat.control.client import call
+
+    return guarded(lambda: call(state.home, method, params, timeout))
+
+
+def emit_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Node home directory (default: $P2PCHAT_HOME, then the "
+                 "platform user-data dir).", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.callback()
+def main_options(home: HomeOption = None) -> None:
+    state.home = NodeHome(resolve_home(home))
+
+
+@app.command()
+def init(name: Annotated[str, typer.Option("--name", help="Display name (not authority).")] = "",
+         as_json: JsonOption = False) -> None:
+    """Create this node's Ed25519 identity and print its did:key."""
+    identity = guarded(lambda: state.home.create_identity(name))
+    if as_json:
+        emit_json({"did": identity.did, "name": identity.name, "home": str(state.home.path)})
+    else:
+        typer.echo(identity.did)
+
+
+@app.command()
+def whoami(as_json: JsonOption = False) -> None:
+    """Show this node's did:key and name (works without a running node)."""
+    try:
+        identity = state.home.load_identity()
+    except IdentityError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"did": identity.did, "name": identity.name, "home": str(state.home.path)})
+    else:
+        typer.echo(f"{identity.did}{'  ' + identity.name if identity.name else ''}")
+
+
+@app.command()
+def run(
+    listen: Annotated[str | None, typer.Option(
+        "--listen", help="HOST:PORT for the QUIC endpoint (default 127.0.0.1:7445 or "
+        "node.listen in config.toml). Use 0.0.0.0:PORT to accept LAN peers.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")
+                         ] = "info",
+) -> None:
+    """Run the node in the foreground (creates an identity on first start)."""
+    from p2pchat.runtime.serve import run_node
+
+    level = logging.getLevelNamesMapping().get(log_level.upper())
+    if level is None:
+        fail(f"unknown log level {log_level!r}", 2)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    address = guarded(lambda: parse_listen(listen)) if listen else None
+    guarded(lambda: asyncio.run(run_node(state.home, address)))
+
+
+@app.command()
+def connect(target: Annotated[str, typer.Argument(metavar="[DID@]HOST:PORT")]) -> None:
+    """Connect to a peer; with DID@ the peer must prove that identity."""
+    did, sep, address = target.rpartition("@")
+    guarded(lambda: parse_listen(address))
+    result = control("connect", {"address": address, "did": did if sep else None})
+    typer.echo(f"connected to {result['did']} at {address}")
+
+
+@app.command()
+def peers(as_json: JsonOption = False) -> None:
+    """List connected peers with address and round-trip time."""
+    result = control("peers")
+    if as_json:
+        emit_json(result)
+        return
+    if not result:
+        typer.echo("no peers connected")
+    for p in result:
+        rtt = "-" if p["rtt_ms"] is None else f"{p['rtt_ms']:.2f} ms"
+        name = f" ({p['name']})" if p["name"] else ""
+        typer.echo(f"{p['did']}{name}  {p['address']}  {p['direction']}  rtt {rtt}")
+
+
+@app.command()
+def ping(did: str, as_json: JsonOption = False) -> None:
+    """Measure the round-trip time to a connected peer."""
+    result = control("ping", {"did": did})
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"{did}: {result['rtt_ms']:.3f} ms")
+
+
+@app.command()
+def status(as_json: JsonOption = False) -> None:
+    """Show the running node's identity, address, links and peers to reconnect to."""
+    result = control("status")
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"node    {result['did']}" + (f"  {result['name']}" if result["name"] else ""))
+    typer.echo(f"listen  {result['listen']}")
+    typer.echo(f"home    {result['home']}")
+    typer.echo(f"peers   {result['peers']} connected, {result['links']} links")
+    for w in result["wanted"]:
+        typer.echo(f"redial  {w['address']}  {w['did'] or '?'}")
+
+
+@app.command()
+def stop() -> None:
+    """Ask the running node to shut down gracefully."""
+    control("stop")
+    typer.echo(f"node at {state.home.path} is stopping")
+
+
+@app.command()
+def bench(quick: Annotated[bool, typer.Option("--quick", help="Fewer iterations.")] = False,
+          as_json: JsonOption = False) -> None:
+    """Measure link handshake and round-trip latency against raw aioquic."""
+    from p2pchat.bench.runner import format_report, run_benchmarks
+
+    report = guarded(lambda: asyncio.run(run_benchmarks(quick=quick)))
+    if as_json:
+        emit_json(report)
+    else:
+        typer.echo(format_report(report))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

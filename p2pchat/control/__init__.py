@@ -1,0 +1,1 @@
+"""Local control API: newline-delimited JSON over a user-only Unix socket."""

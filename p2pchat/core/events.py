@@ -1,0 +1,169 @@
+"""Inputs to and outputs of :class:`~p2pchat.core.node.NodeCore`.
+
+Events (inputs) are named in the past tense or as requests; effects (outputs) are
+commands for the runtime to carry out, in order. All are frozen, slotted
+dataclasses under two marker bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pchat.errors import CloseCode
+
+Address = tuple[str, int]
+
+
+def format_address(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class RandomSource(Protocol):
+    """What the core needs of randomness; ``random.Random`` and ``SystemRandom`` fit."""
+
+    def random(self) -> float: ...
+
+    def randbytes(self, n: int, /) -> bytes: ...
+
+
+class Event:
+    __slots__ = ()
+
+
+class Effect:
+    __slots__ = ()
+
+
+# --- events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEstablished(Event):
+    """The transport finished its (TLS) handshake for a new link.
+
+    ``cert_fingerprint`` is SHA-256 of the server certificate's DER (ours when
+    inbound, the peer's when outbound). ``peer_cert_key`` is the raw Ed25519
+    public key of the server certificate when outbound, else ``None``.
+    """
+
+    link_id: int
+    outbound: bool
+    address: Address
+    cert_fingerprint: bytes
+    peer_cert_key: bytes | None = None
+    dial_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived(Event):
+    link_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLost(Event):
+    """The transport closed the link (peer close, QUIC idle, unreachable)."""
+
+    link_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialFailed(Event):
+    dial_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerExpired(Event):
+    """The deadline from :meth:`NodeCore.next_deadline` has passed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequested(Event):
+    request_id: int
+    address: Address
+    expected_did: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequested(Event):
+    request_id: int
+    did: str
+
+
+@dataclass(frozen=True, slots=True)
+class WantedPeersLoaded(Event):
+    """Peers the node should keep connected to, as stored by earlier runs."""
+
+    peers: tuple[tuple[Address, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownRequested(Event):
+    reason: str = "node shutting down"
+
+
+# --- effects --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit(Effect):
+    link_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseLink(Effect):
+    link_id: int
+    code: CloseCode
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dial(Effect):
+    dial_id: int
+    address: Address
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnected(Effect):
+    did: str
+    name: str
+    link_id: int
+    address: Address
+    outbound: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected(Effect):
+    did: str
+    link_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFinished(Effect):
+    """Answer to :class:`ConnectRequested`: ``did`` on success, else ``error``."""
+
+    request_id: int
+    did: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PingFinished(Effect):
+    request_id: int
+    rtt: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SavePeer(Effect):
+    """Remember ``address`` as a peer to reconnect to (it answered as ``did``)."""
+
+    address: Address
+    did: str

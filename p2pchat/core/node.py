@@ -1,0 +1,373 @@
+"""The node's protocol core: links, peers, dialing and reconnects, without I/O.
+
+Theory of operation
+-------------------
+``NodeCore.handle(event, now) -> [effects]`` is the only way in. The runtime (or
+the simulator) feeds it transport events and user requests, carries out the
+effects in order, and calls ``handle(TimerExpired(), now)`` once
+:meth:`NodeCore.next_deadline` has passed. Time and randomness are inputs, so a
+run is reproducible from its event sequence and RNG seed.
+
+Peers the user asked for are *wanted*: an entry per address. A wanted entry is
+kept (and redialled with jittered exponential backoff whenever no link to its
+DID is open) once it has connected successfully at least once, or when it was
+loaded from the store. A first ``connect`` that fails is forgotten again, with
+the reason reported to the user.
+
+At most one open link per peer DID. When a second one opens, both sides keep
+the same one, so simultaneous dials settle without a round of negotiation:
+if both links were dialled by the same side the newer wins (the old one is
+probably dead), otherwise the link dialled by the lexicographically smaller DID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pchat.core.config import NodeConfig
+from p2pchat.core.events import (
+    Address,
+    CloseLink,
+    ConnectFinished,
+    ConnectRequested,
+    DataReceived,
+    Dial,
+    DialFailed,
+    Effect,
+    Event,
+    LinkEstablished,
+    LinkLost,
+    PeerConnected,
+    PeerDisconnected,
+    PingFinished,
+    PingRequested,
+    RandomSource,
+    SavePeer,
+    ShutdownRequested,
+    TimerExpired,
+    WantedPeersLoaded,
+    format_address,
+)
+from p2pchat.core.link import Link
+from p2pchat.errors import CloseCode
+from p2pchat.identity import Identity, short_did
+from p2pchat.wire.frames import NONCE_SIZE
+
+
+@dataclass
+class _Wanted:
+    address: Address
+    did: str | None
+    persistent: bool
+    attempts: int = 0
+    next_dial_at: float | None = None
+    dial_id: int | None = None
+    requests: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    did: str
+    name: str
+    address: Address
+    outbound: bool
+    rtt: float | None
+    connected_for: float
+
+
+class NodeCore:
+    """Sans-IO node. See the module docstring."""
+
+    def __init__(
+        self, identity: Identity, config: NodeConfig, rng: RandomSource, agent: str = "p2pchat"
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.agent = agent
+        self._rng = rng
+        self._links: dict[int, Link] = {}
+        self._by_did: dict[str, int] = {}  # the one open link per peer
+        self._wanted: dict[Address, _Wanted] = {}
+        self._dials: dict[int, Address] = {}
+        self._next_dial_id = 1
+        self._shutting_down = False
+
+    # --- queries -----------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        times = [d for link in self._links.values() if (d := link.deadline()) is not None]
+        times += [w.next_dial_at for w in self._wanted.values() if w.next_dial_at is not None]
+        return min(times, default=None)
+
+    def peers(self, now: float) -> list[PeerInfo]:
+        out = []
+        for did, link_id in sorted(self._by_did.items()):
+            link = self._links[link_id]
+            assert link.opened_at is not None
+            out.append(
+                PeerInfo(did, link.peer_name, link.address, link.outbound, link.rtt,
+                         now - link.opened_at)
+            )
+        return out
+
+    def link_count(self) -> int:
+        return len(self._links)
+
+    def wanted(self) -> list[tuple[Address, str | None]]:
+        return sorted((w.address, w.did) for w in self._wanted.values())
+
+    # --- the one entry point ----------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        if isinstance(event, DataReceived):
+            return self._on_data(event, now)
+        if isinstance(event, TimerExpired):
+            return self._on_timer(now)
+        if isinstance(event, LinkEstablished):
+            return self._on_established(event, now)
+        if isinstance(event, LinkLost):
+            return self._on_lost(event, now)
+        if isinstance(event, DialFailed):
+            return self._on_dial_failed(event, now)
+        if isinstance(event, ConnectRequested):
+            return self._on_connect(event, now)
+        if isinstance(event, PingRequested):
+            return self._on_ping(event, now)
+        if isinstance(event, WantedPeersLoaded):
+            return self._on_loaded(event, now)
+        if isinstance(event, ShutdownRequested):
+            return self._on_shutdown(event)
+        raise TypeError(f"unknown event {event!r}")
+
+    # --- handlers -----------------------------------------------------------------
+
+    def _on_established(self, ev: LinkEstablished, now: float) -> list[Effect]:
+        if self._shutting_down:
+            return [CloseLink(ev.link_id, CloseCode.SHUTDOWN, "node shutting down")]
+        if len(self._links) >= self.config.max_links:
+            return [CloseLink(ev.link_id, CloseCode.REFUSED, "too many links")]
+        expected = None
+        if ev.dial_id is not None:
+            address = self._dials.pop(ev.dial_id, None)
+            wanted = self._wanted.get(address) if address is not None else None
+            if wanted is not None and wanted.dial_id == ev.dial_id:
+                wanted.dial_id = None
+                expected = wanted.did
+        link = Link(
+            ev.link_id,
+            identity=self.identity,
+            config=self.config.link,
+            outbound=ev.outbound,
+            address=ev.address,
+            cert_fingerprint=ev.cert_fingerprint,
+            peer_cert_key=ev.peer_cert_key,
+            expected_did=expected,
+            nonce=self._rng.randbytes(NONCE_SIZE),
+            now=now,
+            agent=self.agent,
+        )
+        self._links[ev.link_id] = link
+        return self._after(link, link.start(now), now)
+
+    def _on_data(self, ev: DataReceived, now: float) -> list[Effect]:
+        link = self._links.get(ev.link_id)
+        if link is None:
+            return []
+        return self._after(link, link.receive(ev.data, now), now)
+
+    def _on_timer(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for link in list(self._links.values()):
+            deadline = link.deadline()
+            if deadline is not None and deadline <= now:
+                effects += self._after(link, link.on_timer(now), now)
+        for wanted in list(self._wanted.values()):
+            if wanted.next_dial_at is not None and wanted.next_dial_at <= now:
+                effects += self._dial(wanted)
+        return effects
+
+    def _on_lost(self, ev: LinkLost, now: float) -> list[Effect]:
+        link = self._links.get(ev.link_id)
+        if link is None:
+            return []
+        link.lost(ev.reason)
+        return self._after(link, [], now)
+
+    def _on_dial_failed(self, ev: DialFailed, now: float) -> list[Effect]:
+        address = self._dials.pop(ev.dial_id, None)
+        wanted = self._wanted.get(address) if address is not None else None
+        if wanted is None or wanted.dial_id != ev.dial_id:
+            return []
+        wanted.dial_id = None
+        return self._attempt_failed(wanted, f"cannot reach {format_address(wanted.address)}: "
+                                    f"{ev.reason}", now)
+
+    def _on_connect(self, ev: ConnectRequested, now: float) -> list[Effect]:
+        if self._shutting_down:
+            return [ConnectFinished(ev.request_id, None, "node shutting down")]
+        if ev.expected_did is not None and ev.expected_did == self.identity.did:
+            return [ConnectFinished(ev.request_id, None, "that is this node's own DID")]
+        for link in self._links.values():
+            if not (link.is_open and link.outbound and link.address == ev.address):
+                continue
+            if ev.expected_did is None or ev.expected_did == link.peer_did:
+                return [ConnectFinished(ev.request_id, link.peer_did, None)]
+            # connected there already, and the peer proved a different DID
+            return [ConnectFinished(
+                ev.request_id, None,
+                f"peer at {format_address(ev.address)} is {link.peer_did}, "
+                f"expected {ev.expected_did}")]
+        wanted = self._wanted.get(ev.address)
+        if wanted is None:
+            if len(self._wanted) >= self.config.max_wanted_peers:
+                return [ConnectFinished(ev.request_id, None, "too many peers configured")]
+            wanted = _Wanted(ev.address, ev.expected_did, persistent=False)
+            self._wanted[ev.address] = wanted
+        elif ev.expected_did is not None:
+            wanted.did = ev.expected_did
+        wanted.requests.append(ev.request_id)
+        if wanted.dial_id is not None:
+            return []
+        return self._dial(wanted)
+
+    def _on_ping(self, ev: PingRequested, now: float) -> list[Effect]:
+        link_id = self._by_did.get(ev.did)
+        if link_id is None:
+            return [PingFinished(ev.request_id, None, f"not connected to {ev.did}")]
+        return [self._links[link_id].ping(now, ev.request_id)]
+
+    def _on_loaded(self, ev: WantedPeersLoaded, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for address, did in ev.peers:
+            if address in self._wanted or len(self._wanted) >= self.config.max_wanted_peers:
+                continue
+            wanted = _Wanted(address, did, persistent=True)
+            self._wanted[address] = wanted
+            effects += self._dial(wanted)
+        return effects
+
+    def _on_shutdown(self, ev: ShutdownRequested) -> list[Effect]:
+        self._shutting_down = True
+        effects: list[Effect] = []
+        for wanted in self._wanted.values():
+            wanted.next_dial_at = None
+            effects += [ConnectFinished(r, None, ev.reason) for r in wanted.requests]
+            wanted.requests.clear()
+        for link in list(self._links.values()):
+            effects += link.close(CloseCode.SHUTDOWN, ev.reason)
+            self._forget(link)
+        return effects
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _dial(self, wanted: _Wanted) -> list[Effect]:
+        dial_id = self._next_dial_id
+        self._next_dial_id += 1
+        wanted.dial_id = dial_id
+        wanted.next_dial_at = None
+        self._dials[dial_id] = wanted.address
+        return [Dial(dial_id, wanted.address, self.config.dial_timeout)]
+
+    def _backoff(self, attempts: int) -> float:
+        """Jittered exponential backoff: uniform in [d/2, d], d = base·2^(n-1), capped."""
+        cfg = self.config
+        delay = min(cfg.reconnect_max, cfg.reconnect_base * 2 ** min(max(attempts - 1, 0), 30))
+        return float(delay * (0.5 + 0.5 * self._rng.random()))
+
+    def _attempt_failed(self, wanted: _Wanted, reason: str, now: float) -> list[Effect]:
+        effects: list[Effect] = [ConnectFinished(r, None, reason) for r in wanted.requests]
+        wanted.requests.clear()
+        if not wanted.persistent:
+            del self._wanted[wanted.address]
+        elif not self._shutting_down and not (wanted.did and wanted.did in self._by_did):
+            wanted.attempts += 1
+            wanted.next_dial_at = now + self._backoff(wanted.attempts)
+        return effects
+
+    def _forget(self, link: Link) -> None:
+        self._links.pop(link.link_id, None)
+        if link.peer_did is not None and self._by_did.get(link.peer_did) == link.link_id:
+            del self._by_did[link.peer_did]
+
+    def _wanted_for(self, link: Link) -> _Wanted | None:
+        if not link.outbound:
+            return None
+        wanted = self._wanted.get(link.address)
+        return wanted
+
+    def _after(self, link: Link, effects: list[Effect], now: float) -> list[Effect]:
+        """Bookkeeping after a link changed: opened, closed, pings answered."""
+        for request_id, rtt in link.finished_pings:
+            effects.append(PingFinished(request_id, rtt, None))
+        link.finished_pings.clear()
+        link.inbox.clear()  # no application frames yet: later issues dispatch them here
+        if link.is_open and not link.announced:
+            effects += self._on_link_open(link, now)
+        elif link.state.value == "closed" and link.link_id in self._links:
+            effects += self._on_link_closed(link, now)
+        return effects
+
+    def _on_link_open(self, link: Link, now: float) -> list[Effect]:
+        assert link.peer_did is not None
+        did = link.peer_did
+        link.announced = True
+        effects: list[Effect] = []
+        wanted = self._wanted_for(link)
+        if wanted is not None:
+            wanted.did = did
+            wanted.attempts = 0
+            wanted.persistent = True
+            effects.append(SavePeer(wanted.address, did))
+            effects += [ConnectFinished(r, did, None) for r in wanted.requests]
+            wanted.requests.clear()
+        current_id = self._by_did.get(did)
+        if current_id is not None:
+            current = self._links[current_id]
+            keep, drop = self._choose(current, link)
+            dialer = self.identity.did if keep.outbound else did
+            effects += drop.close(
+                CloseCode.DUPLICATE_LINK,
+                f"duplicate link to {short_did(did)}; "
+                f"keeping the one dialled by {short_did(dialer)}",
+            )
+            self._forget(drop)
+            if keep is current:
+                return effects
+            # The old link goes quietly: the peer stays connected through the new one.
+        self._by_did[did] = link.link_id
+        if current_id is None:
+            effects.append(PeerConnected(did, link.peer_name, link.link_id, link.address,
+                                         link.outbound))
+        for w in self._wanted.values():
+            if w.did == did:
+                w.next_dial_at = None
+        return effects
+
+    def _choose(self, old: Link, new: Link) -> tuple[Link, Link]:
+        if old.outbound == new.outbound:
+            return new, old
+        me, peer = self.identity.did, new.peer_did or ""
+        smaller_is_me = me < peer
+        # keep the link dialled by the smaller DID
+        keep = (old if old.outbound else new) if smaller_is_me else (new if old.outbound else old)
+        drop = new if keep is old else old
+        return keep, drop
+
+    def _on_link_closed(self, link: Link, now: float) -> list[Effect]:
+        was_current = link.peer_did is not None and self._by_did.get(link.peer_did) == link.link_id
+        self._forget(link)
+        effects: list[Effect] = []
+        reason = link.close_reason or "closed"
+        if was_current:
+            assert link.peer_did is not None
+            effects.append(PeerDisconnected(link.peer_did, link.link_id, reason))
+            for wanted in self._wanted.values():
+                if wanted.did == link.peer_did and wanted.persistent and wanted.dial_id is None \
+                        and not self._shutting_down:
+                    wanted.attempts += 1
+                    wanted.next_dial_at = now + self._backoff(wanted.attempts)
+        elif link.opened_at is None:
+            target = self._wanted_for(link)
+            if target is not None and target.dial_id is None and target.next_dial_at is None:
+                effects += self._attempt_failed(target, reason, now)
+        return effects

@@ -1,0 +1,1 @@
+"""asyncio glue: drives the sans-IO core with real time, sockets and storage."""

@@ -1,0 +1,305 @@
+"""The node runtime: one asyncio pump around :class:`~p2pchat.core.NodeCore`.
+
+Transport callbacks and control requests become core events; ``handle`` runs
+synchronously and its effects are carried out in order. Store writes go through
+one ordered queue; an answer that depends on a write (``connect`` succeeded ->
+peer saved) is released only after that write committed. One timer handle
+tracks :meth:`NodeCore.next_deadline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2pchat import __version__
+from p2pchat.core import NodeConfig, NodeCore, PeerInfo
+from p2pchat.core.events import (
+    Address,
+    CloseLink,
+    ConnectFinished,
+    ConnectRequested,
+    DataReceived,
+    Dial,
+    DialFailed,
+    Effect,
+    Event,
+    LinkEstablished,
+    LinkLost,
+    PeerConnected,
+    PeerDisconnected,
+    PingFinished,
+    PingRequested,
+    SavePeer,
+    ShutdownRequested,
+    TimerExpired,
+    Transmit,
+    WantedPeersLoaded,
+    format_address,
+)
+from p2pchat.errors import LocalError
+from p2pchat.identity import Identity, public_key_from_did, short_did
+from p2pchat.store import Store
+from p2pchat.transport.quic import QuicTransport
+
+log = logging.getLogger("p2pchat.node")
+AGENT = f"p2pchat/{__version__}"
+#: Upper bound on how long ``connect`` waits beyond the dial and handshake timeouts.
+CONNECT_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class PeerView:
+    did: str
+    name: str
+    address: str
+    outbound: bool
+    rtt_ms: float | None
+    connected_for_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "did": self.did, "name": self.name, "address": self.address,
+            "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
+            "direction": "outbound" if self.outbound else "inbound",
+            "connected_for_s": round(self.connected_for_s, 1),
+        }
+
+
+class _SystemRandom(random.SystemRandom):
+    """CSPRNG for nonces and jitter in production (the simulator passes a seeded Random)."""
+
+
+class Node:
+    """A running node: core + QUIC transport + store. Not thread-safe; one event loop."""
+
+    def __init__(self, identity: Identity, config: NodeConfig, store: Store | None = None) -> None:
+        self.identity = identity
+        self.config = config
+        self.store = store
+        self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT)
+        self.transport = QuicTransport(
+            identity, self, handshake_timeout=config.link.handshake_timeout,
+            idle_timeout=config.link.idle_timeout)
+        self.listen_address: Address | None = None
+        self.started_at = time.time()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._next_request = 1
+        self._connects: dict[int, asyncio.Future[str]] = {}
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._writer = self._loop.create_task(self._write_loop())
+        self._pending_write = 0
+        self._write_done = asyncio.Event()
+        self._write_done.set()
+        self._stopped = asyncio.Event()
+        self.peer_listeners: list[Callable[[Effect], None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> Address:
+        self.listen_address = await self.transport.listen(host, port)
+        if self.store is not None:
+            peers = await self.store.load_peers()
+            if peers:
+                self._dispatch(WantedPeersLoaded(tuple(peers)))
+        return self.listen_address
+
+    async def stop(self, reason: str = "node shutting down") -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._dispatch(ShutdownRequested(reason))
+        await self.transport.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._writes.put(None)
+        await self._writer
+        if self.store is not None:
+            await self.store.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    # --- API used by the control server and the benchmark ---------------------------
+
+    async def connect(self, address: Address, expected_did: str | None = None) -> str:
+        """Dial ``address`` and return the authenticated peer DID, or raise LocalError."""
+        if expected_did is not None:
+            public_key_from_did(expected_did)  # IdentityError is a LocalError
+        request_id = self._new_request()
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._connects[request_id] = future
+        self._dispatch(ConnectRequested(request_id, address, expected_did))
+        limit = self.config.dial_timeout + self.config.link.handshake_timeout + CONNECT_GRACE
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise LocalError(f"connecting to {format_address(address)} timed out") from None
+        finally:
+            self._connects.pop(request_id, None)
+
+    async def ping(self, did: str, limit: float = 5.0) -> float:
+        """Round-trip time to a connected peer, in seconds."""
+        request_id = self._new_request()
+        future: asyncio.Future[float] = self._loop.create_future()
+        self._pings[request_id] = future
+        self._dispatch(PingRequested(request_id, did))
+        try:
+            return await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise LocalError(f"no pong from {did} within {limit:g} s") from None
+        finally:
+            self._pings.pop(request_id, None)
+
+    def peers(self) -> list[PeerView]:
+        now = self._loop.time()
+        return [self._view(p) for p in self.core.peers(now)]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "did": self.identity.did,
+            "name": self.identity.name,
+            "listen": format_address(self.listen_address) if self.listen_address else None,
+            "peers": len(self.core.peers(self._loop.time())),
+            "links": self.core.link_count(),
+            "wanted": [{"address": format_address(a), "did": d} for a, d in self.core.wanted()],
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "version": __version__,
+        }
+
+    @staticmethod
+    def _view(p: PeerInfo) -> PeerView:
+        return PeerView(p.did, p.name, format_address(p.address), p.outbound,
+                        None if p.rtt is None else p.rtt * 1000.0, p.connected_for)
+
+    # --- LinkEvents (called by the transport) -------------------------------------------
+
+    def established(self, link_id: int, outbound: bool, address: Address,
+                    cert_fingerprint: bytes, peer_cert_key: bytes | None,
+                    dial_id: int | None) -> None:
+        self._dispatch(LinkEstablished(link_id, outbound, address, cert_fingerprint,
+                                       peer_cert_key, dial_id))
+
+    def data(self, link_id: int, data: bytes) -> None:
+        self._dispatch(DataReceived(link_id, data))
+
+    def lost(self, link_id: int, reason: str) -> None:
+        self._dispatch(LinkLost(link_id, reason))
+
+    def _dial_failed(self, dial_id: int, reason: str) -> None:
+        self._dispatch(DialFailed(dial_id, reason))
+
+    # --- the pump ------------------------------------------------------------------------
+
+    def _new_request(self) -> int:
+        self._next_request += 1
+        return self._next_request
+
+    def _dispatch(self, event: Event) -> None:
+        effects = self.core.handle(event, self._loop.time())
+        for effect in effects:
+            self._execute(effect)
+        self._arm_timer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._dispatch(TimerExpired())
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self._stopped.is_set():
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _execute(self, effect: Effect) -> None:
+        if isinstance(effect, Transmit):
+            self.transport.send(effect.link_id, effect.data)
+        elif isinstance(effect, CloseLink):
+            log.info("closing link %d: %s (%s)", effect.link_id, effect.reason, effect.code.name)
+            self.transport.close(effect.link_id, effect.code, effect.reason)
+        elif isinstance(effect, Dial):
+            log.debug("dialling %s", format_address(effect.address))
+            self.transport.dial(effect.dial_id, effect.address, effect.timeout, self._dial_failed)
+        elif isinstance(effect, PeerConnected):
+            log.info("peer connected %s at %s (%s)", effect.did, format_address(effect.address),
+                     "outbound" if effect.outbound else "inbound")
+            self._notify(effect)
+        elif isinstance(effect, PeerDisconnected):
+            log.info("peer disconnected %s: %s", effect.did, effect.reason)
+            self._notify(effect)
+        elif isinstance(effect, SavePeer):
+            if self.store is not None:
+                store, address, did = self.store, effect.address, effect.did
+                self._enqueue_write(lambda: store.save_peer(address, did, time.time()))
+        elif isinstance(effect, ConnectFinished):
+            self._after_writes(lambda: self._finish_connect(effect))
+        elif isinstance(effect, PingFinished):
+            future = self._pings.get(effect.request_id)
+            if future is not None and not future.done():
+                if effect.rtt is not None:
+                    future.set_result(effect.rtt)
+                else:
+                    future.set_exception(LocalError(effect.error or "ping failed"))
+        else:  # pragma: no cover - a new effect type without a handler is a bug
+            raise TypeError(f"no handler for effect {effect!r}")
+
+    def _notify(self, effect: Effect) -> None:
+        for listener in self.peer_listeners:
+            listener(effect)
+
+    def _finish_connect(self, effect: ConnectFinished) -> None:
+        future = self._connects.get(effect.request_id)
+        if future is None or future.done():
+            return
+        if effect.did is not None:
+            log.info("connected to %s", short_did(effect.did))
+            future.set_result(effect.did)
+        else:
+            future.set_exception(LocalError(effect.error or "connect failed"))
+
+    # --- ordered store writes ------------------------------------------------------------
+
+    def _enqueue_write(self, write: Callable[[], Awaitable[None]]) -> None:
+        self._pending_write += 1
+        self._write_done.clear()
+        self._writes.put_nowait(write)
+
+    def _after_writes(self, callback: Callable[[], None]) -> None:
+        if self._pending_write == 0:
+            callback()
+            return
+
+        async def run() -> None:
+            callback()
+
+        self._pending_write += 1
+        self._writes.put_nowait(run)
+
+    async def _write_loop(self) -> None:
+        while True:
+            write = await self._writes.get()
+            if write is None:
+                return
+            try:
+                await write()
+            except Exception:
+                log.exception("store write failed")
+            finally:
+                self._pending_write -= 1
+                if self._pending_write == 0:
+                    self._write_done.set()

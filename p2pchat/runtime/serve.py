@@ -1,0 +1,74 @@
+"""``p2pchat run``: start a node in the foreground until SIGINT/SIGTERM or ``stop``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+from p2pchat.control.server import ControlServer
+from p2pchat.core.events import format_address
+from p2pchat.errors import LocalError
+from p2pchat.home import NodeHome
+from p2pchat.runtime.node import Node
+from p2pchat.store import Store
+
+log = logging.getLogger("p2pchat.node")
+
+
+@contextlib.contextmanager
+def home_lock(home: NodeHome) -> Iterator[None]:
+    """Hold an exclusive flock on the home for the process lifetime (freed on kill)."""
+    fd = os.open(home.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LocalError(f"a node is already running at {home.path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO = sys.stdout
+                   ) -> None:
+    os.umask(0o077)  # everything the node writes (db, WAL, socket) is user-only
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic logs every handshake at INFO
+    home.ensure()
+    home.check_socket_path()
+    with home_lock(home):
+        identity, created = home.load_or_create_identity()
+        if created:
+            log.info("created identity %s in %s", identity.did, home.path)
+        settings = home.load_settings()
+        host, port = listen or settings.listen
+        store = await Store.open(home.db_path)
+        node = Node(identity, settings.node, store)
+        stop = asyncio.Event()
+        try:
+            address = await node.start(host, port)
+            control = ControlServer(node, home.socket_path, stop.set)
+            await control.start()
+        except BaseException:
+            await node.stop()
+            raise
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"p2pchat node {identity.did} listening on {format_address(address)} "
+              f"(home {home.path})", file=out, flush=True)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting down")
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await control.close()
+            await node.stop()
+            log.info("stopped")

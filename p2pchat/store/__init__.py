@@ -1,0 +1,5 @@
+"""Persistence adapters. The node talks to :class:`~p2pchat.store.sqlite.Store`."""
+
+from p2pchat.store.sqlite import SCHEMA_VERSION, Store, StoreError
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError"]

@@ -1,0 +1,1 @@
+"""Adapters that move bytes: the aioquic link transport."""

@@ -1,0 +1,371 @@
+"""aioquic adapter: QUIC connections carrying one link stream each.
+
+This is a thin pump (aioquic ``transmit()`` style): it turns QUIC events into
+calls on a :class:`LinkEvents` sink (``established``, ``data``, ``lost``) and
+carries out ``send``/``close``/``dial`` for the runtime. Protocol decisions live
+in :mod:`p2pchat.core`; foreign exceptions are translated here.
+
+The TLS certificate is self-signed with the node's Ed25519 identity key, so the
+QUIC handshake proves the server's DID (DESIGN §12). Clients run with
+``CERT_NONE`` (there is no CA) and read the server certificate after the
+handshake; aioquic still checks the CertificateVerify signature against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import (
+    QuicServer,
+    serve,
+)
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from p2pchat.core.events import Address
+from p2pchat.errors import CloseCode, LocalError
+from p2pchat.identity import Identity
+
+log = logging.getLogger("p2pchat.transport")
+
+ALPN = "p2pchat/1"
+#: The one stream a link uses: the client's first bidirectional stream.
+LINK_STREAM_ID = 0
+#: QUIC connections still in the TLS handshake at once; more Initials are dropped.
+MAX_PENDING_HANDSHAKES = 64
+CERT_VALIDITY = datetime.timedelta(days=365)
+
+
+class LinkEvents(Protocol):
+    """What the transport reports to (the runtime driving the core)."""
+
+    def established(
+        self, link_id: int, outbound: bool, address: Address, cert_fingerprint: bytes,
+        peer_cert_key: bytes | None, dial_id: int | None,
+    ) -> None: ...
+
+    def data(self, link_id: int, data: bytes) -> None: ...
+
+    def lost(self, link_id: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Certificate:
+    certificate: x509.Certificate
+    private_key: Ed25519PrivateKey
+    fingerprint: bytes
+
+
+def make_certificate(identity: Identity) -> Certificate:
+    """A fresh self-signed certificate whose key is the identity key."""
+    key = Ed25519PrivateKey.from_private_bytes(identity.secret_key.seed)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.did)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + CERT_VALIDITY)
+        .sign(key, None)
+    )
+    return Certificate(cert, key, cert_fingerprint(cert))
+
+
+def cert_fingerprint(cert: x509.Certificate) -> bytes:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def server_configuration(cert: Certificate, *, idle_timeout: float) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[ALPN],
+        certificate=cert.certificate,
+        private_key=cert.private_key,
+        idle_timeout=idle_timeout,
+    )
+
+
+def client_configuration(*, idle_timeout: float) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        verify_mode=ssl.CERT_NONE,  # no CA: the DID is checked against the cert key
+        server_name="p2pchat",
+        idle_timeout=idle_timeout,
+    )
+
+
+def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
+    """The server certificate a client saw. aioquic exposes it only privately."""
+    return cast(x509.Certificate | None, getattr(quic.tls, "_peer_certificate", None))
+
+
+def raw_ed25519_key(cert: x509.Certificate) -> bytes | None:
+    key = cert.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class _ConnectedSender:
+    """Wraps a connected UDP transport so aioquic's ``sendto(data, addr)`` works."""
+
+    def __init__(self, transport: asyncio.DatagramTransport) -> None:
+        self._transport = transport
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._transport.sendto(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class LinkProtocol(QuicConnectionProtocol):
+    """One QUIC connection = one link."""
+
+    def __init__(self, quic: QuicConnection, *, transport: QuicTransport, dial_id: int | None,
+                 address: Address | None = None, **kwargs: Any) -> None:
+        super().__init__(quic, **kwargs)
+        self._owner = transport
+        self.dial_id = dial_id
+        self.outbound = dial_id is not None
+        self.address: Address | None = address
+        self.link_id: int | None = None
+        self.closed_reason: str | None = None
+        self.handshake_done = asyncio.Event()
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.outbound:
+            transport = cast(asyncio.BaseTransport, _ConnectedSender(
+                cast(asyncio.DatagramTransport, transport)))
+        super().connection_made(transport)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if self.address is None:
+            self.address = (str(addr[0]), int(addr[1]))
+            self._owner._pending_started(self)
+        super().datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable on our connected client socket: the peer is gone.
+        if isinstance(exc, ConnectionRefusedError):
+            self._owner._terminated(self, "peer unreachable (port closed)")
+            self.close(CloseCode.NORMAL, "unreachable")
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        if isinstance(event, qe.HandshakeCompleted):
+            self._owner._handshake_completed(self, event)
+        elif isinstance(event, qe.StreamDataReceived):
+            self._owner._stream_data(self, event)
+        elif isinstance(event, qe.ConnectionTerminated):
+            reason = event.reason_phrase or "no reason given"
+            who = "closed by peer" if self.closed_reason is None else "closed"
+            self._owner._terminated(self, f"{who}: {reason} (code {event.error_code})")
+
+    def start_handshake_timer(self, timeout: float) -> None:
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            timeout, self._handshake_timed_out, timeout)
+
+    def stop_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
+    def _handshake_timed_out(self, timeout: float) -> None:
+        self._handshake_timer = None
+        if self.link_id is None:
+            self.shut(CloseCode.HANDSHAKE_TIMEOUT, f"TLS handshake not done within {timeout:g} s")
+            self._owner._terminated(self, "TLS handshake timed out")
+
+    def shut(self, code: int, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self.close(error_code=int(code), reason_phrase=reason)
+
+
+class QuicTransport:
+    """Listens, dials and pumps bytes between aioquic connections and the runtime."""
+
+    def __init__(self, identity: Identity, sink: LinkEvents, *, handshake_timeout: float,
+                 idle_timeout: float) -> None:
+        self.cert = make_certificate(identity)
+        self._sink = sink
+        self._handshake_timeout = handshake_timeout
+        # QUIC's own idle timeout is a backstop behind the link's keepalive.
+        self._quic_idle = idle_timeout + 5.0
+        self._server: QuicServer | None = None
+        self._links: dict[int, LinkProtocol] = {}
+        self._pending: set[LinkProtocol] = set()
+        self._next_link_id = 1
+        self.listen_address: Address | None = None
+        self._dial_tasks: set[asyncio.Task[None]] = set()
+
+    # --- listening ----------------------------------------------------------------
+
+    async def listen(self, host: str, port: int) -> Address:
+        config = server_configuration(self.cert, idle_timeout=self._quic_idle)
+
+        def factory(quic: QuicConnection, **kwargs: Any) -> LinkProtocol:
+            return LinkProtocol(quic, transport=self, dial_id=None, **kwargs)
+
+        try:
+            self._server = await serve(host, port, configuration=config, create_protocol=factory)
+        except OSError as exc:
+            raise LocalError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        sock = self._server._transport.get_extra_info("socket") if self._server._transport \
+            else None
+        bound = sock.getsockname() if sock is not None else (host, port)
+        self.listen_address = (str(bound[0]), int(bound[1]))
+        return self.listen_address
+
+    def _pending_started(self, proto: LinkProtocol) -> None:
+        if proto.outbound:
+            return
+        if len(self._pending) >= MAX_PENDING_HANDSHAKES:
+            proto.shut(CloseCode.REFUSED, "too many handshakes in progress")
+            return
+        self._pending.add(proto)
+        proto.start_handshake_timer(self._handshake_timeout)
+
+    # --- dialing ------------------------------------------------------------------
+
+    def dial(self, dial_id: int, address: Address, timeout: float,
+             on_failed: Callable[[int, str], None]) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._dial(dial_id, address, timeout, on_failed))
+        self._dial_tasks.add(task)
+        task.add_done_callback(self._dial_tasks.discard)
+
+    async def _dial(self, dial_id: int, address: Address, limit: float,
+                    on_failed: Callable[[int, str], None]) -> None:
+        loop = asyncio.get_running_loop()
+        host, port = address
+        proto: LinkProtocol | None = None
+        try:
+            async with asyncio.timeout(limit):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+                family, _, _, _, sockaddr = infos[0]
+                conn = QuicConnection(configuration=client_configuration(
+                    idle_timeout=self._quic_idle))
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda: LinkProtocol(conn, transport=self, dial_id=dial_id, address=address),
+                    remote_addr=cast(tuple[str, int], sockaddr[:2]), family=family,
+                )
+                proto.connect(sockaddr)
+                await proto.wait_connected()
+        except TimeoutError:
+            self._abandon(proto, CloseCode.HANDSHAKE_TIMEOUT, "dial timed out")
+            on_failed(dial_id, f"no answer within {limit:g} s")
+        except (OSError, ConnectionError) as exc:
+            self._abandon(proto, CloseCode.NORMAL, "dial failed")
+            reason = proto.closed_reason if proto and proto.closed_reason else \
+                (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+            on_failed(dial_id, reason)
+
+    def _abandon(self, proto: LinkProtocol | None, code: CloseCode, reason: str) -> None:
+        if proto is None:
+            return
+        proto.shut(code, reason)
+        proto.closed_reason = reason
+        if proto.link_id is None:
+            # never became a link: free the socket once the close is sent
+            asyncio.get_running_loop().call_later(1.0, proto._transport.close)  # type: ignore[union-attr]
+
+    # --- QUIC events --------------------------------------------------------------
+
+    def _handshake_completed(self, proto: LinkProtocol, event: qe.HandshakeCompleted) -> None:
+        proto.stop_handshake_timer()
+        self._pending.discard(proto)
+        if event.alpn_protocol != ALPN:
+            proto.shut(CloseCode.PROTOCOL_ERROR, f"ALPN must be {ALPN}")
+            return
+        peer_key: bytes | None = None
+        if proto.outbound:
+            cert = peer_certificate(proto._quic)
+            if cert is None:
+                proto.shut(CloseCode.AUTH_FAILED, "no server certificate")
+                return
+            fingerprint = cert_fingerprint(cert)
+            peer_key = raw_ed25519_key(cert) or b""
+        else:
+            fingerprint = self.cert.fingerprint
+        link_id = self._next_link_id
+        self._next_link_id += 1
+        proto.link_id = link_id
+        self._links[link_id] = proto
+        assert proto.address is not None
+        self._sink.established(link_id, proto.outbound, proto.address, fingerprint, peer_key,
+                               proto.dial_id)
+
+    def _stream_data(self, proto: LinkProtocol, event: qe.StreamDataReceived) -> None:
+        if proto.link_id is None or proto.closed_reason is not None:
+            return
+        if event.stream_id != LINK_STREAM_ID:
+            reason = f"unexpected stream {event.stream_id}"
+            self.close(proto.link_id, CloseCode.PROTOCOL_ERROR, reason)
+            self._sink.lost(proto.link_id, reason)
+            return
+        if event.data:
+            self._sink.data(proto.link_id, event.data)
+        if event.end_stream and proto.link_id in self._links:
+            link_id = proto.link_id
+            self.close(link_id, CloseCode.NORMAL, "link stream ended")
+            self._sink.lost(link_id, "peer ended the link stream")
+
+    def _terminated(self, proto: LinkProtocol, reason: str) -> None:
+        proto.stop_handshake_timer()
+        self._pending.discard(proto)
+        if proto.link_id is not None and self._links.pop(proto.link_id, None) is not None:
+            self._sink.lost(proto.link_id, reason)
+        if proto.outbound and proto._transport is not None:
+            asyncio.get_running_loop().call_soon(proto._transport.close)
+
+    # --- commands -----------------------------------------------------------------
+
+    def send(self, link_id: int, data: bytes) -> None:
+        proto = self._links.get(link_id)
+        if proto is None or proto.closed_reason is not None:
+            return
+        proto._quic.send_stream_data(LINK_STREAM_ID, data)
+        proto.transmit()
+
+    def close(self, link_id: int, code: CloseCode, reason: str) -> None:
+        proto = self._links.pop(link_id, None)
+        if proto is not None:
+            proto.shut(code, reason)
+            if proto.outbound:
+                asyncio.get_running_loop().call_later(0.5, proto._transport.close)  # type: ignore[union-attr]
+
+    def link_ids(self) -> list[int]:
+        return list(self._links)
+
+    async def stop(self) -> None:
+        """Close every connection (the core has already sent its reasons) and the socket."""
+        for task in list(self._dial_tasks):
+            task.cancel()
+        for proto in list(self._links.values()) + list(self._pending):
+            proto.shut(CloseCode.SHUTDOWN, "node shutting down")
+        self._links.clear()
+        self._pending.clear()
+        # let the CONNECTION_CLOSE packets leave before the sockets go
+        await asyncio.sleep(0)
+        if self._server is not None:
+            self._server.close()

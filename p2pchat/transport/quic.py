@@ -47,6 +47,9 @@ ALPN = "p2pchat/1"
 LINK_STREAM_ID = 0
 #: QUIC connections still in the TLS handshake at once; more Initials are dropped.
 MAX_PENDING_HANDSHAKES = 64
+#: Bytes written to a link but not yet acknowledged by the peer before we give up on it.
+#: aioquic's stream writers have no backpressure, so this bounds memory per slow peer.
+MAX_UNACKED_SEND_BYTES = 8 * 1024 * 1024
 CERT_VALIDITY = datetime.timedelta(days=365)
 
 
@@ -124,6 +127,15 @@ def raw_ed25519_key(cert: x509.Certificate) -> bytes | None:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def unacked_bytes(quic: QuicConnection) -> int:
+    """Bytes buffered on the link stream awaiting acknowledgement (aioquic internals)."""
+    stream = quic._streams.get(LINK_STREAM_ID)
+    if stream is None:
+        return 0
+    sender = stream.sender
+    return int(sender._buffer_stop - sender._buffer_start)
+
+
 class _ConnectedSender:
     """Wraps a connected UDP transport so aioquic's ``sendto(data, addr)`` works."""
 
@@ -192,6 +204,8 @@ class LinkProtocol(QuicConnectionProtocol):
     def _handshake_timed_out(self, timeout: float) -> None:
         self._handshake_timer = None
         if self.link_id is None:
+            log.info("dropping connection from %s: TLS handshake not done within %g s",
+                     self.address, timeout)
             self.shut(CloseCode.HANDSHAKE_TIMEOUT, f"TLS handshake not done within {timeout:g} s")
             self._owner._terminated(self, "TLS handshake timed out")
 
@@ -343,6 +357,11 @@ class QuicTransport:
     def send(self, link_id: int, data: bytes) -> None:
         proto = self._links.get(link_id)
         if proto is None or proto.closed_reason is not None:
+            return
+        if unacked_bytes(proto._quic) + len(data) > MAX_UNACKED_SEND_BYTES:
+            reason = f"peer is not reading ({MAX_UNACKED_SEND_BYTES} bytes unacknowledged)"
+            self.close(link_id, CloseCode.RATE_LIMITED, reason)
+            self._sink.lost(link_id, reason)
             return
         proto._quic.send_stream_data(LINK_STREAM_ID, data)
         proto.transmit()

@@ -52,11 +52,18 @@ def test_connect_lists_both_sides_and_reconnects_after_restart(
     assert [a.did] == _peer_dids(b2)
 
 
-def test_reconnects_to_stored_peers_after_own_restart(spawn: Callable[..., NodeProcess]) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_reconnects_to_stored_peers_after_own_restart(
+    spawn: Callable[..., NodeProcess], how: str
+) -> None:
+    """``connect`` answered success, so the peer was stored: even SIGKILL right after keeps it."""
     b = spawn("B")
     a = spawn("A")
     assert 0 == a.cli("connect", f"127.0.0.1:{b.port}").returncode
-    assert 0 == a.stop()
+    if how == "sigkill":
+        a.kill()
+    else:
+        assert 0 == a.stop()
     a2 = spawn("A")
     a2.wait_log(f"peer connected {b.did}", timeout=10)
     assert [b.did] == _peer_dids(a2)
@@ -133,3 +140,20 @@ def test_init_whoami(short_tmp: Path) -> None:
     assert {"did": did, "name": "wen", "home": str(home)} == who
     again = cli(home, "init")
     assert 1 == again.returncode and did in again.stderr
+
+
+def test_frozen_peer_is_dropped_at_idle_timeout(spawn: Callable[..., NodeProcess]) -> None:
+    import signal
+
+    b = spawn("B")
+    a = spawn("A")
+    assert 0 == a.cli("connect", f"127.0.0.1:{b.port}").returncode
+    assert b.proc is not None
+    mark = a.log_mark()
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        line = a.wait_log(f"peer disconnected {b.did}", timeout=10, after=mark)
+        assert "nothing received for 3 s" in line
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    a.wait_log(f"peer connected {b.did}", timeout=15, after=mark)

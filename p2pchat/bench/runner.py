@@ -254,9 +254,11 @@ async def _bench_round_trips(info: ServerInfo, plan: Plan) -> _Samples:
     frame = make_frame(FRAME_SIZE)
     samples = _Samples([], [], [])
     raw = await RawClient.dial(info.raw_address, idle_timeout=quic_idle_timeout(config))
-    node = Node(bench_identity("bench-client"), config, store=None)
+    node: Node | None = None
     try:
+        node = Node(bench_identity("bench-client"), config, store=None)
         peer = await node.connect(info.node_address, info.node_did)
+        client = node
 
         async def raw_block(count: int, record: bool) -> None:
             for _ in range(count):
@@ -271,7 +273,7 @@ async def _bench_round_trips(info: ServerInfo, plan: Plan) -> _Samples:
         async def node_block(count: int, record: bool) -> None:
             for _ in range(count):
                 start = time.perf_counter()
-                rtt = await node.ping(peer)
+                rtt = await client.ping(peer)
                 elapsed = time.perf_counter() - start
                 if record:
                     samples.node.append(elapsed)
@@ -280,7 +282,8 @@ async def _bench_round_trips(info: ServerInfo, plan: Plan) -> _Samples:
         await _interleave(raw_block, node_block, plan.rtt_warmup, plan.rtt_block, record=False)
         await _interleave(raw_block, node_block, plan.round_trips, plan.rtt_block, record=True)
     finally:
-        await node.stop("benchmark finished")
+        if node is not None:
+            await node.stop("benchmark finished")
         await raw.close()
     return samples
 
@@ -328,7 +331,7 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
         baseline = _open_fds()
         gc.collect()
         handshakes = await _bench_handshakes(info, plan)
-        left = await _settle(baseline)
+        await _settle(baseline)
         gc.collect()
         round_trips = await _bench_round_trips(info, plan)
         left = await _settle(baseline)
@@ -373,10 +376,13 @@ def format_report(report: dict[str, Any]) -> str:
     results = report["results"]
     where = ("server side in a child process" if report.get("server") == "child-process"
              else "server side in this process")
-    header = (f"p2pchat bench ({'quick' if report.get('quick') else 'full'} run): "
-              f"p2pchat {report.get('version')}, aioquic {report.get('aioquic')}, "
-              f"{machine.get('implementation', 'Python')} {machine.get('python')}, "
-              f"{machine.get('cpus')} CPUs, {where}, loopback 127.0.0.1")
+    header = [
+        f"p2pchat bench ({'quick' if report.get('quick') else 'full'} run): "
+        f"p2pchat {report.get('version')}, aioquic {report.get('aioquic')}, "
+        f"{machine.get('implementation', 'Python')} {machine.get('python')}, "
+        f"{machine.get('cpus')} CPUs",
+        f"{where}, loopback 127.0.0.1; raw aioquic and node interleaved in one run",
+    ]
 
     rows = [["", "raw p50", "raw p99", "node p50", "node p99", "node/raw p50", "budget",
              "verdict"]]
@@ -390,17 +396,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"{r['ratio']:.2f}x", f"<= {r['budget']:.2f}x",
             "PASS" if r["ok"] else "OVER BUDGET",
         ])
-    lines = [header, "", *_table(rows), ""]
+    lines = [*header, "", *_table(rows), ""]
 
     hs, rtt = results["handshake_ms"], results["rtt_ms"]
     lines.append(f"p99 ratios (information only): handshake {hs['p99_ratio']:.2f}x, "
                  f"round trip {rtt['p99_ratio']:.2f}x")
     lines.append(f"node RTT as measured by its core: p50 {rtt['node_core_p50']:.3f} ms, "
                  f"p99 {rtt['node_core_p99']:.3f} ms")
-    lines.append("handshake: raw = QUIC+TLS until wait_connected(); node = connect() until the "
-                 "DID-authenticated link is open")
+    lines.append("handshake: raw = QUIC+TLS until wait_connected(); "
+                 "node = connect() until the link's DID proof is done")
     lines.append(f"round trip: raw = {rtt['raw_frame_bytes']}-byte frame echoed on a stream; "
-                 "node = ping() through core and frame codec")
+                 "node = ping() through core and codec")
     left = report.get("open_fds_left")
     if left:
         lines.append(f"warning: {left} file descriptors were still open after the run")

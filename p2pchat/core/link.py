@@ -118,6 +118,8 @@ class Link:
         self._last_received = now
         self._next_ping_at: float | None = None
         self._ping_counter = 0
+        # first RTT sample: from our hello (client) or our proof (server) to the answer
+        self._hello_sent_at: float | None = None
         self._tokens = config.frame_burst
         self._tokens_at = now
 
@@ -153,6 +155,7 @@ class Link:
                 f"expected {self._expected_did}",
             )
         self.peer_did = server_did
+        self._hello_sent_at = now
         return [self._send(self._hello())]
 
     def receive(self, data: bytes, now: float) -> list[Effect]:
@@ -305,8 +308,10 @@ class Link:
         self._peer_nonce = hello.nonce
         self.state = LinkState.AWAIT_AUTH
         if self.outbound:
+            self._rtt_sample(now)
             return []
         proof = self._identity.sign(Domain.LINK, self._transcript("server"))
+        self._hello_sent_at = now
         return [self._send(self._hello()), self._send(Auth(signature=proof))]
 
     def _on_auth(self, auth: Auth, now: float) -> list[Effect]:
@@ -322,12 +327,18 @@ class Link:
             proof = self._identity.sign(Domain.LINK, self._transcript("client"))
             self.state = LinkState.AWAIT_READY
             return [self._send(Auth(signature=proof))]
+        self._rtt_sample(now)
         self._open(now)
-        return [self._send(Ready()), self.ping(now)]
+        return [self._send(Ready())]
 
     def _on_ready(self, now: float) -> list[Effect]:
         self._open(now)
-        return [self.ping(now)]
+        return []
+
+    def _rtt_sample(self, now: float) -> None:
+        if self._hello_sent_at is not None:
+            self.rtt = now - self._hello_sent_at
+            self._hello_sent_at = None
 
     def _open(self, now: float) -> None:
         self.state = LinkState.OPEN

@@ -208,6 +208,7 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
+        self.transport.flush()
         self._arm_timer()
 
     def _on_timer(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import ipaddress
 import logging
 import socket
 import ssl
@@ -140,13 +141,29 @@ class _ConnectedSender:
     """Wraps a connected UDP transport so aioquic's ``sendto(data, addr)`` works."""
 
     def __init__(self, transport: asyncio.DatagramTransport) -> None:
-        self._transport = transport
+        self.inner = transport
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
-        self._transport.sendto(data)
+        if not self.inner.is_closing():
+            self.inner.sendto(data)
 
     def close(self) -> None:
-        self._transport.close()
+        self.inner.close()
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int
+                   ) -> tuple[int, tuple[Any, ...]]:
+    """(family, sockaddr) for ``host``; IP literals skip the resolver thread."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {host}") from None
+        family, _, _, _, sockaddr = infos[0]
+        return int(family), tuple(sockaddr)
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return int(family), (str(ip), port)
 
 
 class LinkProtocol(QuicConnectionProtocol):
@@ -231,6 +248,9 @@ class QuicTransport:
         self._next_link_id = 1
         self.listen_address: Address | None = None
         self._dial_tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[LinkProtocol] = set()
+        #: client sockets still open (each outbound link owns its UDP socket)
+        self._client_sockets: set[asyncio.BaseTransport] = set()
 
     # --- listening ----------------------------------------------------------------
 
@@ -275,16 +295,19 @@ class QuicTransport:
         proto: LinkProtocol | None = None
         try:
             async with asyncio.timeout(limit):
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-                family, _, _, _, sockaddr = infos[0]
+                family, sockaddr = await _resolve(loop, host, port)
                 conn = QuicConnection(configuration=client_configuration(
                     idle_timeout=self._quic_idle))
-                _, proto = await loop.create_datagram_endpoint(
+                udp, proto = await loop.create_datagram_endpoint(
                     lambda: LinkProtocol(conn, transport=self, dial_id=dial_id, address=address),
                     remote_addr=cast(tuple[str, int], sockaddr[:2]), family=family,
                 )
+                self._client_sockets.add(udp)
                 proto.connect(sockaddr)
                 await proto.wait_connected()
+        except asyncio.CancelledError:
+            self._abandon(proto, CloseCode.SHUTDOWN, "node shutting down")
+            raise
         except TimeoutError:
             self._abandon(proto, CloseCode.HANDSHAKE_TIMEOUT, "dial timed out")
             on_failed(dial_id, f"no answer within {limit:g} s")
@@ -300,8 +323,7 @@ class QuicTransport:
         proto.shut(code, reason)
         proto.closed_reason = reason
         if proto.link_id is None:
-            # never became a link: free the socket once the close is sent
-            asyncio.get_running_loop().call_later(1.0, proto._transport.close)  # type: ignore[union-attr]
+            self._close_socket(proto)
 
     # --- QUIC events --------------------------------------------------------------
 
@@ -349,8 +371,8 @@ class QuicTransport:
         self._pending.discard(proto)
         if proto.link_id is not None and self._links.pop(proto.link_id, None) is not None:
             self._sink.lost(proto.link_id, reason)
-        if proto.outbound and proto._transport is not None:
-            asyncio.get_running_loop().call_soon(proto._transport.close)
+        if proto.outbound:
+            self._close_socket(proto)
 
     # --- commands -----------------------------------------------------------------
 
@@ -364,14 +386,30 @@ class QuicTransport:
             self._sink.lost(link_id, reason)
             return
         proto._quic.send_stream_data(LINK_STREAM_ID, data)
-        proto.transmit()
+        self._dirty.add(proto)
+
+    def flush(self) -> None:
+        """Transmit what ``send`` queued: frames of one core step share packets."""
+        dirty, self._dirty = self._dirty, set()
+        for proto in dirty:
+            if proto.closed_reason is None:
+                proto.transmit()
 
     def close(self, link_id: int, code: CloseCode, reason: str) -> None:
         proto = self._links.pop(link_id, None)
         if proto is not None:
-            proto.shut(code, reason)
+            proto.shut(code, reason)  # sends CONNECTION_CLOSE now
             if proto.outbound:
-                asyncio.get_running_loop().call_later(0.5, proto._transport.close)  # type: ignore[union-attr]
+                self._close_socket(proto)
+
+    def _close_socket(self, proto: LinkProtocol) -> None:
+        """Release an outbound link's own UDP socket (its close was already sent)."""
+        udp = proto._transport
+        if isinstance(udp, _ConnectedSender):
+            udp = udp.inner
+        if udp is not None and udp in self._client_sockets:
+            self._client_sockets.discard(udp)
+            udp.close()
 
     def link_ids(self) -> list[int]:
         return list(self._links)
@@ -384,7 +422,12 @@ class QuicTransport:
             proto.shut(CloseCode.SHUTDOWN, "node shutting down")
         self._links.clear()
         self._pending.clear()
-        # let the CONNECTION_CLOSE packets leave before the sockets go
-        await asyncio.sleep(0)
+        if self._dial_tasks:
+            await asyncio.gather(*self._dial_tasks, return_exceptions=True)
+        # shut() transmitted the CONNECTION_CLOSE packets synchronously
+        for udp in list(self._client_sockets):
+            udp.close()
+        self._client_sockets.clear()
         if self._server is not None:
             self._server.close()
+        await asyncio.sleep(0)  # let the transports finish closing

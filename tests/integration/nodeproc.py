@@ -96,7 +96,7 @@ class NodeProcess:
         )
         self.out = _Lines(self.proc.stdout, self._cond)
         self.err = _Lines(self.proc.stderr, self._cond)
-        line = self.wait_for(lambda: next((m for l in self.out.lines if (m := READY.match(l))),
+        line = self.wait_for(lambda: next((m for ln in self.out.lines if (m := READY.match(ln))),
                                           None), timeout, "ready line")
         self.did, self.address = line.group(1), line.group(2)
         self.port = int(self.address.rsplit(":", 1)[1])
@@ -124,7 +124,7 @@ class NodeProcess:
 
     def wait_log(self, text: str, timeout: float = 10.0, after: int = 0) -> str:
         return str(self.wait_for(
-            lambda: next((l for l in self.err.lines[after:] if text in l), None), timeout,
+            lambda: next((ln for ln in self.err.lines[after:] if text in ln), None), timeout,
             f"log line containing {text!r}"))
 
     def log_mark(self) -> int:

@@ -51,11 +51,11 @@ class RawClient(QuicConnectionProtocol):
     def send(self, frame: Frame) -> None:
         self.send_raw(encode_frame(frame))
 
-    async def recv(self, timeout: float = 5.0) -> Frame:
-        return await asyncio.wait_for(self.frames.get(), timeout)
+    async def recv(self, within: float = 5.0) -> Frame:
+        return await asyncio.wait_for(self.frames.get(), within)
 
-    async def closed(self, timeout: float) -> qe.ConnectionTerminated:
-        return await asyncio.wait_for(asyncio.shield(self.terminated), timeout)
+    async def closed(self, within: float) -> qe.ConnectionTerminated:
+        return await asyncio.wait_for(asyncio.shield(self.terminated), within)
 
     @property
     def server_cert_fp(self) -> bytes:

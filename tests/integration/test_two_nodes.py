@@ -93,7 +93,8 @@ def test_connect_to_nothing_fails_cleanly(spawn: Callable[..., NodeProcess]) -> 
 
 @pytest.mark.parametrize("args", [
     ("peers",), ("peers", "--json"), ("status",), ("stop",),
-    ("connect", "127.0.0.1:9"), ("ping", "did:key:z6MkmbkqKbbUQZeaWfJtfq8nKqnT4qXtaZ2WgM6pv6P96AvR"),
+    ("connect", "127.0.0.1:9"),
+    ("ping", "did:key:z6MkmbkqKbbUQZeaWfJtfq8nKqnT4qXtaZ2WgM6pv6P96AvR"),
 ])
 def test_control_commands_without_node_exit_3(short_tmp: Path, args: tuple[str, ...]) -> None:
     home = short_tmp / "nobody"

@@ -182,6 +182,14 @@ class NodeHome:
             raise LocalError(f"cannot create node home {self.path}: {exc.strerror}") from exc
         if not self.path.is_dir():
             raise LocalError(f"node home {self.path} is not a directory")
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        if mode & 0o077:
+            # it holds the secret key and the control socket: keep other users out
+            try:
+                self.path.chmod(0o700)
+            except OSError as exc:
+                raise LocalError(f"node home {self.path} has mode {mode:04o} and cannot be "
+                                 f"made private: {exc.strerror}") from exc
 
     def has_identity(self) -> bool:
         return self.identity_path.exists()

@@ -125,6 +125,20 @@ def connect(target: Annotated[str, typer.Argument(metavar="[DID@]HOST:PORT")]) -
 
 
 @app.command()
+def disconnect(target: Annotated[str, typer.Argument(metavar="DID|HOST:PORT")],
+               as_json: JsonOption = False) -> None:
+    """Close links to a peer and stop reconnecting to it."""
+    if not target.startswith("did:"):
+        guarded(lambda: parse_listen(target))
+    result = control("disconnect", {"target": target})
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"closed {result['closed']} link(s); forgot {len(result['forgotten'])} "
+                   f"address(es)")
+
+
+@app.command()
 def peers(as_json: JsonOption = False) -> None:
     """List connected peers with address and round-trip time."""
     result = control("peers")

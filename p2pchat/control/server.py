@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode
+from p2pchat.core.events import format_address
 from p2pchat.errors import LocalError
 from p2pchat.home import parse_listen
 from p2pchat.runtime.node import Node
@@ -38,6 +39,7 @@ class ControlServer:
             "peers": self._peers,
             "connect": self._connect,
             "ping": self._ping,
+            "disconnect": self._disconnect,
             "stop": self._stop,
         }
 
@@ -133,6 +135,19 @@ class ControlServer:
             raise LocalError("ping needs a DID")
         rtt = await self.node.ping(did)
         return {"did": did, "rtt_ms": round(rtt * 1000, 3)}
+
+    async def _disconnect(self, params: dict[str, Any]) -> Any:
+        target = params.get("target")
+        if not isinstance(target, str):
+            raise LocalError("disconnect needs a DID or HOST:PORT")
+        if target.startswith("did:"):
+            from p2pchat.identity import public_key_from_did
+
+            public_key_from_did(target)
+            done = await self.node.disconnect(did=target)
+        else:
+            done = await self.node.disconnect(address=parse_listen(target))
+        return {"closed": done.closed, "forgotten": [format_address(a) for a in done.forgotten]}
 
     async def _stop(self, params: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_soon(self._on_stop)

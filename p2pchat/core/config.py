@@ -33,7 +33,7 @@ class LinkConfig:
     keepalive_interval: float = 5.0
     #: Seconds without any frame from the peer before the link is closed.
     idle_timeout: float = 20.0
-    #: Largest frame payload accepted or sent, in bytes.
+    #: Largest frame payload accepted from the peer, in bytes (sending is capped at 1 MiB).
     max_frame_size: int = MAX_FRAME_SIZE
     #: Sustained inbound frames per second per link before the link is closed.
     max_frames_per_second: float = 20_000.0

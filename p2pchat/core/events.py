@@ -89,6 +89,15 @@ class ConnectRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class DisconnectRequested(Event):
+    """Close links to a peer (by DID or dialled address) and stop redialling it."""
+
+    request_id: int
+    did: str | None = None
+    address: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PingRequested(Event):
     request_id: int
     did: str
@@ -159,6 +168,20 @@ class PingFinished(Effect):
     request_id: int
     rtt: float | None
     error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectFinished(Effect):
+    request_id: int
+    closed: int
+    forgotten: tuple[Address, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetPeer(Effect):
+    """Stop remembering ``address`` as a peer to reconnect to."""
+
+    address: Address
 
 
 @dataclass(frozen=True, slots=True)

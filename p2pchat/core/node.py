@@ -33,8 +33,11 @@ from p2pchat.core.events import (
     DataReceived,
     Dial,
     DialFailed,
+    DisconnectFinished,
+    DisconnectRequested,
     Effect,
     Event,
+    ForgetPeer,
     LinkEstablished,
     LinkLost,
     PeerConnected,
@@ -133,6 +136,8 @@ class NodeCore:
             return self._on_connect(event, now)
         if isinstance(event, PingRequested):
             return self._on_ping(event, now)
+        if isinstance(event, DisconnectRequested):
+            return self._on_disconnect(event, now)
         if isinstance(event, WantedPeersLoaded):
             return self._on_loaded(event, now)
         if isinstance(event, ShutdownRequested):
@@ -150,9 +155,10 @@ class NodeCore:
         if ev.dial_id is not None:
             address = self._dials.pop(ev.dial_id, None)
             wanted = self._wanted.get(address) if address is not None else None
-            if wanted is not None and wanted.dial_id == ev.dial_id:
-                wanted.dial_id = None
-                expected = wanted.did
+            if wanted is None or wanted.dial_id != ev.dial_id:
+                return [CloseLink(ev.link_id, CloseCode.NORMAL, "no longer wanted")]
+            wanted.dial_id = None
+            expected = wanted.did
         link = Link(
             ev.link_id,
             identity=self.identity,
@@ -235,6 +241,28 @@ class NodeCore:
         if link_id is None:
             return [PingFinished(ev.request_id, None, f"not connected to {ev.did}")]
         return [self._links[link_id].ping(now, ev.request_id)]
+
+    def _on_disconnect(self, ev: DisconnectRequested, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        forgotten: list[Address] = []
+        dids = {ev.did} if ev.did else set()
+        for wanted in list(self._wanted.values()):
+            if wanted.address == ev.address or (ev.did is not None and wanted.did == ev.did):
+                if wanted.did:
+                    dids.add(wanted.did)
+                del self._wanted[wanted.address]
+                forgotten.append(wanted.address)
+                effects += [ConnectFinished(r, None, "disconnected by user")
+                            for r in wanted.requests]
+                effects.append(ForgetPeer(wanted.address))
+        closed = 0
+        for link in list(self._links.values()):
+            if link.peer_did in dids or (link.outbound and link.address == ev.address):
+                effects += link.close(CloseCode.NORMAL, "disconnected by user")
+                effects += self._after(link, [], now)
+                closed += 1
+        effects.append(DisconnectFinished(ev.request_id, closed, tuple(sorted(forgotten))))
+        return effects
 
     def _on_loaded(self, ev: WantedPeersLoaded, now: float) -> list[Effect]:
         effects: list[Effect] = []

@@ -27,8 +27,11 @@ from p2pchat.core.events import (
     DataReceived,
     Dial,
     DialFailed,
+    DisconnectFinished,
+    DisconnectRequested,
     Effect,
     Event,
+    ForgetPeer,
     LinkEstablished,
     LinkLost,
     PeerConnected,
@@ -94,6 +97,7 @@ class Node:
         self._next_request = 1
         self._connects: dict[int, asyncio.Future[str]] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
+        self._disconnects: dict[int, asyncio.Future[DisconnectFinished]] = {}
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._pending_write = 0
@@ -159,6 +163,18 @@ class Node:
             raise LocalError(f"no pong from {did} within {limit:g} s") from None
         finally:
             self._pings.pop(request_id, None)
+
+    async def disconnect(self, did: str | None = None, address: Address | None = None
+                         ) -> DisconnectFinished:
+        """Close links to a peer and forget it as a reconnect target (committed first)."""
+        request_id = self._new_request()
+        future: asyncio.Future[DisconnectFinished] = self._loop.create_future()
+        self._disconnects[request_id] = future
+        self._dispatch(DisconnectRequested(request_id, did, address))
+        try:
+            return await future
+        finally:
+            self._disconnects.pop(request_id, None)
 
     def peers(self) -> list[PeerView]:
         now = self._loop.time()
@@ -247,6 +263,14 @@ class Node:
             if self.store is not None:
                 store, address, did = self.store, effect.address, effect.did
                 self._enqueue_write(lambda: store.save_peer(address, did, time.time()))
+        elif isinstance(effect, ForgetPeer):
+            if self.store is not None:
+                store, address = self.store, effect.address
+                self._enqueue_write(lambda: store.forget_peer(address))
+        elif isinstance(effect, DisconnectFinished):
+            waiter = self._disconnects.get(effect.request_id)
+            if waiter is not None:
+                self._after_writes(lambda: _resolve(waiter, effect))
         elif isinstance(effect, ConnectFinished):
             self._after_writes(lambda: self._finish_connect(effect))
         elif isinstance(effect, PingFinished):
@@ -304,3 +328,8 @@ class Node:
                 self._pending_write -= 1
                 if self._pending_write == 0:
                     self._write_done.set()
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)

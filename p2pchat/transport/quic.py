@@ -178,7 +178,8 @@ class LinkProtocol(QuicConnectionProtocol):
         self.address: Address | None = address
         self.link_id: int | None = None
         self.closed_reason: str | None = None
-        self.handshake_done = asyncio.Event()
+        #: why the transport failed underneath us (e.g. ICMP port unreachable)
+        self.failure: str | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -196,7 +197,8 @@ class LinkProtocol(QuicConnectionProtocol):
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable on our connected client socket: the peer is gone.
         if isinstance(exc, ConnectionRefusedError):
-            self._owner._terminated(self, "peer unreachable (port closed)")
+            self.failure = "peer unreachable (port closed)"
+            self._owner._terminated(self, self.failure)
             self.close(CloseCode.NORMAL, "unreachable")
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
@@ -312,9 +314,9 @@ class QuicTransport:
             self._abandon(proto, CloseCode.HANDSHAKE_TIMEOUT, "dial timed out")
             on_failed(dial_id, f"no answer within {limit:g} s")
         except (OSError, ConnectionError) as exc:
+            reason = (proto.failure if proto is not None else None) or \
+                getattr(exc, "strerror", None) or str(exc) or "connection failed"
             self._abandon(proto, CloseCode.NORMAL, "dial failed")
-            reason = proto.closed_reason if proto and proto.closed_reason else \
-                (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
             on_failed(dial_id, reason)
 
     def _abandon(self, proto: LinkProtocol | None, code: CloseCode, reason: str) -> None:

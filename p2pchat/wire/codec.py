@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import unicodedata
 from typing import Any, get_type_hints
 
 import msgpack
@@ -32,6 +33,7 @@ class _FieldSpec:
     max_len: int | None
     lo: int
     hi: int
+    printable: bool
 
     def length_ok(self, n: int) -> bool:
         return n >= self.min_len and (self.max_len is None or n <= self.max_len)
@@ -58,7 +60,7 @@ def _build_specs(cls: type[Frame]) -> tuple[_FieldSpec, ...]:
         specs.append(
             _FieldSpec(
                 f.name, kind, md.get("min_len", 0), md.get("max_len"), md.get("lo", 0),
-                md.get("hi", 2**64 - 1),
+                md.get("hi", 2**64 - 1), md.get("printable", False),
             )
         )
     return tuple(specs)
@@ -78,8 +80,21 @@ def _check(tag: str, spec: _FieldSpec, value: Any) -> None:
                 f"frame {tag!r}: field {spec.name!r} has length {n}, "
                 f"allowed {spec.min_len}..{spec.max_len}"
             )
+        if spec.printable and isinstance(value, str) and not _printable(value):
+            raise CodecError(f"frame {tag!r}: field {spec.name!r} contains control characters")
     elif isinstance(value, int) and not spec.lo <= value <= spec.hi:
         raise CodecError(f"frame {tag!r}: field {spec.name!r} out of range: {value}")
+
+
+def _printable(text: str) -> bool:
+    return all(unicodedata.category(c)[0] != "C" for c in text)
+
+
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise CodecError("duplicate key in map")
+    return out
 
 
 def encode_payload(frame: Frame) -> bytes:
@@ -110,7 +125,8 @@ def decode_payload(payload: bytes) -> Frame:
         raise FrameTooLarge(f"frame of {len(payload)} bytes, max {MAX_FRAME_SIZE}")
     try:
         obj = msgpack.unpackb(
-            payload, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True
+            payload, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True,
+            object_pairs_hook=_unique_map,
         )
     except CodecError:
         raise

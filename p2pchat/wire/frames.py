@@ -20,10 +20,16 @@ MAX_AGENT_LENGTH = 64
 
 
 def limits(
-    *, min_len: int = 0, max_len: int | None = None, lo: int = 0, hi: int = U64_MAX
+    *, min_len: int = 0, max_len: int | None = None, lo: int = 0, hi: int = U64_MAX,
+    printable: bool = False,
 ) -> Any:
-    """Field metadata: length bounds for str/bytes, value bounds for int."""
-    return field(metadata={"min_len": min_len, "max_len": max_len, "lo": lo, "hi": hi})
+    """Field metadata: length bounds for str/bytes, value bounds for int.
+
+    ``printable`` strings may not contain control characters (Unicode category C*
+    except none), so a peer cannot smuggle terminal escapes into our output.
+    """
+    return field(metadata={"min_len": min_len, "max_len": max_len, "lo": lo, "hi": hi,
+                           "printable": printable})
 
 
 class Frame:
@@ -59,10 +65,10 @@ def frame(tag: str) -> Any:
 class Hello(Frame):
     """First frame each side sends: who I claim to be and my fresh nonce."""
 
-    did: str = limits(min_len=1, max_len=MAX_DID_LENGTH)
+    did: str = limits(min_len=1, max_len=MAX_DID_LENGTH, printable=True)
     nonce: bytes = limits(min_len=NONCE_SIZE, max_len=NONCE_SIZE)
-    name: str = limits(max_len=MAX_NAME_LENGTH)
-    agent: str = limits(max_len=MAX_AGENT_LENGTH)
+    name: str = limits(max_len=MAX_NAME_LENGTH, printable=True)
+    agent: str = limits(max_len=MAX_AGENT_LENGTH, printable=True)
 
 
 @frame("auth")

@@ -86,7 +86,7 @@ def test_connect_to_nothing_fails_cleanly(spawn: Callable[..., NodeProcess]) -> 
     a = spawn("A")
     result = a.cli("connect", f"127.0.0.1:{free_udp_port()}")
     assert 1 == result.returncode
-    assert "cannot reach" in result.stderr
+    assert "cannot reach" in result.stderr and "port closed" in result.stderr
     status = json.loads(a.cli("status", "--json").stdout)
     assert [] == status["wanted"]
 
@@ -158,3 +158,20 @@ def test_frozen_peer_is_dropped_at_idle_timeout(spawn: Callable[..., NodeProcess
     finally:
         b.proc.send_signal(signal.SIGCONT)
     a.wait_log(f"peer connected {b.did}", timeout=15, after=mark)
+
+
+def test_disconnect_forgets_peer(spawn: Callable[..., NodeProcess]) -> None:
+    b = spawn("B")
+    a = spawn("A")
+    assert 0 == a.cli("connect", f"127.0.0.1:{b.port}").returncode
+    result = a.cli("disconnect", f"127.0.0.1:{b.port}", "--json")
+    assert 0 == result.returncode, result.stderr
+    assert {"closed": 1, "forgotten": [f"127.0.0.1:{b.port}"]} == json.loads(result.stdout)
+    assert [] == _peer_dids(a)
+    assert [] == json.loads(a.cli("status", "--json").stdout)["wanted"]
+    b.wait_log("disconnected by user", timeout=5)
+    # forgotten for good: a restart does not redial
+    assert 0 == a.stop()
+    a2 = spawn("A")
+    assert [] == json.loads(a2.cli("status", "--json").stdout)["wanted"]
+

@@ -90,9 +90,11 @@ def parse_listen(value: str) -> tuple[str, int]:
         host, sep, port_s = value.rpartition(":")
         if not sep:
             raise LocalError(f"invalid address {value!r}: expected HOST:PORT")
+        if ":" in host:
+            raise LocalError(f"invalid address {value!r}: write IPv6 addresses as [IPV6]:PORT")
     if not host:
         raise LocalError(f"invalid address {value!r}: missing host")
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+    if not (port_s.isascii() and port_s.isdigit()) or not 0 <= int(port_s) <= 65535:
         raise LocalError(f"invalid address {value!r}: port must be 0..65535")
     return host, int(port_s)
 
@@ -119,11 +121,12 @@ def parse_settings(text: str, origin: str = CONFIG_FILE) -> Settings:
     unknown = set(raw) - {"node", "link"}
     if unknown:
         raise ConfigError(f"{origin}: unknown section(s) {', '.join(sorted(unknown))}")
+    for section in ("node", "link"):
+        if not isinstance(raw.get(section, {}), dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
     node_raw: dict[str, Any] = dict(raw.get("node", {}))
     link_raw: dict[str, Any] = dict(raw.get("link", {}))
     for section, keys, got in (("node", _NODE_KEYS, node_raw), ("link", _LINK_KEYS, link_raw)):
-        if not isinstance(got, dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table")
         bad = set(got) - keys
         if bad:
             raise ConfigError(f"{origin}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}")
@@ -236,7 +239,7 @@ class NodeHome:
             if not isinstance(name, str) or len(salt) != DEVICE_SALT_SIZE:
                 raise ValueError("bad field")
             identity = Identity(secret_key_from_seed(seed), salt, validate_name(name))
-        except (ValueError, KeyError, TypeError, LocalError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, LocalError) as exc:
             raise IdentityError(f"{path} is corrupt or not an identity file ({exc})") from None
         if doc.get("did") != identity.did:
             raise IdentityError(f"{path}: stored DID does not match the key")

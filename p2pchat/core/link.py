@@ -104,7 +104,8 @@ class Link:
         self.inbox: list[Frame] = []
         #: Pong nonces we wait for -> (sent at, request id or None)
         self.pings: OrderedDict[int, tuple[float, int | None]] = OrderedDict()
-        self.finished_pings: list[tuple[int, float]] = []
+        #: answered (or dropped, rtt None) pings that carried a request id
+        self.finished_pings: list[tuple[int, float | None]] = []
         self._identity = identity
         self._config = config
         self._cert_fp = cert_fingerprint
@@ -205,7 +206,9 @@ class Link:
         nonce = self._ping_counter
         self.pings[nonce] = (now, request_id)
         while len(self.pings) > MAX_OUTSTANDING_PINGS:
-            self.pings.popitem(last=False)
+            _, (_, dropped) = self.pings.popitem(last=False)
+            if dropped is not None:
+                self.finished_pings.append((dropped, None))
         self._next_ping_at = now + self._config.keepalive_interval
         return self._send(Ping(nonce=nonce))
 
@@ -235,10 +238,9 @@ class Link:
         return Transmit(self.link_id, encode_frame(frame))
 
     def _close(self, code: CloseCode, reason: str) -> list[Effect]:
-        reason = reason[:MAX_CLOSE_REASON_LENGTH]
         self.state = LinkState.CLOSED
-        self.close_reason = reason
-        return [CloseLink(self.link_id, code, reason)]
+        self.close_reason = reason  # in full, for the local user
+        return [CloseLink(self.link_id, code, reason[:MAX_CLOSE_REASON_LENGTH])]
 
     def _take_token(self, now: float) -> bool:
         cfg = self._config

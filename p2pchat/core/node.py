@@ -141,7 +141,7 @@ class NodeCore:
         if isinstance(event, WantedPeersLoaded):
             return self._on_loaded(event, now)
         if isinstance(event, ShutdownRequested):
-            return self._on_shutdown(event)
+            return self._on_shutdown(event, now)
         raise TypeError(f"unknown event {event!r}")
 
     # --- handlers -----------------------------------------------------------------
@@ -274,7 +274,7 @@ class NodeCore:
             effects += self._dial(wanted)
         return effects
 
-    def _on_shutdown(self, ev: ShutdownRequested) -> list[Effect]:
+    def _on_shutdown(self, ev: ShutdownRequested, now: float) -> list[Effect]:
         self._shutting_down = True
         effects: list[Effect] = []
         for wanted in self._wanted.values():
@@ -283,7 +283,7 @@ class NodeCore:
             wanted.requests.clear()
         for link in list(self._links.values()):
             effects += link.close(CloseCode.SHUTDOWN, ev.reason)
-            self._forget(link)
+            effects += self._after(link, [], now)
         return effects
 
     # --- helpers ---------------------------------------------------------------------
@@ -326,7 +326,8 @@ class NodeCore:
     def _after(self, link: Link, effects: list[Effect], now: float) -> list[Effect]:
         """Bookkeeping after a link changed: opened, closed, pings answered."""
         for request_id, rtt in link.finished_pings:
-            effects.append(PingFinished(request_id, rtt, None))
+            error = None if rtt is not None else "too many pings in flight"
+            effects.append(PingFinished(request_id, rtt, error))
         link.finished_pings.clear()
         link.inbox.clear()  # no application frames yet: later issues dispatch them here
         if link.is_open and not link.announced:
@@ -384,8 +385,11 @@ class NodeCore:
     def _on_link_closed(self, link: Link, now: float) -> list[Effect]:
         was_current = link.peer_did is not None and self._by_did.get(link.peer_did) == link.link_id
         self._forget(link)
-        effects: list[Effect] = []
         reason = link.close_reason or "closed"
+        effects: list[Effect] = [
+            PingFinished(request_id, None, f"link closed: {reason}")
+            for _, request_id in link.pings.values() if request_id is not None
+        ]
         if was_current:
             assert link.peer_did is not None
             effects.append(PeerDisconnected(link.peer_did, link.link_id, reason))

@@ -50,6 +50,9 @@ class Store:
     async def open(cls, path: Path) -> Store:
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        try:
             # The node runs with umask 077; this keeps the file private for other callers too.
             os.chmod(path, 0o600)
             await db.execute("PRAGMA journal_mode=WAL")
@@ -58,8 +61,11 @@ class Store:
             await db.execute("PRAGMA busy_timeout=5000")
             store = cls(db, path)
             await store._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        except BaseException as exc:
+            await db.close()  # its worker thread would otherwise keep the process alive
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open database {path}: {exc}") from exc
+            raise
         return store
 
     async def _migrate(self) -> None:

@@ -1,0 +1,4 @@
+"""Channels: signed, encrypted envelopes materialised into an Automerge document.
+
+The only package that imports automerge.
+"""

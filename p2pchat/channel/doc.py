@@ -1,0 +1,185 @@
+"""The channel's Automerge document, and authoring changes with restricted deps.
+
+Theory of operation
+-------------------
+Every device writes its Automerge changes on a private *authoring document*
+that holds only the genesis change and the device's own changes, so each
+change depends on nothing but genesis and the device's previous change. The
+shared document then needs no other author's change to apply one, which
+matters twice:
+
+* envelopes from different authors apply in any order their envelope deps allow;
+* an equivocating device (two different changes with one seq) cannot block
+  honest authors, whose changes never depend on either branch.
+
+The schema uses only flat, top-level maps created by genesis (``meta``,
+``messages``, ``reactions``, ``modlog``, ``keys``), keyed by ULID or by
+``target:emoji:actor``, so no author ever needs another author's object.
+Because Automerge lets any change write any key of those maps, the document is
+never read naively: :mod:`p2pchat.channel.state` validates each change's declared
+operation by reading the document *at that change's own heads*, where only the
+author's own history is visible, and serves views from that validated index.
+
+Applying a change: automerge 1.0.0rc1 has no ``apply_changes``; a sync message
+``0x42, 0 heads, 0 need, 0 have, n changes`` passed to ``receive_sync_message``
+applies them (in causal order only; a change with missing deps is dropped).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
+
+TOP_LEVEL = ("meta", "messages", "reactions", "modlog", "keys")
+
+
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def changes_message(changes: list[bytes]) -> bytes:
+    body = bytearray(b"\x42") + _uleb(0) + _uleb(0) + _uleb(0) + _uleb(len(changes))
+    for raw in changes:
+        body += _uleb(len(raw)) + raw
+    return bytes(body)
+
+
+class SharedDocument:
+    """The replicated document of one channel (all authors' changes)."""
+
+    def __init__(self, doc: Document | None = None) -> None:
+        self.doc = doc if doc is not None else Document()
+        self._objs: dict[str, bytes] = {}
+
+    def apply(self, raw_change: bytes) -> None:
+        self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
+
+
+    def obj(self, name: str) -> bytes | None:
+        obj = self._objs.get(name)
+        if obj is None:
+            got = self.doc.get(ROOT, name)
+            if got is None or got[0] != ObjType.Map:
+                return None
+            obj = self._objs[name] = got[1]
+        return obj
+
+    def read_map(self, top: str, key: str, heads: list[bytes]) -> dict[str, Any] | None:
+        """The scalar fields of ``top[key]`` as seen at ``heads``, or None if absent."""
+        parent = self.obj(top)
+        if parent is None:
+            return None
+        got = self.doc.get(parent, key, heads)
+        if got is None or got[0] != ObjType.Map:
+            return None
+        obj = got[1]
+        out: dict[str, Any] = {}
+        for field in self.doc.keys(obj, heads):
+            value = self.doc.get(obj, field, heads)
+            if value is not None and isinstance(value[0], tuple):
+                out[field] = value[0][1]
+        return out
+
+    def read_scalar(self, top: str, key: str, heads: list[bytes]) -> Any:
+        parent = self.obj(top)
+        if parent is None:
+            return None
+        got = self.doc.get(parent, key, heads)
+        if got is None or not isinstance(got[0], tuple):
+            return None
+        return got[0][1]
+
+    def save(self) -> bytes:
+        return self.doc.save()
+
+    @classmethod
+    def load(cls, data: bytes) -> SharedDocument:
+        return cls(Document.load(data))
+
+
+class AuthoringDocument:
+    """Genesis + this device's own changes; new changes are made here."""
+
+    def __init__(self, actor: bytes, doc: Document | None = None) -> None:
+        self.doc = doc if doc is not None else Document(actor_id=actor)
+        self.doc.set_actor(actor)
+
+    def apply(self, raw_change: bytes) -> None:
+        self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
+
+    def _last_change(self, heads_before: list[bytes]) -> bytes:
+        changes = self.doc.get_changes(heads_before)
+        if len(changes) != 1:
+            raise RuntimeError("expected exactly one new change")
+        return bytes(changes[0].raw_bytes)
+
+    def genesis(self, meta: dict[str, Any]) -> bytes:
+        before = self.doc.get_heads()
+        with self.doc.transaction() as tx:
+            objs = {name: tx.put_object(ROOT, name, ObjType.Map) for name in TOP_LEVEL}
+            for k, v in meta.items():
+                _put(tx, objs["meta"], k, v)
+        return self._last_change(before)
+
+    def put_entry(self, top: str, key: str, fields: dict[str, Any]) -> bytes:
+        """Create ``top[key]`` as a map with ``fields``; returns the raw change."""
+        before = self.doc.get_heads()
+        parent = _top(self.doc, top)
+        with self.doc.transaction() as tx:
+            obj = tx.put_object(parent, key, ObjType.Map)
+            for k, v in fields.items():
+                _put(tx, obj, k, v)
+        return self._last_change(before)
+
+    def update_entry(self, top: str, key: str, fields: dict[str, Any]) -> bytes:
+        """Set fields of an existing ``top[key]`` map (the author's own entry)."""
+        before = self.doc.get_heads()
+        parent = _top(self.doc, top)
+        got = self.doc.get(parent, key)
+        if got is None or got[0] != ObjType.Map:
+            raise KeyError(f"{top}[{key}] does not exist in this device's document")
+        with self.doc.transaction() as tx:
+            for k, v in fields.items():
+                _put(tx, got[1], k, v)
+        return self._last_change(before)
+
+    def put_scalar(self, top: str, key: str, value: Any) -> bytes:
+        before = self.doc.get_heads()
+        parent = _top(self.doc, top)
+        with self.doc.transaction() as tx:
+            _put(tx, parent, key, value)
+        return self._last_change(before)
+
+    def save(self) -> bytes:
+        return self.doc.save()
+
+
+def _top(doc: Document, name: str) -> bytes:
+    got = doc.get(ROOT, name)
+    if got is None:
+        raise KeyError(f"document has no {name!r} map (no genesis yet?)")
+    return got[1]
+
+
+def _put(tx: Any, obj: bytes, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        tx.put(obj, key, ScalarType.Boolean, value)
+    elif isinstance(value, int):
+        tx.put(obj, key, ScalarType.Int, value)
+    elif isinstance(value, str):
+        tx.put(obj, key, ScalarType.Str, value)
+    elif isinstance(value, bytes):
+        tx.put(obj, key, ScalarType.Bytes, value)
+    elif value is None:
+        tx.put(obj, key, ScalarType.Null, None)
+    else:
+        raise TypeError(f"unsupported value type {type(value).__name__}")

@@ -1,0 +1,523 @@
+"""One channel's replica: verify, order and apply envelopes; author new ones. Sans-IO.
+
+Theory of operation
+-------------------
+``receive(envelope, now_ms)`` runs the checks of DESIGN §3 in order, cheapest
+first, and never touches the document before all of them pass:
+
+1. structure and size (``decode_envelope``), right channel, not a duplicate;
+2. the author's Ed25519 signature over the exact signed bytes;
+3. a known epoch key, then authenticated decryption (header as associated data);
+4. the plaintext: an operation descriptor plus one raw Automerge change whose
+   actor is ``actor_id(author, device)`` and whose seq is the envelope's seq;
+5. equivocation: a second, different envelope for one ``(author, device, seq)``
+   marks that device as equivocating from that seq (see below);
+6. causality: every envelope dep known, else the envelope waits in a bounded
+   pending buffer and is retried when its deps arrive;
+7. the change's own deps are exactly genesis (first change of a device) or the
+   device's previous change (see :mod:`p2pchat.channel.doc`);
+8. apply the change, then validate the declared operation against the document
+   read *at the change's own heads*; an operation that does not match, or that
+   breaks a rule (edit of another author's message…), leaves the envelope
+   ``invalid``: kept for replication and dependencies, never shown.
+
+Every check depends only on the envelope and its causal past, so every replica
+reaches the same verdict for the same envelope.
+
+Equivocation: both envelopes are kept (so they reach every replica as evidence)
+and every envelope of that device from the lower seq on is hidden from views;
+its later changes are not applied. Since honest changes never depend on another
+device's change, honest authors are unaffected.
+
+Display order: each envelope gets ``eff = max(op.ts, eff(deps))`` and
+``depth = 1 + max(depth(deps))``; messages sort by ``(eff, depth, ulid)``. This
+is a linear extension of the causal order that follows authors' clocks where
+they agree with causality, and it is computed once per envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from p2pchat.channel.change import ChangeFormatError, parse_change
+from p2pchat.channel.doc import AuthoringDocument, SharedDocument
+from p2pchat.channel.envelope import (
+    Envelope,
+    actor_id,
+    decode_envelope,
+    seal_envelope,
+)
+from p2pchat.channel.ulid import is_ulid, make_ulid, ulid_ms
+from p2pchat.crypto import DecryptionError, blake2b
+from p2pchat.errors import RemoteProtocolError
+from p2pchat.identity import Identity
+
+#: Envelopes waiting for missing dependencies, per channel.
+MAX_PENDING = 10_000
+#: Longest message text, in characters.
+MAX_TEXT_LENGTH = 16_000
+#: Largest Automerge change inside one envelope, in bytes.
+MAX_CHANGE_SIZE = 64 * 1024
+MAX_CHANNEL_NAME = 100
+MAX_EMOJI_LENGTH = 32
+#: How far in the future a message time is shown before it is clamped to "now".
+MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
+_CHANNEL_PERSON = b"p2pchat-chan"
+_EPOCH_PERSON = b"p2pchat-epoch"
+
+KeyLookup = Callable[[bytes], bytes | None]
+RandomBytes = Callable[[int], bytes]
+
+
+def channel_id_for(founder: str, name: str, nonce: bytes) -> bytes:
+    return blake2b(msgpack.packb([founder, name, nonce], use_bin_type=True), person=_CHANNEL_PERSON)
+
+
+def epoch_id_for(key: bytes) -> bytes:
+    """The id of the epoch whose group secret is ``key`` (a commitment to it)."""
+    return blake2b(b"epoch", key=key, person=_EPOCH_PERSON)
+
+
+class Status(Enum):
+    APPLIED = "applied"
+    INVALID = "invalid"  # applied to the document, but its operation broke a rule
+    QUARANTINED = "quarantined"  # equivocation: kept as evidence, not applied
+
+
+class Rejected(RemoteProtocolError):
+    """An envelope failed verification; it is not stored and changes nothing."""
+
+
+@dataclass(slots=True)
+class EnvMeta:
+    author: str
+    device: bytes
+    seq: int
+    deps: tuple[bytes, ...]
+    change_hash: bytes
+    status: Status
+    order: int
+    eff: int
+    depth: int
+    why: str = ""
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    id: str
+    author: str
+    device: bytes
+    text: str
+    reply_to: str
+    ts: int
+    env: bytes
+    seq: int
+    key: tuple[int, int, str]
+    edited: int | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: str
+    author: str
+    text: str
+    reply_to: str
+    ts: int
+    edited: int | None
+    deleted: bool
+    reactions: dict[str, list[str]]
+
+
+@dataclass(slots=True)
+class ReceiveResult:
+    """What one ``receive`` did: envelopes applied now (in order), or why not."""
+
+    applied: list[Envelope] = field(default_factory=list)
+    pending: bool = False
+    duplicate: bool = False
+    equivocation: bool = False
+
+
+class ChannelState:
+    def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup) -> None:
+        self.channel_id = channel_id
+        self.identity = identity
+        self._keys = keys
+        self.doc = SharedDocument()
+        self._actor = actor_id(identity.did, identity.device_salt)
+        self.authoring = AuthoringDocument(self._actor)
+        self.name = ""
+        self.founder = ""
+        self.created = 0
+        self.genesis_id: bytes | None = None
+        self.genesis_hash: bytes | None = None
+        self.envs: dict[bytes, EnvMeta] = {}
+        self.raw: dict[bytes, bytes] = {}
+        self.log: list[bytes] = []
+        self.slots: dict[tuple[str, bytes, int], bytes] = {}
+        self.vector: dict[tuple[str, bytes], int] = {}
+        self.last_change: dict[tuple[str, bytes], bytes] = {}
+        self.equivocators: dict[tuple[str, bytes], int] = {}
+        self.heads: set[bytes] = set()
+        self.pending: dict[bytes, Envelope] = {}
+        self._waiting: dict[bytes, set[bytes]] = {}
+        self.messages: dict[str, MessageRecord] = {}
+        self.reactions: dict[tuple[str, str, str], bool] = {}
+        self.current_epoch: bytes | None = None
+
+    # --- authoring ------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, identity: Identity, name: str, key: bytes, now_ms: int,
+               randbytes: RandomBytes) -> tuple[ChannelState, Envelope]:
+        """Found a channel: the genesis envelope, applied locally."""
+        name = name.strip()
+        if not name or len(name) > MAX_CHANNEL_NAME:
+            raise ValueError(f"channel name must be 1..{MAX_CHANNEL_NAME} characters")
+        nonce = randbytes(32)
+        cid = channel_id_for(identity.did, name, nonce)
+        epoch = epoch_id_for(key)
+        state = cls(cid, identity, lambda e: key if e == epoch else None)
+        state.current_epoch = epoch
+        change = state.authoring.genesis({"name": name, "founder": identity.did,
+                                          "created": now_ms})
+        op = {"op": "genesis", "name": name, "nonce": nonce, "ts": now_ms}
+        env = state._seal(op, change, randbytes)
+        result = state.receive(env, now_ms)
+        assert result.applied, "own genesis must apply"
+        return state, env
+
+    def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
+             ) -> tuple[Envelope, str]:
+        self._check_text(text)
+        if reply_to and reply_to not in self.messages:
+            raise ValueError(f"no message {reply_to} to reply to")
+        msg_id = make_ulid(now_ms, randbytes(10))
+        change = self.authoring.put_entry("messages", msg_id, {
+            "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
+        env = self._author({"op": "post", "id": msg_id, "text": text, "reply_to": reply_to,
+                            "ts": now_ms}, change, now_ms, randbytes)
+        return env, msg_id
+
+    def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
+        self._check_text(text)
+        self._own_message(msg_id)
+        change = self.authoring.update_entry("messages", msg_id, {"text": text, "edited": now_ms})
+        return self._author({"op": "edit", "id": msg_id, "text": text, "ts": now_ms}, change,
+                            now_ms, randbytes)
+
+    def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
+        self._own_message(msg_id)
+        change = self.authoring.update_entry("messages", msg_id, {"text": "", "deleted": True})
+        return self._author({"op": "delete", "id": msg_id, "ts": now_ms}, change, now_ms,
+                            randbytes)
+
+    def react(self, target: str, emoji: str, on: bool, now_ms: int, randbytes: RandomBytes
+              ) -> Envelope:
+        if target not in self.messages:
+            raise ValueError(f"no message {target}")
+        if not emoji or len(emoji) > MAX_EMOJI_LENGTH or not emoji.isprintable():
+            raise ValueError("invalid reaction")
+        change = self.authoring.put_scalar("reactions", self._reaction_key(target, emoji,
+                                                                           self._actor), on)
+        return self._author({"op": "react", "target": target, "emoji": emoji, "on": on,
+                             "ts": now_ms}, change, now_ms, randbytes)
+
+    def _check_text(self, text: str) -> None:
+        if not text or len(text) > MAX_TEXT_LENGTH:
+            raise ValueError(f"message text must be 1..{MAX_TEXT_LENGTH} characters")
+
+    def _own_message(self, msg_id: str) -> MessageRecord:
+        record = self.messages.get(msg_id)
+        if record is None or record.author != self.identity.did \
+                or record.device != self.identity.device_salt:
+            raise ValueError(f"{msg_id} is not a message of this device")
+        if record.deleted:
+            raise ValueError(f"{msg_id} is deleted")
+        return record
+
+    @staticmethod
+    def _reaction_key(target: str, emoji: str, actor: bytes) -> str:
+        return f"{target}:{emoji}:{actor.hex()}"
+
+    def _author(self, op: dict[str, Any], change: bytes, now_ms: int,
+                randbytes: RandomBytes) -> Envelope:
+        env = self._seal(op, change, randbytes)
+        result = self.receive(env, now_ms)
+        if not result.applied:
+            raise RuntimeError("own envelope did not apply")
+        return env
+
+    def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes) -> Envelope:
+        if self.current_epoch is None:
+            raise RuntimeError("no epoch key to write with")
+        key = self._keys(self.current_epoch)
+        assert key is not None
+        me = (self.identity.did, self.identity.device_salt)
+        seq = self.vector.get(me, 0) + 1
+        deps = self._deps_for_new(me)
+        plaintext = msgpack.packb({**op, "change": change}, use_bin_type=True)
+        return seal_envelope(self.identity, channel=self.channel_id, seq=seq, deps=deps,
+                             epoch=self.current_epoch, key=key, nonce=randbytes(24),
+                             plaintext=plaintext)
+
+    def _deps_for_new(self, me: tuple[str, bytes]) -> tuple[bytes, ...]:
+        from p2pchat.channel.envelope import MAX_ENVELOPE_DEPS
+
+        own_prev = self.slots.get((me[0], me[1], self.vector.get(me, 0)))
+        heads = sorted(self.heads, key=lambda i: self.envs[i].order, reverse=True)
+        chosen = [own_prev] if own_prev is not None else []
+        for h in heads:
+            if len(chosen) >= MAX_ENVELOPE_DEPS:
+                break
+            if h != own_prev:
+                chosen.append(h)
+        return tuple(sorted(chosen))
+
+    # --- receiving --------------------------------------------------------------------
+
+    def receive_bytes(self, data: bytes, now_ms: int) -> ReceiveResult:
+        return self.receive(decode_envelope(data), now_ms)
+
+    def receive(self, env: Envelope, now_ms: int) -> ReceiveResult:
+        """Verify and (when its deps are here) apply ``env``. Raises :class:`Rejected`."""
+        if env.id in self.envs or env.id in self.pending:
+            return ReceiveResult(duplicate=True)
+        if env.channel != self.channel_id:
+            raise Rejected("envelope belongs to another channel")
+        if not env.verify_signature():
+            raise Rejected("envelope signature does not verify")
+        op, change = self._open(env)
+        slot = (env.author, env.device, env.seq)
+        other = self.slots.get(slot)
+        if other is not None and other != env.id:
+            return self._equivocation(env, change)
+        for dep in env.deps:
+            if dep not in self.envs:
+                return self._park(env)
+        result = ReceiveResult()
+        self._apply(env, op, change, result)
+        self._drain(env.id, now_ms, result)
+        return result
+
+    def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes]:
+        key = self._keys(env.epoch)
+        if key is None:
+            raise Rejected("envelope uses an unknown epoch key")
+        try:
+            plaintext = env.decrypt(key)
+        except DecryptionError as exc:
+            raise Rejected(f"envelope does not decrypt: {exc}") from None
+        try:
+            op = msgpack.unpackb(plaintext, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise Rejected(f"envelope plaintext is malformed: {type(exc).__name__}") from None
+        if not isinstance(op, dict) or type(op.get("change")) is not bytes \
+                or type(op.get("op")) is not str or type(op.get("ts")) is not int:
+            raise Rejected("envelope plaintext must be an operation with a change")
+        change = op.pop("change")
+        if len(change) > MAX_CHANGE_SIZE:
+            raise Rejected(f"change of {len(change)} bytes exceeds {MAX_CHANGE_SIZE}")
+        try:
+            header = parse_change(change)
+        except ChangeFormatError as exc:
+            raise Rejected(f"bad change: {exc}") from None
+        if header.actor != actor_id(env.author, env.device):
+            raise Rejected("change actor does not belong to the envelope's author")
+        if header.seq != env.seq:
+            raise Rejected(f"change seq {header.seq} does not match envelope seq {env.seq}")
+        return op, change
+
+    def _park(self, env: Envelope) -> ReceiveResult:
+        if len(self.pending) >= MAX_PENDING:
+            raise Rejected("pending buffer full")
+        self.pending[env.id] = env
+        for dep in env.deps:
+            if dep not in self.envs:
+                self._waiting.setdefault(dep, set()).add(env.id)
+        return ReceiveResult(pending=True)
+
+    def _drain(self, arrived: bytes, now_ms: int, result: ReceiveResult) -> None:
+        ready = [arrived]
+        while ready:
+            dep = ready.pop()
+            for waiting_id in sorted(self._waiting.pop(dep, ())):
+                env = self.pending.get(waiting_id)
+                if env is None or any(d not in self.envs for d in env.deps):
+                    continue
+                del self.pending[waiting_id]
+                op, change = self._open(env)
+                other = self.slots.get((env.author, env.device, env.seq))
+                if other is not None and other != env.id:
+                    self._equivocation(env, change)
+                else:
+                    self._apply(env, op, change, result)
+                ready.append(env.id)
+
+    def _equivocation(self, env: Envelope, change: bytes) -> ReceiveResult:
+        device = (env.author, env.device)
+        self.equivocators[device] = min(env.seq, self.equivocators.get(device, env.seq))
+        header = parse_change(change)
+        self._record(env, header.hash, Status.QUARANTINED, 0, 0, "equivocation")
+        return ReceiveResult(equivocation=True)
+
+    def _record(self, env: Envelope, change_hash: bytes, status: Status, eff: int, depth: int,
+                why: str = "") -> EnvMeta:
+        meta = EnvMeta(env.author, env.device, env.seq, env.deps, change_hash, status,
+                       len(self.log), eff, depth, why)
+        self.envs[env.id] = meta
+        self.raw[env.id] = env.encode()
+        self.log.append(env.id)
+        self.slots.setdefault((env.author, env.device, env.seq), env.id)
+        device = (env.author, env.device)
+        seq = self.vector.get(device, 0)
+        while (env.author, env.device, seq + 1) in self.slots:
+            seq += 1
+        self.vector[device] = seq
+        self.heads.difference_update(env.deps)
+        self.heads.add(env.id)
+        return meta
+
+    def _apply(self, env: Envelope, op: dict[str, Any], change: bytes,
+               result: ReceiveResult) -> None:
+        header = parse_change(change)
+        device = (env.author, env.device)
+        eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
+        depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
+        if device in self.equivocators and env.seq >= self.equivocators[device]:
+            self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
+            return
+        expected = self._expected_change_deps(env, op)
+        if expected is None or tuple(sorted(header.deps)) != expected:
+            raise Rejected("change dependencies do not match the author's previous change")
+        if env.seq > 1 and self.slots.get((env.author, env.device, env.seq - 1)) not in env.deps:
+            raise Rejected("envelope does not depend on its author's previous envelope")
+        self.doc.apply(change)
+        own = env.author == self.identity.did and env.device == self.identity.device_salt
+        if (own or op["op"] == "genesis") and self._actor_change_missing(header.hash):
+            self.authoring.apply(change)  # our authoring document: genesis + our changes
+        self.last_change[device] = header.hash
+        why = self._fold(env, op, header.hash, eff, depth)
+        meta = self._record(env, header.hash, Status.INVALID if why else Status.APPLIED, eff,
+                            depth, why)
+        if op["op"] == "genesis" and not why:
+            self.genesis_id, self.genesis_hash = env.id, header.hash
+        del meta
+        result.applied.append(env)
+
+    def _actor_change_missing(self, change_hash: bytes) -> bool:
+        return change_hash not in self.authoring.doc.get_heads()
+
+    def _expected_change_deps(self, env: Envelope, op: dict[str, Any]) -> tuple[bytes, ...] | None:
+        if op["op"] == "genesis":
+            return () if self.genesis_id is None and env.seq == 1 else None
+        if self.genesis_hash is None:
+            return None
+        prev = self.last_change.get((env.author, env.device))
+        if env.seq == 1:
+            return (self.genesis_hash,)
+        return (prev,) if prev is not None else None
+
+    # --- the fold: validate the declared operation against the document ------------
+
+    def _fold(self, env: Envelope, op: dict[str, Any], change_hash: bytes, eff: int,
+              depth: int) -> str:
+        """Apply ``op`` to the index; return why it is invalid, or '' if it counts."""
+        heads = [change_hash]
+        kind = op["op"]
+        if kind == "genesis":
+            name, nonce = op.get("name"), op.get("nonce")
+            if type(name) is not str or type(nonce) is not bytes or \
+                    channel_id_for(env.author, name, nonce) != self.channel_id:
+                return "genesis does not hash to the channel id"
+            meta = {k: self.doc.read_scalar("meta", k, heads) for k in ("name", "founder")}
+            if meta != {"name": name, "founder": env.author}:
+                return "genesis document does not match its operation"
+            self.name, self.founder, self.created = name, env.author, op["ts"]
+            return ""
+        if kind == "post":
+            msg_id, text, reply_to = op.get("id"), op.get("text"), op.get("reply_to", "")
+            if not is_ulid(msg_id) or type(text) is not str or type(reply_to) is not str:
+                return "malformed post"
+            assert isinstance(msg_id, str)
+            if msg_id in self.messages:
+                return "message id already used"
+            if not 0 < len(text) <= MAX_TEXT_LENGTH:
+                return "message text length out of range"
+            doc = self.doc.read_map("messages", msg_id, heads)
+            want = {"author": env.author, "text": text, "reply_to": reply_to, "deleted": False}
+            if doc != want:
+                return "document does not match the post"
+            self.messages[msg_id] = MessageRecord(
+                msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id), env.id, env.seq,
+                (eff, depth, msg_id))
+            return ""
+        if kind in ("edit", "delete"):
+            msg_id = op.get("id")
+            record = self.messages.get(msg_id) if isinstance(msg_id, str) else None
+            if record is None:
+                return f"{kind} of an unknown message"
+            if record.author != env.author or record.device != env.device:
+                return f"{kind} of another author's message"
+            if record.deleted:
+                return f"{kind} of a deleted message"
+            assert isinstance(msg_id, str)
+            doc = self.doc.read_map("messages", msg_id, heads) or {}
+            if kind == "edit":
+                text = op.get("text")
+                if type(text) is not str or not 0 < len(text) <= MAX_TEXT_LENGTH \
+                        or doc.get("text") != text or doc.get("edited") != op["ts"]:
+                    return "document does not match the edit"
+                record.text, record.edited = text, op["ts"]
+            else:
+                if doc.get("deleted") is not True or doc.get("text") != "":
+                    return "document does not match the delete"
+                record.text, record.deleted = "", True
+            return ""
+        if kind == "react":
+            target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")
+            if not isinstance(target, str) or target not in self.messages or \
+                    type(emoji) is not str or not 0 < len(emoji) <= MAX_EMOJI_LENGTH or \
+                    type(on) is not bool:
+                return "malformed reaction"
+            key = self._reaction_key(target, emoji, actor_id(env.author, env.device))
+            if self.doc.read_scalar("reactions", key, heads) is not on:
+                return "document does not match the reaction"
+            self.reactions[(target, emoji, env.author)] = on
+            return ""
+        return f"unknown operation {kind[:32]!r}"
+
+    # --- views ------------------------------------------------------------------------
+
+    def hidden(self, record: MessageRecord) -> bool:
+        start = self.equivocators.get((record.author, record.device))
+        return start is not None and record.seq >= start
+
+    def history(self, limit: int | None = None, now_ms: int | None = None) -> list[MessageView]:
+        records = sorted((r for r in self.messages.values() if not self.hidden(r)),
+                         key=lambda r: r.key)
+        if limit is not None:
+            records = records[-limit:] if limit > 0 else []
+        reactions: dict[str, dict[str, list[str]]] = {}
+        for (target, emoji, author), on in sorted(self.reactions.items()):
+            if on:
+                reactions.setdefault(target, {}).setdefault(emoji, []).append(author)
+        clamp = None if now_ms is None else now_ms + MAX_DISPLAY_SKEW_MS
+        return [MessageView(r.id, r.author, r.text, r.reply_to,
+                            r.ts if clamp is None else min(r.ts, clamp), r.edited, r.deleted,
+                            reactions.get(r.id, {})) for r in records]
+
+    def members(self) -> list[str]:
+        authors = {m.author for m in self.envs.values() if m.status is not Status.QUARANTINED}
+        return sorted(authors)
+
+    def missing_for(self, vector: dict[tuple[str, bytes], int]) -> list[bytes]:
+        """Envelope ids the holder of ``vector`` lacks, in causal (local log) order."""
+        return [i for i in self.log
+                if self.envs[i].seq > vector.get((self.envs[i].author, self.envs[i].device), 0)]

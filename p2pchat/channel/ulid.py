@@ -1,0 +1,35 @@
+"""ULIDs (sans-IO): 48-bit millisecond time + 80 random bits, Crockford base32, 26 chars.
+
+Time and randomness are arguments, so the simulator can produce reproducible ids.
+"""
+
+from __future__ import annotations
+
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_INDEX = {c: i for i, c in enumerate(ALPHABET)}
+ULID_LENGTH = 26
+MAX_MS = 2**48 - 1
+
+
+def make_ulid(ms: int, randomness: bytes) -> str:
+    if not 0 <= ms <= MAX_MS or len(randomness) != 10:
+        raise ValueError("a ULID needs 0 <= ms < 2^48 and 10 random bytes")
+    value = (ms << 80) | int.from_bytes(randomness, "big")
+    chars = []
+    for _ in range(ULID_LENGTH):
+        chars.append(ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_ulid(text: object) -> bool:
+    return (isinstance(text, str) and len(text) == ULID_LENGTH and text[0] in "01234567"
+            and all(c in _INDEX for c in text))
+
+
+def ulid_ms(ulid: str) -> int:
+    """The millisecond timestamp of a (valid) ULID."""
+    value = 0
+    for c in ulid[:10]:
+        value = (value << 5) | _INDEX[c]
+    return value

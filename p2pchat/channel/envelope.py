@@ -26,6 +26,7 @@ from p2pchat.crypto import Domain, blake2b, open_sealed, seal, verify
 from p2pchat.errors import IdentityError, RemoteProtocolError
 from p2pchat.identity import Identity, public_key_from_did
 from p2pchat.identity.did import MAX_DID_LENGTH
+from p2pchat.wire.frames import MAX_ENVELOPE_BYTES
 
 ENVELOPE_VERSION = 1
 ID_SIZE = 32
@@ -34,8 +35,8 @@ DEVICE_SIZE = 16
 EPOCH_ID_SIZE = 32
 NONCE_SIZE = 24
 SIGNATURE_SIZE = 64
-#: Largest encoded envelope accepted or produced, in bytes.
-MAX_ENVELOPE_SIZE = 128 * 1024
+#: Largest encoded envelope accepted or produced, in bytes (the wire's bound).
+MAX_ENVELOPE_SIZE = MAX_ENVELOPE_BYTES
 #: Most causal dependencies one envelope may name.
 MAX_ENVELOPE_DEPS = 64
 _ENV_PERSON = b"p2pchat-env"

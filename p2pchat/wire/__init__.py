@@ -9,7 +9,19 @@ from p2pchat.wire.codec import (
     encode_frame,
     encode_payload,
 )
-from p2pchat.wire.frames import FRAME_TYPES, Auth, Frame, Hello, Ping, Pong, Ready
+from p2pchat.wire.frames import (
+    FRAME_TYPES,
+    Auth,
+    Envelopes,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    Ready,
+    Subscribe,
+    Summary,
+    VectorEntry,
+)
 
 __all__ = [
     "FRAME_TYPES",
@@ -17,12 +29,16 @@ __all__ = [
     "MAX_FRAME_SIZE",
     "WIRE_VERSION",
     "Auth",
+    "Envelopes",
     "Frame",
     "FrameDecoder",
     "Hello",
     "Ping",
     "Pong",
     "Ready",
+    "Subscribe",
+    "Summary",
+    "VectorEntry",
     "decode_payload",
     "encode_frame",
     "encode_payload",

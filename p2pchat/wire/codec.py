@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import struct
 import unicodedata
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import msgpack
 
 from p2pchat.errors import CodecError, FrameTooLarge
-from p2pchat.wire.frames import FRAME_TYPES, Frame
+from p2pchat.wire.frames import FRAME_TYPES, Frame, Record
 
 WIRE_VERSION = 1
 MAX_FRAME_SIZE = 1024 * 1024  # hard limit for one frame's payload, in bytes
@@ -27,6 +27,8 @@ _RESERVED_KEYS = ("v", "t")
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _FieldSpec:
+    """How one field (or, for sequences, each element) is validated."""
+
     name: str
     kind: type
     min_len: int
@@ -34,39 +36,51 @@ class _FieldSpec:
     lo: int
     hi: int
     printable: bool
+    seq: bool = False
+    max_items: int = 0
 
     def length_ok(self, n: int) -> bool:
         return n >= self.min_len and (self.max_len is None or n <= self.max_len)
 
 
-_SPECS: dict[type[Frame], tuple[_FieldSpec, ...]] = {}
+_SPECS: dict[type, tuple[_FieldSpec, ...]] = {}
+_SCALARS = (int, str, bytes, bool)
 
 
-def _specs(cls: type[Frame]) -> tuple[_FieldSpec, ...]:
+def _specs(cls: type) -> tuple[_FieldSpec, ...]:
     cached = _SPECS.get(cls)
     if cached is None:
         cached = _SPECS[cls] = _build_specs(cls)
     return cached
 
 
-def _build_specs(cls: type[Frame]) -> tuple[_FieldSpec, ...]:
+def _build_specs(cls: type) -> tuple[_FieldSpec, ...]:
     hints = get_type_hints(cls)
     specs = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        kind = hints[f.name]
-        if kind not in (int, str, bytes, bool):
-            raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {kind!r}")
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        seq = get_origin(hint) is tuple
+        if seq:
+            args = get_args(hint)
+            if len(args) != 2 or args[1] is not Ellipsis:
+                raise TypeError(f"{cls.__name__}.{f.name}: only tuple[X, ...] is supported")
+            hint = args[0]
+        if hint not in _SCALARS and not (isinstance(hint, type) and issubclass(hint, Record)):
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {hint!r}")
         md = f.metadata
+        if seq and not md.get("max_items"):
+            raise TypeError(f"{cls.__name__}.{f.name}: sequences need max_items")
         specs.append(
             _FieldSpec(
-                f.name, kind, md.get("min_len", 0), md.get("max_len"), md.get("lo", 0),
-                md.get("hi", 2**64 - 1), md.get("printable", False),
+                f.name, hint, md.get("min_len", 0), md.get("max_len"), md.get("lo", 0),
+                md.get("hi", 2**64 - 1), md.get("printable", False), seq,
+                md.get("max_items", 0),
             )
         )
     return tuple(specs)
 
 
-def _check(tag: str, spec: _FieldSpec, value: Any) -> None:
+def _check_scalar(tag: str, spec: _FieldSpec, value: Any) -> None:
     # bool is a subclass of int in Python; on the wire they are distinct types.
     if type(value) is not spec.kind:
         raise CodecError(
@@ -86,6 +100,46 @@ def _check(tag: str, spec: _FieldSpec, value: Any) -> None:
         raise CodecError(f"frame {tag!r}: field {spec.name!r} out of range: {value}")
 
 
+def _decode_one(tag: str, spec: _FieldSpec, value: Any) -> Any:
+    if spec.kind in _SCALARS:
+        _check_scalar(tag, spec, value)
+        return value
+    subspecs = _specs(spec.kind)
+    if not isinstance(value, list) or len(value) != len(subspecs):
+        raise CodecError(f"frame {tag!r}: field {spec.name!r} must be a "
+                         f"{len(subspecs)}-item record")
+    return spec.kind(*(_decode_value(tag, sub, v) for sub, v in zip(subspecs, value, strict=True)))
+
+
+def _decode_value(tag: str, spec: _FieldSpec, value: Any) -> Any:
+    if not spec.seq:
+        return _decode_one(tag, spec, value)
+    if not isinstance(value, list):
+        raise CodecError(f"frame {tag!r}: field {spec.name!r} must be a list")
+    if len(value) > spec.max_items:
+        raise CodecError(f"frame {tag!r}: field {spec.name!r} has {len(value)} items, "
+                         f"max {spec.max_items}")
+    return tuple(_decode_one(tag, spec, v) for v in value)
+
+
+def _encode_one(tag: str, spec: _FieldSpec, value: Any) -> Any:
+    if spec.kind in _SCALARS:
+        _check_scalar(tag, spec, value)
+        return value
+    if type(value) is not spec.kind:
+        raise CodecError(f"frame {tag!r}: field {spec.name!r} must be {spec.kind.__name__}")
+    return [_encode_value(tag, sub, getattr(value, sub.name)) for sub in _specs(spec.kind)]
+
+
+def _encode_value(tag: str, spec: _FieldSpec, value: Any) -> Any:
+    if not spec.seq:
+        return _encode_one(tag, spec, value)
+    if type(value) is not tuple or len(value) > spec.max_items:
+        raise CodecError(f"frame {tag!r}: field {spec.name!r} must be a tuple of at most "
+                         f"{spec.max_items} items")
+    return [_encode_one(tag, spec, v) for v in value]
+
+
 def _printable(text: str) -> bool:
     return all(unicodedata.category(c)[0] != "C" for c in text)
 
@@ -101,9 +155,7 @@ def encode_payload(frame: Frame) -> bytes:
     """The msgpack payload of ``frame`` (no length prefix). Validates as decode would."""
     body: dict[str, Any] = {"v": WIRE_VERSION, "t": frame.TAG}
     for spec in _specs(type(frame)):
-        value = getattr(frame, spec.name)
-        _check(frame.TAG, spec, value)
-        body[spec.name] = value
+        body[spec.name] = _encode_value(frame.TAG, spec, getattr(frame, spec.name))
     return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -153,9 +205,7 @@ def decode_payload(payload: bytes) -> Frame:
     for spec in specs:
         if spec.name not in obj:
             raise CodecError(f"frame {tag!r}: missing field {spec.name!r}")
-        value = obj[spec.name]
-        _check(tag, spec, value)
-        kwargs[spec.name] = value
+        kwargs[spec.name] = _decode_value(tag, spec, obj[spec.name])
     return cls(**kwargs)
 
 

@@ -21,21 +21,28 @@ MAX_AGENT_LENGTH = 64
 
 def limits(
     *, min_len: int = 0, max_len: int | None = None, lo: int = 0, hi: int = U64_MAX,
-    printable: bool = False,
+    printable: bool = False, max_items: int = 0,
 ) -> Any:
     """Field metadata: length bounds for str/bytes, value bounds for int.
 
-    ``printable`` strings may not contain control characters (Unicode category C*
-    except none), so a peer cannot smuggle terminal escapes into our output.
+    ``printable`` strings may not contain control characters (Unicode category C*),
+    so a peer cannot smuggle terminal escapes into our output. A ``tuple[X, ...]``
+    field must set ``max_items``; the other limits then apply to each element.
     """
     return field(metadata={"min_len": min_len, "max_len": max_len, "lo": lo, "hi": hi,
-                           "printable": printable})
+                           "printable": printable, "max_items": max_items})
 
 
 class Frame:
     """Base of every frame. ``TAG`` is the wire type tag."""
 
     TAG: ClassVar[str] = ""
+    __slots__ = ()
+
+
+class Record:
+    """Base of small records nested in frames; encoded as msgpack arrays of their fields."""
+
     __slots__ = ()
 
 
@@ -98,3 +105,54 @@ class Ping(Frame):
 @dataclass(frozen=True, slots=True)
 class Pong(Frame):
     nonce: int = limits()
+
+
+# --- channel replication (DESIGN §7) -------------------------------------------------------
+
+#: Bytes of a per-link blinded channel topic.
+TOPIC_SIZE = 16
+#: Largest encoded envelope, in bytes (the channel layer enforces the same bound).
+MAX_ENVELOPE_BYTES = 128 * 1024
+MAX_TOPICS = 1024
+MAX_VECTOR_ENTRIES = 4096
+MAX_BATCH_ITEMS = 1024
+ID_PREFIX_SIZE = 8
+DEVICE_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class VectorEntry(Record):
+    """One device's progress: every envelope up to ``seq`` is held; ``last`` prefixes its id."""
+
+    author: str = limits(min_len=1, max_len=MAX_DID_LENGTH, printable=True)
+    device: bytes = limits(min_len=DEVICE_SIZE, max_len=DEVICE_SIZE)
+    seq: int = limits()
+    last: bytes = limits(min_len=ID_PREFIX_SIZE, max_len=ID_PREFIX_SIZE)
+
+
+@frame("subscribe")
+@dataclass(frozen=True, slots=True)
+class Subscribe(Frame):
+    """The channels I hold, as topics blinded with this link's session id."""
+
+    topics: tuple[bytes, ...] = limits(min_len=TOPIC_SIZE, max_len=TOPIC_SIZE,
+                                       max_items=MAX_TOPICS)
+
+
+@frame("summary")
+@dataclass(frozen=True, slots=True)
+class Summary(Frame):
+    """What I hold of one shared channel; the receiver sends what I lack."""
+
+    topic: bytes = limits(min_len=TOPIC_SIZE, max_len=TOPIC_SIZE)
+    entries: tuple[VectorEntry, ...] = limits(max_items=MAX_VECTOR_ENTRIES)
+
+
+@frame("envelopes")
+@dataclass(frozen=True, slots=True)
+class Envelopes(Frame):
+    """Envelopes of one channel, in causal order."""
+
+    topic: bytes = limits(min_len=TOPIC_SIZE, max_len=TOPIC_SIZE)
+    items: tuple[bytes, ...] = limits(min_len=1, max_len=MAX_ENVELOPE_BYTES,
+                                      max_items=MAX_BATCH_ITEMS)

@@ -8,7 +8,18 @@ from typing import Any
 
 import msgpack
 import pytest
-from wirefields import FieldInfo, all_fields, field_infos, frame_classes, minimal_frame, tags
+from wirefields import (
+    FieldInfo,
+    all_fields,
+    field_infos,
+    frame_classes,
+    is_record,
+    minimal_frame,
+    minimal_value,
+    sequence_fields,
+    tags,
+    wire_value,
+)
 
 from p2pchat.errors import CloseCode, CodecError, FrameTooLarge
 from p2pchat.wire import (
@@ -219,6 +230,43 @@ def test_wrong_type_is_rejected(tag: str, info: FieldInfo) -> None:
     for value in _WRONG_TYPES[info.kind]:
         message = codec_error(_mutated(tag, info, value))
         assert f"field {info.name!r} must be {info.kind.__name__}" in message, value
+
+
+SEQUENCES = sequence_fields()
+
+
+@pytest.mark.parametrize(("tag", "info"), SEQUENCES, ids=lambda x: getattr(x, "name", x))
+def test_sequence_must_be_a_list(tag: str, info: FieldInfo) -> None:
+    for value in ("text", b"bytes", 1, None, {"a": 1}):
+        assert f"field {info.name!r} must be a list" in codec_error(_mutated(tag, info, value))
+
+
+@pytest.mark.parametrize(("tag", "info"), SEQUENCES, ids=lambda x: getattr(x, "name", x))
+def test_sequence_item_limit(tag: str, info: FieldInfo) -> None:
+    item = wire_value(info.element(), minimal_value(info.element()))
+    message = codec_error(_mutated(tag, info, [item] * (info.max_items + 1)))
+    assert f"has {info.max_items + 1} items, max {info.max_items}" in message
+    decoded = decode_payload(_mutated(tag, info, [item] * 2))
+    assert 2 == len(getattr(decoded, info.name))
+
+
+@pytest.mark.parametrize(("tag", "info"), SEQUENCES, ids=lambda x: getattr(x, "name", x))
+def test_sequence_elements_are_validated(tag: str, info: FieldInfo) -> None:
+    element = info.element()
+    if is_record(element):
+        subs = field_infos(element.kind)
+        good = wire_value(element, minimal_value(element))
+        assert "record" in codec_error(_mutated(tag, info, [good[:-1]]))
+        for i, sub in enumerate(subs):
+            for wrong in _WRONG_TYPES[sub.kind]:
+                bad = list(good)
+                bad[i] = wrong
+                message = codec_error(_mutated(tag, info, [bad]))
+                assert f"field {sub.name!r} must be {sub.kind.__name__}" in message, wrong
+    else:
+        for wrong in _WRONG_TYPES[element.kind]:
+            message = codec_error(_mutated(tag, info, [wrong]))
+            assert f"field {info.name!r} must be {element.kind.__name__}" in message, wrong
 
 
 def test_bool_is_not_an_int() -> None:

@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,9 @@ def validate_name(name: str) -> str:
     name = name.strip()
     if len(name) > MAX_NAME_LENGTH:
         raise LocalError(f"name is longer than {MAX_NAME_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise LocalError("name must not contain control characters")
+    if any(unicodedata.category(c)[0] == "C" for c in name):
+        # the same rule the wire applies to hello.name (see wire/frames.py, printable)
+        raise LocalError("name must not contain control or format characters")
     return name
 
 

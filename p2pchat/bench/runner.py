@@ -28,8 +28,8 @@ Handshake. Each iteration dials afresh, so nothing is reused:
   Hello/Auth/Auth/Ready on the link stream: two more round trips, two
   signatures and two verifications). The node is then stopped (untimed).
 
-Closed client sockets are released in the background (the node's transport
-closes an outbound socket 0.5 s after its link closes; a raw client after its
+Closed client sockets are released as connections end (the node's transport
+closes an outbound socket as soon as its link closes; a raw client after its
 connection drained), and the runner waits for the process's open file count to
 come back to where it started before the next phase and at the end.
 
@@ -171,7 +171,7 @@ def _open_fds() -> int | None:
 async def _settle(baseline: int | None) -> int | None:
     """Wait until sockets closed in the background are released; return the excess left."""
     if baseline is None:
-        await asyncio.sleep(0.6)  # no /proc: outlast the transport's 0.5 s close delay
+        await asyncio.sleep(0.6)  # no /proc to count descriptors: give closes a moment
         return None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_TIMEOUT

@@ -207,7 +207,9 @@ class LinkProtocol(QuicConnectionProtocol):
         elif isinstance(event, qe.StreamDataReceived):
             self._owner._stream_data(self, event)
         elif isinstance(event, qe.ConnectionTerminated):
-            reason = event.reason_phrase or "no reason given"
+            # the peer chose these characters: keep them from reaching a terminal raw
+            reason = "".join(c if c.isprintable() else "?" for c in event.reason_phrase[:200])
+            reason = reason or "no reason given"
             who = "closed by peer" if self.closed_reason is None else "closed"
             self._owner._terminated(self, f"{who}: {reason} (code {event.error_code})")
 

@@ -170,6 +170,8 @@ class ChannelState:
         self.messages: dict[str, MessageRecord] = {}
         self.reactions: dict[tuple[str, str, str], bool] = {}
         self.current_epoch: bytes | None = None
+        #: ids of messages whose visible content changed (drained by the node for indexing)
+        self.changed: list[str] = []
 
     # --- authoring ------------------------------------------------------------------
 
@@ -363,6 +365,8 @@ class ChannelState:
     def _equivocation(self, env: Envelope, change: bytes) -> ReceiveResult:
         device = (env.author, env.device)
         self.equivocators[device] = min(env.seq, self.equivocators.get(device, env.seq))
+        self.changed += [m.id for m in self.messages.values()
+                         if (m.author, m.device) == device and m.seq >= self.equivocators[device]]
         header = parse_change(change)
         self._record(env, header.hash, Status.QUARANTINED, 0, 0, "equivocation")
         return ReceiveResult(equivocation=True)
@@ -457,6 +461,7 @@ class ChannelState:
             self.messages[msg_id] = MessageRecord(
                 msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id), env.id, env.seq,
                 (eff, depth, msg_id))
+            self.changed.append(msg_id)
             return ""
         if kind in ("edit", "delete"):
             msg_id = op.get("id")
@@ -475,10 +480,12 @@ class ChannelState:
                         or doc.get("text") != text or doc.get("edited") != op["ts"]:
                     return "document does not match the edit"
                 record.text, record.edited = text, op["ts"]
+                self.changed.append(msg_id)
             else:
                 if doc.get("deleted") is not True or doc.get("text") != "":
                     return "document does not match the delete"
                 record.text, record.deleted = "", True
+            self.changed.append(msg_id)
             return ""
         if kind == "react":
             target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")

@@ -178,6 +178,119 @@ def status(as_json: JsonOption = False) -> None:
         typer.echo(f"redial  {w['address']}  {w['did'] or '?'}")
 
 
+channel_app = typer.Typer(no_args_is_help=True, help="Create and list channels.")
+app.add_typer(channel_app, name="channel")
+ChannelArg = Annotated[str, typer.Argument(metavar="CHANNEL",
+                                           help="Channel id or local #name.")]
+
+
+@channel_app.command("create")
+def channel_create(name: str, as_json: JsonOption = False) -> None:
+    """Found a channel; prints its id and an invite link."""
+    result = control("channel.create", {"name": name})
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"created #{result['name']}  {result['channel']}")
+        typer.echo(f"invite: {result['invite']}")
+
+
+@channel_app.command("list")
+def channel_list(as_json: JsonOption = False) -> None:
+    """Channels this node holds."""
+    result = control("channel.list")
+    if as_json:
+        emit_json(result)
+        return
+    if not result:
+        typer.echo("no channels")
+    for c in result:
+        state = "" if c["synced"] else "  (waiting for history)"
+        typer.echo(f"#{c['name']}  {c['channel']}  {c['messages']} messages, "
+                   f"{c['peers']} peers{state}")
+
+
+@app.command()
+def invite(channel: ChannelArg, as_json: JsonOption = False) -> None:
+    """Print an invite link for a channel (it carries the channel key: share it privately)."""
+    result = control("invite", {"channel": channel})
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(result["invite"])
+
+
+@app.command()
+def join(invite_link: Annotated[str, typer.Argument(metavar="INVITE")],
+         as_json: JsonOption = False) -> None:
+    """Join a channel from an invite link; history arrives from the invite's peers."""
+    result = control("join", {"invite": invite_link})
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"joined #{result['name']}  {result['channel']}")
+
+
+@app.command()
+def send(channel: ChannelArg, text: str,
+         reply_to: Annotated[str | None, typer.Option("--reply-to", help="Message id.")] = None,
+         as_json: JsonOption = False) -> None:
+    """Post a message; returns once it is stored (it survives a crash from then on)."""
+    params: dict[str, Any] = {"channel": channel, "text": text}
+    if reply_to:
+        params["reply_to"] = reply_to
+    result = control("send", params)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(result["id"])
+
+
+def _print_messages(messages: list[dict[str, Any]]) -> None:
+    import datetime
+
+    for m in messages:
+        when = datetime.datetime.fromtimestamp(m["ts"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        text = "(deleted)" if m["deleted"] else m["text"]
+        edited = " (edited)" if m["edited"] else ""
+        typer.echo(f"{when}  {m['author'][-8:]}  {text}{edited}")
+
+
+@app.command()
+def history(channel: ChannelArg,
+            limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N.")] = 100,
+            as_json: JsonOption = False) -> None:
+    """Messages of a channel in display order (causal, then time)."""
+    result = control("history", {"channel": channel, "limit": limit})
+    if as_json:
+        emit_json(result)
+    else:
+        _print_messages(result)
+
+
+@app.command()
+def search(channel: ChannelArg, query: str,
+           limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+           as_json: JsonOption = False) -> None:
+    """Full-text search of a channel's messages (words match as prefixes)."""
+    result = control("search", {"channel": channel, "query": query, "limit": limit})
+    if as_json:
+        emit_json(result)
+    else:
+        _print_messages(result)
+
+
+@app.command()
+def members(channel: ChannelArg, as_json: JsonOption = False) -> None:
+    """Members seen in a channel, with their rank."""
+    result = control("members", {"channel": channel})
+    if as_json:
+        emit_json(result)
+    else:
+        for m in result:
+            typer.echo(f"{m['did']}  {m['rank']}")
+
+
 @app.command()
 def stop() -> None:
     """Ask the running node to shut down gracefully."""

@@ -12,10 +12,12 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from p2pchat.channel.invite import format_channel_id, parse_channel_id, parse_invite
 from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode
 from p2pchat.core.events import format_address
 from p2pchat.errors import LocalError
@@ -25,6 +27,8 @@ from p2pchat.runtime.node import Node
 log = logging.getLogger("p2pchat.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+#: Most messages one history or search request returns.
+MAX_HISTORY = 100_000
 
 
 class ControlServer:
@@ -40,6 +44,14 @@ class ControlServer:
             "connect": self._connect,
             "ping": self._ping,
             "disconnect": self._disconnect,
+            "channel.create": self._channel_create,
+            "channel.list": self._channel_list,
+            "invite": self._invite,
+            "join": self._join,
+            "send": self._send,
+            "history": self._history,
+            "search": self._search,
+            "members": self._members,
             "stop": self._stop,
         }
 
@@ -148,6 +160,100 @@ class ControlServer:
         else:
             done = await self.node.disconnect(address=parse_listen(target))
         return {"closed": done.closed, "forgotten": [format_address(a) for a in done.forgotten]}
+
+    # --- channels -------------------------------------------------------------------
+
+    def _channel(self, params: dict[str, Any]) -> bytes:
+        """CHANNEL: a channel id, or a local name with or without '#'."""
+        text = params.get("channel")
+        if not isinstance(text, str) or not text:
+            raise LocalError("missing channel")
+        hub = self.node.core.hub
+        if not text.startswith("#"):
+            try:
+                channel = parse_channel_id(text)
+            except LocalError:
+                channel = None
+            if channel is not None:
+                if channel not in hub.channels:
+                    raise LocalError(f"not a member of channel {text}")
+                return channel
+        name = text.removeprefix("#")
+        matches = [c for c in hub.channels if hub.name_of(c) == name]
+        if not matches:
+            raise LocalError(f"no channel named #{name}")
+        if len(matches) > 1:
+            raise LocalError(f"#{name} names {len(matches)} channels; use the channel id")
+        return matches[0]
+
+    def _text(self, params: dict[str, Any], key: str) -> str:
+        value = params.get(key)
+        if not isinstance(value, str):
+            raise LocalError(f"missing {key}")
+        return value
+
+    def _limit(self, params: dict[str, Any], default: int) -> int:
+        limit = params.get("limit", default)
+        if type(limit) is not int or not 0 < limit <= MAX_HISTORY:
+            raise LocalError(f"limit must be 1..{MAX_HISTORY}")
+        return limit
+
+    async def _channel_create(self, params: dict[str, Any]) -> Any:
+        result = await self.node.create_channel(self._text(params, "name"))
+        channel = result["channel"]
+        return {"channel": format_channel_id(channel), "name": result["name"],
+                "invite": self.node.make_invite(channel)}
+
+    async def _channel_list(self, params: dict[str, Any]) -> Any:
+        hub = self.node.core.hub
+        out = []
+        for channel, state in hub.channels.items():
+            out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
+                        "synced": state.genesis_id is not None,
+                        "messages": len(state.messages), "peers": len(hub.shared_with(channel))})
+        return sorted(out, key=lambda c: (c["name"], c["channel"]))
+
+    async def _invite(self, params: dict[str, Any]) -> Any:
+        channel = self._channel(params)
+        return {"channel": format_channel_id(channel), "invite": self.node.make_invite(channel)}
+
+    async def _join(self, params: dict[str, Any]) -> Any:
+        invite = parse_invite(self._text(params, "invite"))
+        result = await self.node.join(invite)
+        return {"channel": format_channel_id(invite.channel), "name": result["name"]}
+
+    async def _send(self, params: dict[str, Any]) -> Any:
+        channel = self._channel(params)
+        reply_to = params.get("reply_to", "")
+        if not isinstance(reply_to, str):
+            raise LocalError("reply_to must be a message id")
+        result = await self.node.send(channel, self._text(params, "text"), reply_to)
+        return {"id": result["id"], "channel": format_channel_id(channel)}
+
+    def _views(self, channel: bytes, ids: set[str] | None, limit: int) -> list[dict[str, Any]]:
+        state = self.node.core.hub.get(channel)
+        views = state.history(None, int(time.time() * 1000))
+        if ids is not None:
+            views = [v for v in views if v.id in ids]
+        return [{"id": v.id, "author": v.author, "text": v.text, "ts": v.ts,
+                 "reply_to": v.reply_to or None, "edited": v.edited, "deleted": v.deleted,
+                 "reactions": v.reactions} for v in views[-limit:]]
+
+    async def _history(self, params: dict[str, Any]) -> Any:
+        return self._views(self._channel(params), None, self._limit(params, 100))
+
+    async def _search(self, params: dict[str, Any]) -> Any:
+        channel = self._channel(params)
+        limit = self._limit(params, 50)
+        if self.node.store is None:
+            raise LocalError("search needs the store")
+        ids = await self.node.store.search(channel, self._text(params, "query"), limit)
+        return self._views(channel, set(ids), limit)
+
+    async def _members(self, params: dict[str, Any]) -> Any:
+        state = self.node.core.hub.get(self._channel(params))
+        return [{"did": did, "rank": "owner" if did == state.founder else "member"}
+                for did in state.members()]
 
     async def _stop(self, params: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_soon(self._on_stop)

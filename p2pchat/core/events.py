@@ -190,3 +190,79 @@ class SavePeer(Effect):
 
     address: Address
     did: str
+
+
+# --- channels (issue 3) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChannel:
+    channel: bytes
+    name: str
+    key: bytes
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelsLoaded(Event):
+    """Channels and their envelopes (in stored order) from earlier runs."""
+
+    channels: tuple[StoredChannel, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreateRequested(Event):
+    request_id: int
+    name: str
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequested(Event):
+    request_id: int
+    channel: bytes
+    key: bytes
+    name: str
+    peers: tuple[tuple[str, Address], ...]
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequested(Event):
+    request_id: int
+    channel: bytes
+    text: str
+    wall_ms: int
+    reply_to: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PersistChannel(Effect):
+    channel: bytes
+    name: str
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PersistEnvelopes(Effect):
+    """Store these verified envelopes (id, bytes) of ``channel``, in this order."""
+
+    channel: bytes
+    items: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMessages(Effect):
+    """Search index rows (id, author, text, deleted) for messages that changed."""
+
+    channel: bytes
+    rows: tuple[tuple[str, str, str, bool], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelAnswer(Effect):
+    """Answer to a channel request: ``result`` on success, else ``error``."""
+
+    request_id: int
+    result: dict[str, object] | None
+    error: str | None

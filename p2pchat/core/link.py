@@ -130,6 +130,13 @@ class Link:
     def is_open(self) -> bool:
         return self.state is LinkState.OPEN
 
+    @property
+    def session_id(self) -> bytes:
+        """Both handshake nonces, client's first: the same on both ends of this link."""
+        if self.outbound:
+            return self._nonce + self._peer_nonce
+        return self._peer_nonce + self._nonce
+
     def deadline(self) -> float | None:
         if self.state is LinkState.CLOSED:
             return None

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pchat.core.channels import ChannelHub
 from p2pchat.core.config import NodeConfig
 from p2pchat.core.events import (
     Address,
+    ChannelCreateRequested,
+    ChannelsLoaded,
     CloseLink,
     ConnectFinished,
     ConnectRequested,
@@ -38,6 +41,7 @@ from p2pchat.core.events import (
     Effect,
     Event,
     ForgetPeer,
+    JoinRequested,
     LinkEstablished,
     LinkLost,
     PeerConnected,
@@ -46,13 +50,14 @@ from p2pchat.core.events import (
     PingRequested,
     RandomSource,
     SavePeer,
+    SendRequested,
     ShutdownRequested,
     TimerExpired,
     WantedPeersLoaded,
     format_address,
 )
 from p2pchat.core.link import Link
-from p2pchat.errors import CloseCode
+from p2pchat.errors import CloseCode, RemoteProtocolError
 from p2pchat.identity import Identity, short_did
 from p2pchat.wire.frames import NONCE_SIZE
 
@@ -94,6 +99,7 @@ class NodeCore:
         self._dials: dict[int, Address] = {}
         self._next_dial_id = 1
         self._shutting_down = False
+        self.hub = ChannelHub(identity, rng.randbytes)
 
     # --- queries -----------------------------------------------------------------
 
@@ -142,6 +148,14 @@ class NodeCore:
             return self._on_loaded(event, now)
         if isinstance(event, ShutdownRequested):
             return self._on_shutdown(event, now)
+        if isinstance(event, SendRequested):
+            return self.hub.send(event)
+        if isinstance(event, ChannelCreateRequested):
+            return self.hub.create(event)
+        if isinstance(event, JoinRequested):
+            return self._on_join(event, now)
+        if isinstance(event, ChannelsLoaded):
+            return self.hub.on_loaded(event, 0)
         raise TypeError(f"unknown event {event!r}")
 
     # --- handlers -----------------------------------------------------------------
@@ -264,6 +278,19 @@ class NodeCore:
         effects.append(DisconnectFinished(ev.request_id, closed, tuple(sorted(forgotten))))
         return effects
 
+    def _on_join(self, ev: JoinRequested, now: float) -> list[Effect]:
+        effects = self.hub.join(ev)
+        for did, address in ev.peers:
+            if did == self.identity.did or address in self._wanted or did in self._by_did:
+                continue
+            if len(self._wanted) >= self.config.max_wanted_peers:
+                break
+            # invite peers are kept and retried: the user asked to reach this channel
+            wanted = _Wanted(address, did, persistent=True)
+            self._wanted[address] = wanted
+            effects += self._dial(wanted)
+        return effects
+
     def _on_loaded(self, ev: WantedPeersLoaded, now: float) -> list[Effect]:
         effects: list[Effect] = []
         for address, did in ev.peers:
@@ -329,10 +356,21 @@ class NodeCore:
             error = None if rtt is not None else "too many pings in flight"
             effects.append(PingFinished(request_id, rtt, error))
         link.finished_pings.clear()
-        link.inbox.clear()  # no application frames yet: later issues dispatch them here
         if link.is_open and not link.announced:
             effects += self._on_link_open(link, now)
-        elif link.state.value == "closed" and link.link_id in self._links:
+            if link.announced and link.is_open:
+                effects += self.hub.on_link_open(link)
+        if link.inbox:
+            frames, link.inbox = link.inbox, []
+            for frame in frames:
+                if not link.is_open:
+                    break
+                try:
+                    effects += self.hub.on_frame(link, frame, 0)
+                except RemoteProtocolError as exc:
+                    effects += link.close(exc.code, str(exc))
+        if link.state.value == "closed" and link.link_id in self._links:
+            self.hub.on_link_closed(link.link_id)
             effects += self._on_link_closed(link, now)
         return effects
 

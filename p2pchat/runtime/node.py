@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat import __version__
+from p2pchat.channel.invite import Invite
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
 from p2pchat.core.events import (
     Address,
+    ChannelAnswer,
+    ChannelCreateRequested,
+    ChannelsLoaded,
     CloseLink,
     ConnectFinished,
     ConnectRequested,
@@ -32,14 +36,20 @@ from p2pchat.core.events import (
     Effect,
     Event,
     ForgetPeer,
+    IndexMessages,
+    JoinRequested,
     LinkEstablished,
     LinkLost,
     PeerConnected,
     PeerDisconnected,
+    PersistChannel,
+    PersistEnvelopes,
     PingFinished,
     PingRequested,
     SavePeer,
+    SendRequested,
     ShutdownRequested,
+    StoredChannel,
     TimerExpired,
     Transmit,
     WantedPeersLoaded,
@@ -98,11 +108,10 @@ class Node:
         self._connects: dict[int, asyncio.Future[str]] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._disconnects: dict[int, asyncio.Future[DisconnectFinished]] = {}
-        self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = asyncio.Queue()
+        self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._writes: asyncio.Queue[tuple[bool, Callable[[], Any]] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._pending_write = 0
-        self._write_done = asyncio.Event()
-        self._write_done.set()
         self._stopped = asyncio.Event()
         self.peer_listeners: list[Callable[[Effect], None]] = []
 
@@ -111,6 +120,10 @@ class Node:
     async def start(self, host: str, port: int) -> Address:
         self.listen_address = await self.transport.listen(host, port)
         if self.store is not None:
+            stored = await self.store.load_channels()
+            if stored:
+                self._dispatch(ChannelsLoaded(tuple(
+                    StoredChannel(cid, name, key, tuple(envs)) for cid, name, key, envs in stored)))
             peers = await self.store.load_peers()
             if peers:
                 self._dispatch(WantedPeersLoaded(tuple(peers)))
@@ -175,6 +188,43 @@ class Node:
             return await future
         finally:
             self._disconnects.pop(request_id, None)
+
+    # --- channels ------------------------------------------------------------------------
+
+    async def _request(self, make: Callable[[int], Event]) -> dict[str, Any]:
+        request_id = self._new_request()
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._answers[request_id] = future
+        self._dispatch(make(request_id))
+        try:
+            return await future
+        finally:
+            self._answers.pop(request_id, None)
+
+    async def create_channel(self, name: str) -> dict[str, Any]:
+        return await self._request(lambda r: ChannelCreateRequested(r, name, _wall_ms()))
+
+    async def join(self, invite: Invite) -> dict[str, Any]:
+        peers = tuple((did, (host, port)) for did, host, port in invite.peers)
+        return await self._request(lambda r: JoinRequested(r, invite.channel, invite.key,
+                                                           invite.name, peers, _wall_ms()))
+
+    async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
+        """Post ``text``; returns once the envelope is committed to the store."""
+        return await self._request(lambda r: SendRequested(r, channel, text, _wall_ms(),
+                                                           reply_to))
+
+    def make_invite(self, channel: bytes) -> str:
+        hub = self.core.hub
+        key = hub.keys[channel]
+        peers: list[tuple[str, str, int]] = []
+        if self.listen_address and self.listen_address[0] not in ("0.0.0.0", "::"):
+            peers.append((self.identity.did, *self.listen_address))
+        for p in self.core.peers(self._loop.time()):
+            if p.outbound and len(peers) < 8 and channel in hub.channels:
+                peers.append((p.did, p.address[0], p.address[1]))
+        invite = Invite(channel, key, hub.name_of(channel), self.identity.did, tuple(peers))
+        return invite.to_uri(self.identity)
 
     def peers(self) -> list[PeerView]:
         now = self._loop.time()
@@ -271,6 +321,23 @@ class Node:
             waiter = self._disconnects.get(effect.request_id)
             if waiter is not None:
                 self._after_writes(lambda: _resolve(waiter, effect))
+        elif isinstance(effect, PersistEnvelopes):
+            if self.store is not None:
+                store, channel, items = self.store, effect.channel, list(effect.items)
+                self._enqueue_write(lambda: store.save_envelopes(channel, items))
+        elif isinstance(effect, IndexMessages):
+            if self.store is not None:
+                store, channel, rows = self.store, effect.channel, list(effect.rows)
+                self._enqueue_write(lambda: store.index_messages(channel, rows))
+        elif isinstance(effect, PersistChannel):
+            if self.store is not None:
+                store, ch = self.store, effect
+                self._enqueue_write(lambda: store.save_channel(ch.channel, ch.name, ch.key,
+                                                               time.time()))
+        elif isinstance(effect, ChannelAnswer):
+            answer = self._answers.get(effect.request_id)
+            if answer is not None:
+                self._after_writes(lambda: _answer(answer, effect))
         elif isinstance(effect, ConnectFinished):
             self._after_writes(lambda: self._finish_connect(effect))
         elif isinstance(effect, PingFinished):
@@ -298,36 +365,66 @@ class Node:
             future.set_exception(LocalError(effect.error or "connect failed"))
 
     # --- ordered store writes ------------------------------------------------------------
+    #
+    # One queue of (write or callback). The writer takes everything queued, commits
+    # consecutive writes in one transaction, and runs a callback only after every
+    # write queued before it has committed.
 
     def _enqueue_write(self, write: Callable[[], Awaitable[None]]) -> None:
         self._pending_write += 1
-        self._write_done.clear()
-        self._writes.put_nowait(write)
+        self._writes.put_nowait((True, write))
 
     def _after_writes(self, callback: Callable[[], None]) -> None:
         if self._pending_write == 0:
             callback()
             return
-
-        async def run() -> None:
-            callback()
-
         self._pending_write += 1
-        self._writes.put_nowait(run)
+        self._writes.put_nowait((False, callback))
+
+    async def _commit(self, writes: list[Callable[[], Awaitable[None]]]) -> None:
+        assert self.store is not None
+        try:
+            await self.store.transaction(writes)
+        except Exception:
+            log.exception("store write failed (%d writes rolled back)", len(writes))
+        self._pending_write -= len(writes)
 
     async def _write_loop(self) -> None:
         while True:
-            write = await self._writes.get()
-            if write is None:
-                return
-            try:
-                await write()
-            except Exception:
-                log.exception("store write failed")
-            finally:
+            item = await self._writes.get()
+            batch = [item]
+            while not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            writes: list[Callable[[], Awaitable[None]]] = []
+            for entry in batch:
+                if entry is None:
+                    if writes:
+                        await self._commit(writes)
+                    return
+                is_write, fn = entry
+                if is_write:
+                    writes.append(fn)
+                    continue
+                if writes:
+                    await self._commit(writes)
+                    writes = []
                 self._pending_write -= 1
-                if self._pending_write == 0:
-                    self._write_done.set()
+                fn()
+            if writes:
+                await self._commit(writes)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _answer(future: asyncio.Future[dict[str, Any]], effect: ChannelAnswer) -> None:
+    if future.done():
+        return
+    if effect.result is not None:
+        future.set_result(effect.result)
+    else:
+        future.set_exception(LocalError(effect.error or "request failed"))
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

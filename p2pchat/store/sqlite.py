@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -35,6 +36,26 @@ MIGRATIONS: tuple[str, ...] = (
         did TEXT NOT NULL,
         last_connected REAL NOT NULL,
         PRIMARY KEY (host, port)
+    );
+    """,
+    # 2: channels, their envelopes in local (causal) order, and message search
+    """
+    CREATE TABLE channels (
+        id BLOB PRIMARY KEY,
+        name TEXT NOT NULL,
+        key BLOB NOT NULL,
+        joined REAL NOT NULL
+    );
+    CREATE TABLE envelopes (
+        pos INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel BLOB NOT NULL REFERENCES channels(id),
+        id BLOB NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (channel, id)
+    );
+    CREATE VIRTUAL TABLE message_search USING fts5 (
+        channel UNINDEXED, msg UNINDEXED, author UNINDEXED, text,
+        tokenize = 'unicode61 remove_diacritics 2'
     );
     """,
 )
@@ -110,6 +131,61 @@ class Store:
 
     async def forget_peer(self, address: Address) -> None:
         await self._db.execute("DELETE FROM peers WHERE host = ? AND port = ?", address)
+
+    # --- channels -----------------------------------------------------------------
+
+    async def save_channel(self, channel: bytes, name: str, key: bytes, when: float) -> None:
+        await self._db.execute(
+            "INSERT INTO channels (id, name, key, joined) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING", (channel, name, key, when))
+
+    async def save_envelopes(self, channel: bytes, items: list[tuple[bytes, bytes]]) -> None:
+        await self._db.executemany(
+            "INSERT INTO envelopes (channel, id, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (channel, id) DO NOTHING", [(channel, i, d) for i, d in items])
+
+    async def index_messages(self, channel: bytes,
+                             rows: list[tuple[str, str, str, bool]]) -> None:
+        await self._db.executemany(
+            "DELETE FROM message_search WHERE channel = ? AND msg = ?",
+            [(channel, msg) for msg, _, _, _ in rows])
+        await self._db.executemany(
+            "INSERT INTO message_search (channel, msg, author, text) VALUES (?, ?, ?, ?)",
+            [(channel, msg, author, text) for msg, author, text, hidden in rows if not hidden])
+
+    async def load_channels(self) -> list[tuple[bytes, str, bytes, list[bytes]]]:
+        async with self._db.execute("SELECT id, name, key FROM channels ORDER BY joined") as cur:
+            channels = await cur.fetchall()
+        out = []
+        for cid, name, key in channels:
+            async with self._db.execute(
+                    "SELECT data FROM envelopes WHERE channel = ? ORDER BY pos", (cid,)) as cur:
+                rows = await cur.fetchall()
+            out.append((bytes(cid), str(name), bytes(key), [bytes(r[0]) for r in rows]))
+        return out
+
+    async def search(self, channel: bytes, query: str, limit: int) -> list[str]:
+        """Message ids matching ``query`` (FTS5 syntax; plain words match as prefixes)."""
+        terms = [t for t in query.replace('"', " ").split() if t]
+        if not terms:
+            return []
+        match = " ".join(f'"{t}"*' for t in terms)
+        async with self._db.execute(
+                "SELECT msg FROM message_search WHERE channel = ? AND message_search MATCH ? "
+                "ORDER BY rank LIMIT ?", (channel, match, limit)) as cur:
+            rows = await cur.fetchall()
+        return [str(r[0]) for r in rows]
+
+    async def transaction(self, writes: list[Callable[[], Awaitable[None]]]) -> None:
+        """Run several writes in one transaction (one fsync of the WAL)."""
+        await self._db.execute("BEGIN")
+        try:
+            for write in writes:
+                await write()
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
         try:

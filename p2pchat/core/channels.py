@@ -1,0 +1,295 @@
+"""Channel replication over links (DESIGN §7). Sans-IO; owned by NodeCore.
+
+Theory of operation
+-------------------
+* On every open link each side sends ``Subscribe`` with its channels as
+  *blinded topics*: ``BLAKE2b(session id, key=channel id)``, 16 bytes. Only a
+  peer that knows the channel id recognises the topic, and topics differ per
+  link, so an eavesdropper or a non-member learns nothing from them.
+* For every channel both sides hold, each side sends ``Summary``: per device,
+  the highest contiguous seq it holds and a prefix of that envelope's id. The
+  receiver answers with ``Envelopes`` holding what the summary lacks, in its
+  local (causal) log order, in batches. One round trip reconciles a channel;
+  a device whose ``last`` prefix differs at the same seq has forked
+  (equivocation), and the receiver sends all of that device's envelopes so both
+  sides hold the evidence.
+* A verified, applied envelope is pushed at once to every other link sharing the
+  channel (at most :data:`MAX_FORWARD_FANOUT`), so members who never met still
+  converge through the ones in between.
+* A peer that sends an envelope which fails verification is closed: honest
+  nodes forward only what they verified. Envelopes left waiting for deps make
+  us send our own ``Summary`` back, so the peer fills the gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p2pchat.channel.envelope import decode_envelope
+from p2pchat.channel.state import ChannelState, Rejected, epoch_id_for
+from p2pchat.core.events import (
+    ChannelAnswer,
+    ChannelCreateRequested,
+    ChannelsLoaded,
+    Effect,
+    IndexMessages,
+    JoinRequested,
+    PersistChannel,
+    PersistEnvelopes,
+    SendRequested,
+)
+from p2pchat.core.link import Link
+from p2pchat.crypto import blake2b
+from p2pchat.errors import CloseCode, RemoteProtocolError
+from p2pchat.identity import Identity
+from p2pchat.wire import Envelopes, Frame, Subscribe, Summary, VectorEntry
+from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES, TOPIC_SIZE
+
+#: Links an applied envelope is pushed to (besides where it came from).
+MAX_FORWARD_FANOUT = 16
+#: Envelope bytes per Envelopes frame (below the 1 MiB frame limit).
+MAX_BATCH_BYTES = 768 * 1024
+_TOPIC_PERSON = b"p2pchat-topic"
+
+RandomBytes = Callable[[int], bytes]
+
+
+def topic_for(channel: bytes, session_id: bytes) -> bytes:
+    return blake2b(session_id, key=channel, person=_TOPIC_PERSON, size=TOPIC_SIZE)
+
+
+@dataclass
+class _LinkChannels:
+    link: Link
+    topics: dict[bytes, bytes]  # my topic -> channel id, for this link's session
+    shared: set[bytes]
+
+
+class ChannelHub:
+    def __init__(self, identity: Identity, randbytes: RandomBytes) -> None:
+        self.identity = identity
+        self._randbytes = randbytes
+        self.channels: dict[bytes, ChannelState] = {}
+        self.keys: dict[bytes, bytes] = {}
+        self.names: dict[bytes, str] = {}
+        self._links: dict[int, _LinkChannels] = {}
+
+    # --- queries ------------------------------------------------------------------
+
+    def get(self, channel: bytes) -> ChannelState:
+        state = self.channels.get(channel)
+        if state is None:
+            raise KeyError(channel)
+        return state
+
+    def name_of(self, channel: bytes) -> str:
+        state = self.channels[channel]
+        return state.name or self.names.get(channel, "")
+
+    def shared_with(self, channel: bytes) -> list[str]:
+        return sorted(lc.link.peer_did or "" for lc in self._links.values()
+                      if channel in lc.shared)
+
+    # --- requests -----------------------------------------------------------------
+
+    def _new_state(self, channel: bytes, key: bytes) -> ChannelState:
+        epoch = epoch_id_for(key)
+        state = ChannelState(channel, self.identity, lambda e: key if e == epoch else None)
+        state.current_epoch = epoch
+        self.channels[channel] = state
+        self.keys[channel] = key
+        return state
+
+    def on_loaded(self, ev: ChannelsLoaded, now_ms: int) -> list[Effect]:
+        for stored in ev.channels:
+            state = self._new_state(stored.channel, stored.key)
+            self.names[stored.channel] = stored.name
+            for raw in stored.envelopes:
+                try:
+                    state.receive_bytes(raw, now_ms)
+                except RemoteProtocolError:
+                    continue  # stored data is ours; a bad row is skipped, not fatal
+            state.changed.clear()
+        return self._resubscribe_all()
+
+    def create(self, ev: ChannelCreateRequested) -> list[Effect]:
+        key = self._randbytes(32)
+        try:
+            state, genesis = ChannelState.create(self.identity, ev.name, key, ev.wall_ms,
+                                                 self._randbytes)
+        except ValueError as exc:
+            return [ChannelAnswer(ev.request_id, None, str(exc))]
+        self.channels[state.channel_id] = state
+        self.keys[state.channel_id] = key
+        self.names[state.channel_id] = state.name
+        state.changed.clear()
+        effects: list[Effect] = [
+            PersistChannel(state.channel_id, state.name, key),
+            PersistEnvelopes(state.channel_id, ((genesis.id, genesis.encode()),)),
+            ChannelAnswer(ev.request_id, {"channel": state.channel_id, "name": state.name}, None),
+        ]
+        return effects + self._resubscribe_all()
+
+    def join(self, ev: JoinRequested) -> list[Effect]:
+        if ev.channel in self.channels:
+            return [ChannelAnswer(ev.request_id, {"channel": ev.channel, "name":
+                                                  self.name_of(ev.channel), "new": False}, None)]
+        self._new_state(ev.channel, ev.key)
+        self.names[ev.channel] = ev.name
+        answer = {"channel": ev.channel, "name": ev.name, "new": True}
+        return [PersistChannel(ev.channel, ev.name, ev.key),
+                ChannelAnswer(ev.request_id, answer, None), *self._resubscribe_all()]
+
+    def send(self, ev: SendRequested) -> list[Effect]:
+        state = self.channels.get(ev.channel)
+        if state is None:
+            return [ChannelAnswer(ev.request_id, None, "unknown channel")]
+        if state.genesis_id is None:
+            return [ChannelAnswer(ev.request_id, None,
+                                  "channel not synced yet: no peer has sent its history")]
+        try:
+            env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
+        except ValueError as exc:
+            return [ChannelAnswer(ev.request_id, None, str(exc))]
+        effects = self._after_apply(state, [(env.id, env.encode())], source=None)
+        effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
+        return effects
+
+    # --- links --------------------------------------------------------------------
+
+    def on_link_open(self, link: Link) -> list[Effect]:
+        lc = _LinkChannels(link, {}, set())
+        self._links[link.link_id] = lc
+        return self._subscribe(lc)
+
+    def on_link_closed(self, link_id: int) -> None:
+        self._links.pop(link_id, None)
+
+    def _subscribe(self, lc: _LinkChannels) -> list[Effect]:
+        session = lc.link.session_id
+        lc.topics = {topic_for(c, session): c for c in sorted(self.channels)[:MAX_TOPICS]}
+        return [lc.link.send(Subscribe(topics=tuple(sorted(lc.topics))))]
+
+    def _resubscribe_all(self) -> list[Effect]:
+        effects: list[Effect] = []
+        for lc in self._links.values():
+            effects += self._subscribe(lc)
+        return effects
+
+    def on_frame(self, link: Link, frame: Frame, now_ms: int) -> list[Effect]:
+        lc = self._links.get(link.link_id)
+        if lc is None:
+            return []
+        if isinstance(frame, Subscribe):
+            return self._on_subscribe(lc, frame)
+        if isinstance(frame, Summary):
+            return self._on_summary(lc, frame)
+        if isinstance(frame, Envelopes):
+            return self._on_envelopes(lc, frame, now_ms)
+        raise RemoteProtocolError(f"unexpected {frame.TAG!r} frame")
+
+    def _on_subscribe(self, lc: _LinkChannels, frame: Subscribe) -> list[Effect]:
+        theirs = set(frame.topics)
+        newly = {c for t, c in lc.topics.items() if t in theirs} - lc.shared
+        lc.shared |= newly
+        return [self._summary(lc, c) for c in sorted(newly)]
+
+    def _summary(self, lc: _LinkChannels, channel: bytes) -> Effect:
+        state = self.channels[channel]
+        entries = []
+        for (author, device), seq in sorted(state.vector.items())[:MAX_VECTOR_ENTRIES]:
+            if seq == 0:
+                continue
+            last = state.slots[(author, device, seq)]
+            entries.append(VectorEntry(author=author, device=device, seq=seq, last=last[:8]))
+        return lc.link.send(Summary(topic=self._topic(lc, channel), entries=tuple(entries)))
+
+    def _topic(self, lc: _LinkChannels, channel: bytes) -> bytes:
+        return topic_for(channel, lc.link.session_id)
+
+    def _channel_of(self, lc: _LinkChannels, topic: bytes) -> bytes:
+        channel = lc.topics.get(topic)
+        if channel is None or channel not in lc.shared:
+            raise RemoteProtocolError("frame for a channel not shared on this link")
+        return channel
+
+    def _on_summary(self, lc: _LinkChannels, frame: Summary) -> list[Effect]:
+        channel = self._channel_of(lc, frame.topic)
+        state = self.channels[channel]
+        theirs = {(e.author, e.device): e.seq for e in frame.entries}
+        ids = state.missing_for(theirs)
+        forked = {(e.author, e.device) for e in frame.entries
+                  if (slot := state.slots.get((e.author, e.device, e.seq))) is not None
+                  and slot[:8] != e.last}
+        if forked:
+            have = set(ids)
+            ids += [i for i in state.log if i not in have
+                    and (state.envs[i].author, state.envs[i].device) in forked]
+        return self._send_envelopes(lc, channel, ids)
+
+    def _send_envelopes(self, lc: _LinkChannels, channel: bytes, ids: list[bytes]
+                        ) -> list[Effect]:
+        state = self.channels[channel]
+        return self._batches(lc, channel, [state.raw[i] for i in ids])
+
+    def _batches(self, lc: _LinkChannels, channel: bytes, raws: list[bytes]) -> list[Effect]:
+        """``Envelopes`` frames for ``raws``, in order, within the item and byte limits."""
+        topic = self._topic(lc, channel)
+        effects: list[Effect] = []
+        batch: list[bytes] = []
+        size = 0
+        for raw in raws:
+            if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_BATCH_BYTES):
+                effects.append(lc.link.send(Envelopes(topic=topic, items=tuple(batch))))
+                batch, size = [], 0
+            batch.append(raw)
+            size += len(raw)
+        if batch:
+            effects.append(lc.link.send(Envelopes(topic=topic, items=tuple(batch))))
+        return effects
+
+    def _on_envelopes(self, lc: _LinkChannels, frame: Envelopes, now_ms: int) -> list[Effect]:
+        channel = self._channel_of(lc, frame.topic)
+        state = self.channels[channel]
+        stored: list[tuple[bytes, bytes]] = []
+        parked = False
+        for raw in frame.items:
+            try:
+                result = state.receive(decode_envelope(raw), now_ms)
+            except Rejected as exc:
+                if "pending buffer full" in str(exc):
+                    continue
+                raise RemoteProtocolError(f"sent an invalid envelope: {exc}",
+                                          CloseCode.PROTOCOL_ERROR) from None
+            except RemoteProtocolError as exc:
+                raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
+            parked |= result.pending
+            stored += [(e.id, state.raw[e.id]) for e in result.applied]
+            if result.equivocation:
+                quarantined = state.log[-1]
+                stored.append((quarantined, state.raw[quarantined]))
+        effects = self._after_apply(state, stored, source=lc.link.link_id)
+        if parked:
+            effects.append(self._summary(lc, channel))
+        return effects
+
+    def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
+                     source: int | None) -> list[Effect]:
+        if not stored:
+            return []
+        channel = state.channel_id
+        effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))]
+        if state.changed:
+            rows = []
+            for msg_id in dict.fromkeys(state.changed):
+                r = state.messages[msg_id]
+                rows.append((r.id, r.author, r.text, r.deleted or state.hidden(r)))
+            state.changed.clear()
+            effects.append(IndexMessages(channel, tuple(rows)))
+        targets = [lc for lid, lc in sorted(self._links.items())
+                   if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
+        raws = [raw for _, raw in stored]
+        for lc in targets:
+            effects += self._batches(lc, channel, raws)
+        return effects

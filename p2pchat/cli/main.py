@@ -232,18 +232,37 @@ def join(invite_link: Annotated[str, typer.Argument(metavar="INVITE")],
 
 
 @app.command()
-def send(channel: ChannelArg, text: str,
+def send(channel: ChannelArg,
+         text: Annotated[str | None, typer.Argument(help="Message text.")] = None,
+         stdin: Annotated[bool, typer.Option(
+             "--stdin", help="Send each line of standard input as a message; prints each "
+             "id as soon as that message is stored.")] = False,
          reply_to: Annotated[str | None, typer.Option("--reply-to", help="Message id.")] = None,
          as_json: JsonOption = False) -> None:
-    """Post a message; returns once it is stored (it survives a crash from then on)."""
-    params: dict[str, Any] = {"channel": channel, "text": text}
+    """Post a message; prints its id once it is stored (it survives a crash from then on)."""
+    from p2pchat.control.client import ControlConnection
+
+    if (text is None) == (not stdin):
+        fail("give TEXT or --stdin (not both)", 2)
+    params: dict[str, Any] = {"channel": channel}
     if reply_to:
         params["reply_to"] = reply_to
-    result = control("send", params)
-    if as_json:
-        emit_json(result)
-    else:
-        typer.echo(result["id"])
+    if text is not None:
+        result = control("send", {**params, "text": text})
+        emit_json(result) if as_json else typer.echo(result["id"])
+        return
+
+    def burst() -> None:
+        with ControlConnection(state.home) as conn:
+            for line in sys.stdin:
+                line = line.rstrip("\n")
+                if not line:
+                    continue
+                result = conn.call("send", {**params, "text": line})
+                out = json.dumps(result) if as_json else result["id"]
+                print(out, flush=True)
+
+    guarded(burst)
 
 
 def _print_messages(messages: list[dict[str, Any]]) -> None:

@@ -3,49 +3,73 @@
 from __future__ import annotations
 
 import socket
+from types import TracebackType
 from typing import Any
 
 from p2pchat.control.protocol import MAX_LINE, ControlError, decode, encode
 from p2pchat.errors import NodeNotRunning
-from p2pchat.home import NodeHome
+from p2pchat.home import MAX_SOCKET_PATH, NodeHome
 
 
-def call(home: NodeHome, method: str, params: dict[str, Any] | None = None,
-         timeout: float = 60.0) -> Any:
-    """Send one request to the node of ``home`` and return its result.
+class ControlConnection:
+    """One connection to a node's control socket; several requests may share it.
 
     Raises :class:`NodeNotRunning` if nothing listens on the socket, and
     :class:`ControlError` with the node's message if it answered with an error.
     """
-    path = home.socket_path
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
+
+    def __init__(self, home: NodeHome, timeout: float = 60.0) -> None:
+        self.home = home
+        self._timeout = timeout
+        self._buf = bytearray()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        path = home.socket_path
         try:
-            sock.connect(str(path))
+            self._sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            self._sock.close()
             raise NodeNotRunning(f"node not running at {home.path}") from None
         except OSError as exc:
-            if len(str(path)) > 107:
+            self._sock.close()
+            if len(str(path)) > MAX_SOCKET_PATH:
                 raise NodeNotRunning(f"node not running at {home.path}") from None
             raise ControlError(f"cannot reach the node at {home.path}: {exc}") from exc
-        sock.sendall(encode({"method": method, "params": params or {}}))
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > MAX_LINE:
-                raise ControlError("response from node too large")
-    except TimeoutError:
-        raise ControlError(f"the node at {home.path} did not answer within {timeout:g} s") from None
-    finally:
-        sock.close()
-    if not buf:
-        raise ControlError("the node closed the control connection without an answer")
-    response = decode(bytes(buf))
-    if response.get("ok") is True:
-        return response.get("result")
-    raise ControlError(str(response.get("error", "unknown error")))
 
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        try:
+            self._sock.sendall(encode({"method": method, "params": params or {}}))
+            while b"\n" not in self._buf:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ControlError("the node closed the control connection without an answer")
+                self._buf += chunk
+                if len(self._buf) > MAX_LINE:
+                    raise ControlError("response from node too large")
+        except TimeoutError:
+            raise ControlError(f"the node at {self.home.path} did not answer within "
+                               f"{self._timeout:g} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise ControlError("the node closed the control connection") from None
+        line, _, rest = self._buf.partition(b"\n")
+        self._buf = bytearray(rest)
+        response = decode(bytes(line))
+        if response.get("ok") is True:
+            return response.get("result")
+        raise ControlError(str(response.get("error", "unknown error")))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ControlConnection:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+
+def call(home: NodeHome, method: str, params: dict[str, Any] | None = None,
+         timeout: float = 60.0) -> Any:
+    """Send one request to the node of ``home`` and return its result."""
+    with ControlConnection(home, timeout) as conn:
+        return conn.call(method, params)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat import __version__
-from p2pchat.channel.invite import Invite
+from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
 from p2pchat.core.events import (
     Address,
@@ -219,10 +219,14 @@ class Node:
         key = hub.keys[channel]
         peers: list[tuple[str, str, int]] = []
         if self.listen_address and self.listen_address[0] not in ("0.0.0.0", "::"):
+            # the inviter vouches for itself; its own address is the one to give out
             peers.append((self.identity.did, *self.listen_address))
-        for p in self.core.peers(self._loop.time()):
-            if p.outbound and len(peers) < 8 and channel in hub.channels:
-                peers.append((p.did, p.address[0], p.address[1]))
+        else:
+            # listening on every interface: we cannot tell which address the invitee
+            # reaches, so give the peers we dialled (they have reachable addresses)
+            for p in self.core.peers(self._loop.time()):
+                if p.outbound and len(peers) < MAX_INVITE_PEERS:
+                    peers.append((p.did, p.address[0], p.address[1]))
         invite = Invite(channel, key, hub.name_of(channel), self.identity.did, tuple(peers))
         return invite.to_uri(self.identity)
 

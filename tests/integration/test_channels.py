@@ -1,0 +1,203 @@
+"""Channels across real ``p2pchat run`` processes (acceptance, issue 3)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.nodeproc import NodeProcess, free_udp_port
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        pause.wait(0.2)  # polling a condition with a deadline, not a guess
+
+
+def history(node: NodeProcess, channel: str) -> list[dict[str, Any]]:
+    result = node.cli("history", channel, "--limit", "100000", "--json")
+    assert 0 == result.returncode, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def create_channel(node: NodeProcess, name: str) -> tuple[str, str]:
+    result = node.cli("channel", "create", name, "--json")
+    assert 0 == result.returncode, result.stderr
+    data = json.loads(result.stdout)
+    return data["channel"], data["invite"]
+
+
+def invite_of(node: NodeProcess, channel: str) -> str:
+    result = node.cli("invite", channel, "--json")
+    assert 0 == result.returncode, result.stderr
+    return str(json.loads(result.stdout)["invite"])
+
+
+def join(node: NodeProcess, invite: str) -> None:
+    result = node.cli("join", invite, "--json")
+    assert 0 == result.returncode, result.stderr
+
+
+def synced(node: NodeProcess, channel: str) -> bool:
+    result = node.cli("channel", "list", "--json")
+    return any(c["channel"] == channel and c["synced"] for c in json.loads(result.stdout))
+
+
+class Burst:
+    """``p2pchat send CHANNEL --stdin`` in a child process; collects acknowledged ids."""
+
+    def __init__(self, node: NodeProcess, channel: str, texts: list[str]) -> None:
+        self.acked: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "p2pchat", "--home", str(node.home), "send", channel,
+             "--stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._writer = threading.Thread(target=self._write, args=(texts,), daemon=True)
+        self._writer.start()
+
+    def _write(self, texts: list[str]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            for text in texts:
+                self.proc.stdin.write(text + "\n")
+                self.proc.stdin.flush()
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the node was killed under us: that is the point of some tests
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.acked.append(line.strip())
+                self._cond.notify_all()
+
+    def wait_acked(self, n: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.acked) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and len(self.acked) < n
+                                      and not self._reader.is_alive()):
+                    raise AssertionError(f"only {len(self.acked)} of {n} messages acknowledged")
+                self._cond.wait(min(remaining, 1.0))
+            return list(self.acked)
+
+    def finish(self, timeout: float = 60.0) -> int:
+        rc = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        self._writer.join(timeout)
+        assert self.proc.stderr is not None
+        self.stderr = self.proc.stderr.read()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return rc
+
+
+def test_line_topology_converges(spawn: Callable[..., NodeProcess]) -> None:
+    """A–B–C (A and C never connect): 1,000 posts each from A and C, interleaved."""
+    a = spawn("A")
+    b = spawn("B")
+    c = spawn("C")
+    channel, invite = create_channel(a, "line")
+    join(b, invite)
+    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    join(c, invite_of(b, channel))  # B's invite names only B
+    wait_until(lambda: synced(c, channel), 10, "C to receive the channel")
+
+    n = 1000
+    start = time.monotonic()
+    burst_a = Burst(a, channel, [f"a{i}" for i in range(n)])
+    burst_c = Burst(c, channel, [f"c{i}" for i in range(n)])
+    assert 0 == burst_a.finish(), burst_a.stderr
+    assert 0 == burst_c.finish(), burst_c.stderr
+
+    def identical() -> list[dict[str, Any]] | None:
+        ha, hb, hc = history(a, channel), history(b, channel), history(c, channel)
+        return ha if len(ha) == 2 * n and ha == hb == hc else None
+
+    final = wait_until(identical, 30, "identical histories on A, B and C")
+    elapsed = time.monotonic() - start
+    assert {f"a{i}" for i in range(n)} | {f"c{i}" for i in range(n)} == {m["text"] for m in final}
+    # A and C never linked: each sees only B
+    peers_a = json.loads(a.cli("peers", "--json").stdout)
+    assert [b.did] == [p["did"] for p in peers_a]
+    peers_c = json.loads(c.cli("peers", "--json").stdout)
+    assert [b.did] == [p["did"] for p in peers_c]
+    print(f"line topology: 2x{n} messages converged {elapsed:.1f} s after the bursts started")
+
+
+def test_offline_merge(spawn: Callable[..., NodeProcess]) -> None:
+    port_a = free_udp_port()
+    a = spawn("A", port_a)
+    b = spawn("B")
+    channel, invite = create_channel(a, "merge")
+    join(b, invite)
+    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    assert 0 == b.stop()
+
+    assert 0 == Burst(a, channel, [f"a{i}" for i in range(500)]).finish()
+    assert 0 == a.stop()  # A goes offline too, so B restarts with no peer to reach
+
+    b2 = spawn("B")
+    burst = Burst(b2, channel, [f"b{i}" for i in range(500)])
+    assert 0 == burst.finish()
+    own = history(b2, channel)
+    assert [f"b{i}" for i in range(500)] == [m["text"] for m in own]  # visible at once
+
+    start = time.monotonic()
+    a2 = spawn("A", port_a)  # back on its address: the peers find each other again
+
+    def merged() -> list[dict[str, Any]] | None:
+        ha, hb = history(a2, channel), history(b2, channel)
+        return ha if len(ha) == 1000 and ha == hb else None
+
+    final = wait_until(merged, 10, "both sides to show the same 1,000 messages")
+    print(f"offline merge: converged {time.monotonic() - start:.1f} s after A came back")
+    # A's messages were all written before B's: causal-then-time order keeps them first
+    assert [f"a{i}" for i in range(500)] + [f"b{i}" for i in range(500)] == \
+        [m["text"] for m in final]
+
+
+def test_sigkill_mid_burst_keeps_every_acknowledged_message(
+    spawn: Callable[..., NodeProcess],
+) -> None:
+    port_a = free_udp_port()
+    a = spawn("A", port_a)
+    b = spawn("B")
+    channel, invite = create_channel(a, "crash")
+    join(b, invite)
+    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+
+    burst = Burst(a, channel, [f"m{i}" for i in range(1000)])
+    burst.wait_acked(300, 30)
+    a.kill()
+    burst.finish()
+    acked = set(burst.acked)
+    assert len(acked) >= 300
+
+    a2 = spawn("A", port_a)
+    ids_a = {m["id"] for m in history(a2, channel)}
+    assert set() == acked - ids_a, "acknowledged messages lost by the crash"
+    wait_until(lambda: acked <= {m["id"] for m in history(b, channel)}, 15,
+               "B to receive every acknowledged message")

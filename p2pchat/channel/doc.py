@@ -162,6 +162,10 @@ class AuthoringDocument:
     def save(self) -> bytes:
         return self.doc.save()
 
+    @classmethod
+    def load(cls, actor: bytes, data: bytes) -> AuthoringDocument:
+        return cls(actor, Document.load(data))
+
 
 def _top(doc: Document, name: str) -> bytes:
     got = doc.get(ROOT, name)

@@ -67,6 +67,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
+SNAPSHOT_VERSION = 1
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -499,6 +500,63 @@ class ChannelState:
             self.reactions[(target, emoji, env.author)] = on
             return ""
         return f"unknown operation {kind[:32]!r}"
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Everything but the envelope bytes (the store has those) and the pending buffer."""
+        envs = [[i, m.author, m.device, m.seq, list(m.deps), m.change_hash, m.status.value,
+                 m.eff, m.depth, m.why] for i in self.log for m in (self.envs[i],)]
+        messages = [[r.id, r.author, r.device, r.text, r.reply_to, r.ts, r.env, r.seq,
+                     list(r.key), r.edited, r.deleted] for r in self.messages.values()]
+        return msgpack.packb({  # type: ignore[no-any-return]
+            "v": SNAPSHOT_VERSION, "doc": self.doc.save(), "authoring": self.authoring.save(),
+            "name": self.name, "founder": self.founder, "created": self.created,
+            "genesis": [self.genesis_id, self.genesis_hash], "envs": envs,
+            "messages": messages,
+            "reactions": [[t, e, a, on] for (t, e, a), on in self.reactions.items()],
+            "equivocators": [[a, d, s] for (a, d), s in self.equivocators.items()],
+        }, use_bin_type=True)
+
+    @classmethod
+    def restore(cls, channel_id: bytes, identity: Identity, keys: KeyLookup, epoch: bytes,
+                data: bytes, raw: dict[bytes, bytes]) -> ChannelState:
+        """Rebuild from :meth:`snapshot` plus the stored bytes of the envelopes it covers."""
+        snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if snap.get("v") != SNAPSHOT_VERSION:
+            raise ValueError("unknown snapshot version")
+        state = cls(channel_id, identity, keys)
+        state.current_epoch = epoch
+        state.doc = SharedDocument.load(snap["doc"])
+        state.authoring = AuthoringDocument.load(state._actor, snap["authoring"])
+        state.name, state.founder, state.created = snap["name"], snap["founder"], snap["created"]
+        state.genesis_id, state.genesis_hash = snap["genesis"]
+        for env_id, author, device, seq, deps, change_hash, status, eff, depth, why in snap["envs"]:
+            if env_id not in raw:
+                raise ValueError("snapshot covers an envelope the store does not have")
+            meta = EnvMeta(author, device, seq, tuple(deps), change_hash, Status(status),
+                           len(state.log), eff, depth, why)
+            state.envs[env_id] = meta
+            state.raw[env_id] = raw[env_id]
+            state.log.append(env_id)
+            state.slots.setdefault((author, device, seq), env_id)
+            state.heads.difference_update(meta.deps)
+            state.heads.add(env_id)
+            if meta.status is not Status.QUARANTINED:
+                state.last_change[(author, device)] = change_hash
+        for (author, device, _), _id in sorted(state.slots.items()):
+            device_key = (author, device)
+            seq = state.vector.get(device_key, 0)
+            while (author, device, seq + 1) in state.slots:
+                seq += 1
+            state.vector[device_key] = seq
+        for (mid, author, device, text, reply_to, ts, env, seq, key, edited,
+             deleted) in snap["messages"]:
+            state.messages[mid] = MessageRecord(mid, author, device, text, reply_to, ts, env, seq,
+                                                (key[0], key[1], key[2]), edited, deleted)
+        state.reactions = {(t, e, a): on for t, e, a, on in snap["reactions"]}
+        state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}
+        return state
 
     # --- views ------------------------------------------------------------------------
 

@@ -37,7 +37,9 @@ from p2pchat.core.events import (
     JoinRequested,
     PersistChannel,
     PersistEnvelopes,
+    PersistSnapshot,
     SendRequested,
+    StoredChannel,
 )
 from p2pchat.core.link import Link
 from p2pchat.crypto import blake2b
@@ -48,6 +50,8 @@ from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES,
 
 #: Links an applied envelope is pushed to (besides where it came from).
 MAX_FORWARD_FANOUT = 16
+#: Applied envelopes between two snapshots of a channel (also taken at shutdown).
+SNAPSHOT_EVERY = 5000
 #: Envelope bytes per Envelopes frame (below the 1 MiB frame limit).
 MAX_BATCH_BYTES = 768 * 1024
 _TOPIC_PERSON = b"p2pchat-topic"
@@ -74,6 +78,7 @@ class ChannelHub:
         self.keys: dict[bytes, bytes] = {}
         self.names: dict[bytes, str] = {}
         self._links: dict[int, _LinkChannels] = {}
+        self._snapshot_at: dict[bytes, int] = {}  # log length at the last snapshot
 
     # --- queries ------------------------------------------------------------------
 
@@ -102,16 +107,50 @@ class ChannelHub:
         return state
 
     def on_loaded(self, ev: ChannelsLoaded, now_ms: int) -> list[Effect]:
+        """Restore channels: the snapshot, then the envelopes stored after it."""
         for stored in ev.channels:
             state = self._new_state(stored.channel, stored.key)
             self.names[stored.channel] = stored.name
-            for raw in stored.envelopes:
+            replay = stored.envelopes
+            if stored.snapshot is not None:
+                restored = self._restore(stored)
+                if restored is not None:
+                    state = restored
+                    replay = stored.envelopes[stored.covered:]
+            for raw in replay:
                 try:
                     state.receive_bytes(raw, now_ms)
                 except RemoteProtocolError:
                     continue  # stored data is ours; a bad row is skipped, not fatal
             state.changed.clear()
+            self._snapshot_at[stored.channel] = len(state.log) if not replay else 0
         return self._resubscribe_all()
+
+    def _restore(self, stored: StoredChannel) -> ChannelState | None:
+        from p2pchat.channel.envelope import envelope_id_of
+
+        key = stored.key
+        epoch = epoch_id_for(key)
+        covered = stored.envelopes[:stored.covered]
+        try:
+            raw = {envelope_id_of(r): r for r in covered}
+            state = ChannelState.restore(stored.channel, self.identity,
+                                         lambda e: key if e == epoch else None, epoch,
+                                         stored.snapshot or b"", raw)
+        except Exception:  # a damaged snapshot costs a full replay, never the channel
+            return None
+        self.channels[stored.channel] = state
+        return state
+
+    def snapshots(self, force: bool = False) -> list[Effect]:
+        """Snapshots of channels that grew by SNAPSHOT_EVERY (or any amount, if ``force``)."""
+        effects: list[Effect] = []
+        for channel, state in sorted(self.channels.items()):
+            grown = len(state.log) - self._snapshot_at.get(channel, 0)
+            if grown and (force or grown >= SNAPSHOT_EVERY) and state.genesis_id is not None:
+                self._snapshot_at[channel] = len(state.log)
+                effects.append(PersistSnapshot(channel, state.snapshot(), len(state.log)))
+        return effects
 
     def create(self, ev: ChannelCreateRequested) -> list[Effect]:
         key = self._randbytes(32)
@@ -287,6 +326,8 @@ class ChannelHub:
                 rows.append((r.id, r.author, r.text, r.deleted or state.hidden(r)))
             state.changed.clear()
             effects.append(IndexMessages(channel, tuple(rows)))
+        if len(state.log) - self._snapshot_at.get(channel, 0) >= SNAPSHOT_EVERY:
+            effects += self.snapshots()
         targets = [lc for lid, lc in sorted(self._links.items())
                    if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
         raws = [raw for _, raw in stored]

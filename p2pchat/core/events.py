@@ -197,10 +197,14 @@ class SavePeer(Effect):
 
 @dataclass(frozen=True, slots=True)
 class StoredChannel:
+    """A channel as stored: the newest snapshot covers the first ``covered`` envelopes."""
+
     channel: bytes
     name: str
     key: bytes
     envelopes: tuple[bytes, ...]
+    snapshot: bytes | None = None
+    covered: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +253,15 @@ class PersistEnvelopes(Effect):
 
     channel: bytes
     items: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PersistSnapshot(Effect):
+    """Replace the channel's snapshot; it covers the first ``covered`` stored envelopes."""
+
+    channel: bytes
+    data: bytes
+    covered: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -303,7 +303,7 @@ class NodeCore:
 
     def _on_shutdown(self, ev: ShutdownRequested, now: float) -> list[Effect]:
         self._shutting_down = True
-        effects: list[Effect] = []
+        effects: list[Effect] = self.hub.snapshots(force=True)
         for wanted in self._wanted.values():
             wanted.next_dial_at = None
             effects += [ConnectFinished(r, None, ev.reason) for r in wanted.requests]

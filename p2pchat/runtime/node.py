@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pchat import __version__
-from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite
+from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite, format_channel_id
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
 from p2pchat.core.events import (
     Address,
@@ -44,12 +44,12 @@ from p2pchat.core.events import (
     PeerDisconnected,
     PersistChannel,
     PersistEnvelopes,
+    PersistSnapshot,
     PingFinished,
     PingRequested,
     SavePeer,
     SendRequested,
     ShutdownRequested,
-    StoredChannel,
     TimerExpired,
     Transmit,
     WantedPeersLoaded,
@@ -122,8 +122,13 @@ class Node:
         if self.store is not None:
             stored = await self.store.load_channels()
             if stored:
-                self._dispatch(ChannelsLoaded(tuple(
-                    StoredChannel(cid, name, key, tuple(envs)) for cid, name, key, envs in stored)))
+                started = time.perf_counter()
+                self._dispatch(ChannelsLoaded(tuple(stored)))
+                for ch in stored:
+                    log.info("loaded channel %s (#%s): snapshot covers %d of %d envelopes",
+                             format_channel_id(ch.channel), ch.name, ch.covered,
+                             len(ch.envelopes))
+                log.info("channels loaded in %.3f s", time.perf_counter() - started)
             peers = await self.store.load_peers()
             if peers:
                 self._dispatch(WantedPeersLoaded(tuple(peers)))
@@ -329,6 +334,11 @@ class Node:
             if self.store is not None:
                 store, channel, items = self.store, effect.channel, list(effect.items)
                 self._enqueue_write(lambda: store.save_envelopes(channel, items))
+        elif isinstance(effect, PersistSnapshot):
+            if self.store is not None:
+                store, snap = self.store, effect
+                self._enqueue_write(lambda: store.save_snapshot(snap.channel, snap.data,
+                                                                snap.covered))
         elif isinstance(effect, IndexMessages):
             if self.store is not None:
                 store, channel, rows = self.store, effect.channel, list(effect.rows)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from p2pchat.core.events import Address
+from p2pchat.core.events import Address, StoredChannel
 from p2pchat.errors import LocalError
 
 
@@ -56,6 +56,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE VIRTUAL TABLE message_search USING fts5 (
         channel UNINDEXED, msg UNINDEXED, author UNINDEXED, text,
         tokenize = 'unicode61 remove_diacritics 2'
+    );
+    """,
+    # 3: channel snapshots (document + index), covering the first `covered` envelopes
+    """
+    CREATE TABLE snapshots (
+        channel BLOB PRIMARY KEY REFERENCES channels(id),
+        covered INTEGER NOT NULL,
+        data BLOB NOT NULL
     );
     """,
 )
@@ -153,7 +161,13 @@ class Store:
             "INSERT INTO message_search (channel, msg, author, text) VALUES (?, ?, ?, ?)",
             [(channel, msg, author, text) for msg, author, text, hidden in rows if not hidden])
 
-    async def load_channels(self) -> list[tuple[bytes, str, bytes, list[bytes]]]:
+    async def save_snapshot(self, channel: bytes, data: bytes, covered: int) -> None:
+        await self._db.execute(
+            "INSERT INTO snapshots (channel, covered, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (channel) DO UPDATE SET covered = excluded.covered, data = excluded.data",
+            (channel, covered, data))
+
+    async def load_channels(self) -> list[StoredChannel]:
         async with self._db.execute("SELECT id, name, key FROM channels ORDER BY joined") as cur:
             channels = await cur.fetchall()
         out = []
@@ -161,7 +175,15 @@ class Store:
             async with self._db.execute(
                     "SELECT data FROM envelopes WHERE channel = ? ORDER BY pos", (cid,)) as cur:
                 rows = await cur.fetchall()
-            out.append((bytes(cid), str(name), bytes(key), [bytes(r[0]) for r in rows]))
+            async with self._db.execute(
+                    "SELECT covered, data FROM snapshots WHERE channel = ?", (cid,)) as cur:
+                snap = await cur.fetchone()
+            covered, data = (int(snap[0]), bytes(snap[1])) if snap else (0, None)
+            envelopes = tuple(bytes(r[0]) for r in rows)
+            if covered > len(envelopes):
+                covered, data = 0, None  # inconsistent: replay everything instead
+            out.append(StoredChannel(bytes(cid), str(name), bytes(key), envelopes, data,
+                                     covered))
         return out
 
     async def search(self, channel: bytes, query: str, limit: int) -> list[str]:

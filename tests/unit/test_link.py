@@ -105,7 +105,10 @@ def test_handshake_messages_follow_the_documented_order() -> None:
                 ("server", "ready")]
     assert expected == seen[:5]
     net.run_until(START + 60)
-    assert {"ping", "pong"} >= {tag for _, tag in seen[5:]}, "after ready: only keepalive"
+    after = [tag for _, tag in seen[5:]]
+    # each side announces its (here: no) channels once, then only keepalive
+    assert 2 == after.count("subscribe")
+    assert {"ping", "pong", "subscribe"} >= set(after), "after ready: subscribe and keepalive"
 
 
 def test_hello_carries_name_agent_and_a_fresh_nonce() -> None:

@@ -265,6 +265,32 @@ def send(channel: ChannelArg,
     guarded(burst)
 
 
+MessageArg = Annotated[str, typer.Argument(metavar="MESSAGE_ID")]
+
+
+@app.command()
+def edit(channel: ChannelArg, message: MessageArg, text: str) -> None:
+    """Change the text of one of your messages."""
+    control("edit", {"channel": channel, "id": message, "text": text})
+    typer.echo(f"edited {message}")
+
+
+@app.command()
+def delete(channel: ChannelArg, message: MessageArg) -> None:
+    """Delete one of your messages (others see it as deleted)."""
+    control("delete", {"channel": channel, "id": message})
+    typer.echo(f"deleted {message}")
+
+
+@app.command()
+def react(channel: ChannelArg, message: MessageArg, emoji: str,
+          off: Annotated[bool, typer.Option("--off", help="Take the reaction back.")] = False
+          ) -> None:
+    """React to a message (or take the reaction back with --off)."""
+    control("react", {"channel": channel, "id": message, "emoji": emoji, "on": not off})
+    typer.echo(f"{'removed' if off else 'added'} {emoji} on {message}")
+
+
 def _print_messages(messages: list[dict[str, Any]]) -> None:
     import datetime
 
@@ -272,7 +298,8 @@ def _print_messages(messages: list[dict[str, Any]]) -> None:
         when = datetime.datetime.fromtimestamp(m["ts"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
         text = "(deleted)" if m["deleted"] else m["text"]
         edited = " (edited)" if m["edited"] else ""
-        typer.echo(f"{when}  {m['author'][-8:]}  {text}{edited}")
+        reactions = "".join(f"  {e} x{len(who)}" for e, who in sorted(m["reactions"].items()))
+        typer.echo(f"{when}  {m['author'][-8:]}  {text}{edited}{reactions}  [{m['id']}]")
 
 
 @app.command()

@@ -49,6 +49,9 @@ class ControlServer:
             "invite": self._invite,
             "join": self._join,
             "send": self._send,
+            "edit": self._edit,
+            "delete": self._delete,
+            "react": self._react,
             "history": self._history,
             "search": self._search,
             "members": self._members,
@@ -229,6 +232,22 @@ class ControlServer:
             raise LocalError("reply_to must be a message id")
         result = await self.node.send(channel, self._text(params, "text"), reply_to)
         return {"id": result["id"], "channel": format_channel_id(channel)}
+
+    async def _edit(self, params: dict[str, Any]) -> Any:
+        return await self.node.message_op(self._channel(params), "edit", self._text(params, "id"),
+                                          text=self._text(params, "text"))
+
+    async def _delete(self, params: dict[str, Any]) -> Any:
+        return await self.node.message_op(self._channel(params), "delete",
+                                          self._text(params, "id"))
+
+    async def _react(self, params: dict[str, Any]) -> Any:
+        on = params.get("on", True)
+        if type(on) is not bool:
+            raise LocalError("on must be true or false")
+        return await self.node.message_op(self._channel(params), "react",
+                                          self._text(params, "id"),
+                                          emoji=self._text(params, "emoji"), on=on)
 
     def _views(self, channel: bytes, ids: set[str] | None, limit: int) -> list[dict[str, Any]]:
         state = self.node.core.hub.get(channel)

@@ -35,6 +35,7 @@ from p2pchat.core.events import (
     Effect,
     IndexMessages,
     JoinRequested,
+    MessageOpRequested,
     PersistChannel,
     PersistEnvelopes,
     PersistSnapshot,
@@ -193,6 +194,25 @@ class ChannelHub:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
         effects = self._after_apply(state, [(env.id, env.encode())], source=None)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
+        return effects
+
+    def message_op(self, ev: MessageOpRequested) -> list[Effect]:
+        state = self.channels.get(ev.channel)
+        if state is None:
+            return [ChannelAnswer(ev.request_id, None, "unknown channel")]
+        try:
+            if ev.op == "edit":
+                env = state.edit(ev.msg_id, ev.text, ev.wall_ms, self._randbytes)
+            elif ev.op == "delete":
+                env = state.delete(ev.msg_id, ev.wall_ms, self._randbytes)
+            elif ev.op == "react":
+                env = state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms, self._randbytes)
+            else:
+                return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
+        except ValueError as exc:
+            return [ChannelAnswer(ev.request_id, None, str(exc))]
+        effects = self._after_apply(state, [(env.id, env.encode())], source=None)
+        effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
     # --- links --------------------------------------------------------------------

@@ -241,6 +241,20 @@ class SendRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MessageOpRequested(Event):
+    """Edit or delete one of our messages, or react to any message."""
+
+    request_id: int
+    channel: bytes
+    op: str  # "edit" | "delete" | "react"
+    msg_id: str
+    wall_ms: int
+    text: str = ""
+    emoji: str = ""
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class PersistChannel(Effect):
     channel: bytes
     name: str

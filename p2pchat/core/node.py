@@ -44,6 +44,7 @@ from p2pchat.core.events import (
     JoinRequested,
     LinkEstablished,
     LinkLost,
+    MessageOpRequested,
     PeerConnected,
     PeerDisconnected,
     PingFinished,
@@ -150,6 +151,8 @@ class NodeCore:
             return self._on_shutdown(event, now)
         if isinstance(event, SendRequested):
             return self.hub.send(event)
+        if isinstance(event, MessageOpRequested):
+            return self.hub.message_op(event)
         if isinstance(event, ChannelCreateRequested):
             return self.hub.create(event)
         if isinstance(event, JoinRequested):

@@ -40,6 +40,7 @@ from p2pchat.core.events import (
     JoinRequested,
     LinkEstablished,
     LinkLost,
+    MessageOpRequested,
     PeerConnected,
     PeerDisconnected,
     PersistChannel,
@@ -218,6 +219,11 @@ class Node:
         """Post ``text``; returns once the envelope is committed to the store."""
         return await self._request(lambda r: SendRequested(r, channel, text, _wall_ms(),
                                                            reply_to))
+
+    async def message_op(self, channel: bytes, op: str, msg_id: str, *, text: str = "",
+                         emoji: str = "", on: bool = True) -> dict[str, Any]:
+        return await self._request(lambda r: MessageOpRequested(
+            r, channel, op, msg_id, _wall_ms(), text, emoji, on))
 
     def make_invite(self, channel: bytes) -> str:
         hub = self.core.hub

@@ -168,3 +168,28 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_message(
     assert set() == acked - ids_a, "acknowledged messages lost by the crash"
     wait_until(lambda: acked <= {m["id"] for m in history(b, channel)}, 15,
                "B to receive every acknowledged message")
+
+
+def test_edit_delete_react_replicate(spawn: Callable[..., NodeProcess]) -> None:
+    a = spawn("A")
+    b = spawn("B")
+    channel, invite = create_channel(a, "ops")
+    join(b, invite)
+    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    first = a.cli("send", channel, "frist").stdout.strip()
+    second = a.cli("send", channel, "to be deleted").stdout.strip()
+    assert 0 == a.cli("edit", channel, first, "first").returncode
+    assert 0 == a.cli("delete", channel, second).returncode
+    wait_until(lambda: len(history(b, channel)) == 2, 10, "B to see both messages")
+    assert 0 == b.cli("react", channel, first, "+1").returncode
+    refused = b.cli("edit", channel, first, "mine now")
+    assert 1 == refused.returncode and "not a message of this device" in refused.stderr
+
+    def settled() -> list[dict[str, Any]] | None:
+        ha, hb = history(a, channel), history(b, channel)
+        done = ha == hb and ha[0]["reactions"] == {"+1": [b.did]} and ha[1]["deleted"]
+        return ha if done else None
+
+    final = wait_until(settled, 10, "edits, deletes and reactions to replicate")
+    assert ("first", True) == (final[0]["text"], final[0]["edited"] is not None)
+    assert ("", True) == (final[1]["text"], final[1]["deleted"])

@@ -18,6 +18,7 @@ exact bytes the author signed (msgpack encodings are not unique).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -48,6 +49,7 @@ class EnvelopeError(RemoteProtocolError):
     """An envelope is malformed, forged or does not belong where it was sent."""
 
 
+@lru_cache(maxsize=4096)
 def actor_id(did: str, device: bytes) -> bytes:
     """The Automerge actor id of a device: bound to its DID so changes name their author."""
     return blake2b(public_key_from_did(did).raw + device, person=_ACTOR_PERSON, size=ACTOR_SIZE)

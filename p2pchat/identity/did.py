@@ -6,6 +6,8 @@ Decoding rejects anything else with an :class:`IdentityError` that says what is 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import base58
 
 from p2pchat.crypto import PublicKey, public_key_from_bytes
@@ -24,8 +26,23 @@ def did_from_public_key(key: PublicKey) -> str:
     return f"{DID_PREFIX}{_MULTIBASE_BASE58BTC}{encoded}"
 
 
+#: Parsed DIDs kept: a node sees the same few DIDs on every envelope it verifies.
+DID_CACHE_SIZE = 4096
+
+
 def public_key_from_did(did: str) -> PublicKey:
     """Parse a ``did:key`` string; raises :class:`IdentityError` with the reason."""
+    if not isinstance(did, str):
+        raise IdentityError("a DID must be a string")
+    return _parse_cached(did)
+
+
+@lru_cache(maxsize=DID_CACHE_SIZE)
+def _parse_cached(did: str) -> PublicKey:
+    return _parse(did)
+
+
+def _parse(did: str) -> PublicKey:
     if not isinstance(did, str):
         raise IdentityError("a DID must be a string")
     if len(did) > MAX_DID_LENGTH:

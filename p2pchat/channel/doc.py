@@ -59,6 +59,9 @@ class SharedDocument:
     def __init__(self, doc: Document | None = None) -> None:
         self.doc = doc if doc is not None else Document()
         self._objs: dict[str, bytes] = {}
+        #: the genesis change: top-level maps are the ones it created, whatever later
+        #: changes wrote to the root
+        self.genesis: bytes | None = None
 
     def apply(self, raw_change: bytes) -> None:
         self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
@@ -67,7 +70,9 @@ class SharedDocument:
     def obj(self, name: str) -> bytes | None:
         obj = self._objs.get(name)
         if obj is None:
-            got = self.doc.get(ROOT, name)
+            if self.genesis is None:
+                return None
+            got = self.doc.get(ROOT, name, [self.genesis])
             if got is None or got[0] != ObjType.Map:
                 return None
             obj = self._objs[name] = got[1]
@@ -118,6 +123,9 @@ class AuthoringDocument:
 
     def _last_change(self, heads_before: list[bytes]) -> bytes:
         changes = self.doc.get_changes(heads_before)
+        if not changes:
+            # automerge records nothing for a put that changes nothing
+            raise ValueError("nothing to change")
         if len(changes) != 1:
             raise RuntimeError("expected exactly one new change")
         return bytes(changes[0].raw_bytes)

@@ -44,7 +44,7 @@ from typing import Any
 
 import msgpack
 
-from p2pchat.channel.change import ChangeFormatError, parse_change
+from p2pchat.channel.change import ChangeFormatError, ChangeHeader, parse_change
 from p2pchat.channel.doc import AuthoringDocument, SharedDocument
 from p2pchat.channel.envelope import (
     Envelope,
@@ -67,7 +67,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -110,6 +110,8 @@ class EnvMeta:
 
 @dataclass(slots=True)
 class MessageRecord:
+    """A post and the later edits/deletes of its device, in that device's seq order."""
+
     id: str
     author: str
     device: bytes
@@ -119,8 +121,12 @@ class MessageRecord:
     env: bytes
     seq: int
     key: tuple[int, int, str]
-    edited: int | None = None
-    deleted: bool = False
+    #: (seq, "edit" | "delete", text, ts) of later operations on this message
+    ops: list[tuple[int, str, str, int]] = field(default_factory=list)
+
+    @property
+    def deleted_in_chain(self) -> bool:
+        return any(kind == "delete" for _, kind, _, _ in self.ops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,8 @@ class ReceiveResult:
     """What one ``receive`` did: envelopes applied now (in order), or why not."""
 
     applied: list[Envelope] = field(default_factory=list)
+    #: stored as evidence of an equivocation, not applied
+    quarantined: list[Envelope] = field(default_factory=list)
     pending: bool = False
     duplicate: bool = False
     equivocation: bool = False
@@ -163,13 +171,17 @@ class ChannelState:
         self.log: list[bytes] = []
         self.slots: dict[tuple[str, bytes, int], bytes] = {}
         self.vector: dict[tuple[str, bytes], int] = {}
-        self.last_change: dict[tuple[str, bytes], bytes] = {}
         self.equivocators: dict[tuple[str, bytes], int] = {}
         self.heads: set[bytes] = set()
         self.pending: dict[bytes, Envelope] = {}
+        self._collisions: set[str] = set()
         self._waiting: dict[bytes, set[bytes]] = {}
+        #: every post, by (ulid, author, device); two only share a ulid if concurrent
+        self.posts: dict[tuple[str, str, bytes], MessageRecord] = {}
+        #: the post each ulid shows (the smallest envelope id among concurrent claims)
         self.messages: dict[str, MessageRecord] = {}
-        self.reactions: dict[tuple[str, str, str], bool] = {}
+        #: (target, emoji, author, device) -> [(seq, on)] in the device's seq order
+        self.reactions: dict[tuple[str, str, str, bytes], list[tuple[int, bool]]] = {}
         self.current_epoch: bytes | None = None
         #: ids of messages whose visible content changed (drained by the node for indexing)
         self.changed: list[str] = []
@@ -237,11 +249,10 @@ class ChannelState:
             raise ValueError(f"message text must be 1..{MAX_TEXT_LENGTH} characters")
 
     def _own_message(self, msg_id: str) -> MessageRecord:
-        record = self.messages.get(msg_id)
-        if record is None or record.author != self.identity.did \
-                or record.device != self.identity.device_salt:
+        record = self.posts.get((msg_id, self.identity.did, self.identity.device_salt))
+        if record is None:
             raise ValueError(f"{msg_id} is not a message of this device")
-        if record.deleted:
+        if record.deleted_in_chain:
             raise ValueError(f"{msg_id} is deleted")
         return record
 
@@ -255,7 +266,7 @@ class ChannelState:
         # We just made, signed and encrypted it: skip the signature and decryption checks
         # (the rules of _apply still run, so our own invalid operations are caught too).
         result = ReceiveResult()
-        self._apply(env, op, change, result)
+        self._admit(env, op, change, parse_change(change), result)
         if not result.applied or self.envs[env.id].status is not Status.APPLIED:
             raise RuntimeError(f"own envelope did not apply: {self.envs[env.id].why}")
         return env
@@ -299,20 +310,15 @@ class ChannelState:
             raise Rejected("envelope belongs to another channel")
         if not env.verify_signature():
             raise Rejected("envelope signature does not verify")
-        op, change = self._open(env)
-        slot = (env.author, env.device, env.seq)
-        other = self.slots.get(slot)
-        if other is not None and other != env.id:
-            return self._equivocation(env, change)
-        for dep in env.deps:
-            if dep not in self.envs:
-                return self._park(env)
+        op, change, header = self._open(env)
+        if any(dep not in self.envs for dep in env.deps):
+            return self._park(env)
         result = ReceiveResult()
-        self._apply(env, op, change, result)
-        self._drain(env.id, now_ms, result)
+        self._admit(env, op, change, header, result)
+        self._drain(env.id, result)
         return result
 
-    def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes]:
+    def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes, ChangeHeader]:
         key = self._keys(env.epoch)
         if key is None:
             raise Rejected("envelope uses an unknown epoch key")
@@ -338,7 +344,7 @@ class ChannelState:
             raise Rejected("change actor does not belong to the envelope's author")
         if header.seq != env.seq:
             raise Rejected(f"change seq {header.seq} does not match envelope seq {env.seq}")
-        return op, change
+        return op, change, header
 
     def _park(self, env: Envelope) -> ReceiveResult:
         if len(self.pending) >= MAX_PENDING:
@@ -349,7 +355,8 @@ class ChannelState:
                 self._waiting.setdefault(dep, set()).add(env.id)
         return ReceiveResult(pending=True)
 
-    def _drain(self, arrived: bytes, now_ms: int, result: ReceiveResult) -> None:
+    def _drain(self, arrived: bytes, result: ReceiveResult) -> None:
+        """Admit parked envelopes whose deps are now all here (and theirs, in turn)."""
         ready = [arrived]
         while ready:
             dep = ready.pop()
@@ -358,22 +365,71 @@ class ChannelState:
                 if env is None or any(d not in self.envs for d in env.deps):
                     continue
                 del self.pending[waiting_id]
-                op, change = self._open(env)
-                other = self.slots.get((env.author, env.device, env.seq))
-                if other is not None and other != env.id:
-                    self._equivocation(env, change)
-                else:
-                    self._apply(env, op, change, result)
+                try:
+                    op, change, header = self._open(env)
+                    self._admit(env, op, change, header, result)
+                except Rejected:
+                    continue  # dropped; it neither blocks nor changes anything
                 ready.append(env.id)
 
-    def _equivocation(self, env: Envelope, change: bytes) -> ReceiveResult:
+    def _admit(self, env: Envelope, op: dict[str, Any], change: bytes, header: ChangeHeader,
+               result: ReceiveResult) -> None:
+        """All deps are present: quarantine, reject or apply ``env``."""
         device = (env.author, env.device)
-        self.equivocators[device] = min(env.seq, self.equivocators.get(device, env.seq))
-        self.changed += [m.id for m in self.messages.values()
-                         if (m.author, m.device) == device and m.seq >= self.equivocators[device]]
-        header = parse_change(change)
-        self._record(env, header.hash, Status.QUARANTINED, 0, 0, "equivocation")
-        return ReceiveResult(equivocation=True)
+        eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
+        depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
+        start = self.equivocators.get(device)
+        if start is not None and env.seq >= start:
+            # this device forked: everything from the fork on is evidence, never applied
+            self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
+            result.quarantined.append(env)
+            return
+        self._check_chain(env, op, header)
+        other = self.slots.get((env.author, env.device, env.seq))
+        if other is not None:  # same author, device and seq, different envelope
+            self.equivocators[device] = env.seq
+            self.changed += [m.id for m in self.posts.values()
+                             if (m.author, m.device) == device]
+            self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
+            result.quarantined.append(env)
+            result.equivocation = True
+            return
+        self.doc.apply(change)
+        if header.hash not in self.doc.doc.get_heads():
+            raise Rejected("automerge could not apply the change")  # document unchanged
+        own = env.author == self.identity.did and env.device == self.identity.device_salt
+        if (own or op["op"] == "genesis") and self._actor_change_missing(header.hash):
+            self.authoring.apply(change)  # our authoring document: genesis + our changes
+        why = self._fold(env, op, header.hash, eff, depth)
+        self._record(env, header.hash, Status.INVALID if why else Status.APPLIED, eff, depth, why)
+        if op["op"] == "genesis":
+            self.genesis_id, self.genesis_hash = env.id, header.hash
+        result.applied.append(env)
+
+    def _check_chain(self, env: Envelope, op: dict[str, Any], header: ChangeHeader) -> None:
+        """Rules that depend only on ``env`` and its device's previous envelope.
+
+        Checked before the equivocation test, so a malformed twin is rejected on
+        every replica, whichever of the two arrives first.
+        """
+        if op["op"] == "genesis":
+            name, nonce = op.get("name"), op.get("nonce")
+            if self.genesis_id is not None or env.seq != 1 or env.deps or header.deps \
+                    or type(name) is not str or type(nonce) is not bytes \
+                    or channel_id_for(env.author, name, nonce) != self.channel_id:
+                raise Rejected("not this channel's genesis")
+            return
+        if self.genesis_hash is None:
+            raise Rejected("envelope before the channel's genesis")
+        if env.seq == 1:
+            expected = (self.genesis_hash,)
+        else:
+            prev = self.slots.get((env.author, env.device, env.seq - 1))
+            if prev is None or prev not in env.deps:
+                raise Rejected("envelope does not depend on its author's previous envelope")
+            expected = (self.envs[prev].change_hash,)
+        if tuple(sorted(header.deps)) != expected:
+            raise Rejected("change dependencies do not match the author's previous change")
 
     def _record(self, env: Envelope, change_hash: bytes, status: Status, eff: int, depth: int,
                 why: str = "") -> EnvMeta:
@@ -392,117 +448,121 @@ class ChannelState:
         self.heads.add(env.id)
         return meta
 
-    def _apply(self, env: Envelope, op: dict[str, Any], change: bytes,
-               result: ReceiveResult) -> None:
-        header = parse_change(change)
-        device = (env.author, env.device)
-        eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
-        depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
-        if device in self.equivocators and env.seq >= self.equivocators[device]:
-            self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
-            return
-        expected = self._expected_change_deps(env, op)
-        if expected is None or tuple(sorted(header.deps)) != expected:
-            raise Rejected("change dependencies do not match the author's previous change")
-        if env.seq > 1 and self.slots.get((env.author, env.device, env.seq - 1)) not in env.deps:
-            raise Rejected("envelope does not depend on its author's previous envelope")
-        self.doc.apply(change)
-        own = env.author == self.identity.did and env.device == self.identity.device_salt
-        if (own or op["op"] == "genesis") and self._actor_change_missing(header.hash):
-            self.authoring.apply(change)  # our authoring document: genesis + our changes
-        self.last_change[device] = header.hash
-        why = self._fold(env, op, header.hash, eff, depth)
-        meta = self._record(env, header.hash, Status.INVALID if why else Status.APPLIED, eff,
-                            depth, why)
-        if op["op"] == "genesis" and not why:
-            self.genesis_id, self.genesis_hash = env.id, header.hash
-        del meta
-        result.applied.append(env)
-
     def _actor_change_missing(self, change_hash: bytes) -> bool:
         return change_hash not in self.authoring.doc.get_heads()
 
-    def _expected_change_deps(self, env: Envelope, op: dict[str, Any]) -> tuple[bytes, ...] | None:
-        if op["op"] == "genesis":
-            return () if self.genesis_id is None and env.seq == 1 else None
-        if self.genesis_hash is None:
-            return None
-        prev = self.last_change.get((env.author, env.device))
-        if env.seq == 1:
-            return (self.genesis_hash,)
-        return (prev,) if prev is not None else None
+    def in_causal_past(self, ancestor: bytes, deps: tuple[bytes, ...]) -> bool:
+        """True if ``ancestor`` is one of ``deps`` or their ancestors (all known)."""
+        floor = self.envs[ancestor].depth
+        todo = list(deps)
+        seen = set(deps)
+        while todo:
+            current = todo.pop()
+            if current == ancestor:
+                return True
+            for dep in self.envs[current].deps:
+                if dep not in seen and self.envs[dep].depth >= floor:
+                    seen.add(dep)
+                    todo.append(dep)
+        return False
 
     # --- the fold: validate the declared operation against the document ------------
 
     def _fold(self, env: Envelope, op: dict[str, Any], change_hash: bytes, eff: int,
               depth: int) -> str:
-        """Apply ``op`` to the index; return why it is invalid, or '' if it counts."""
+        """Apply ``op`` to the index; return why it is invalid, or '' if it counts.
+
+        Every verdict depends only on ``env`` and its causal past, so replicas agree.
+        """
         heads = [change_hash]
         kind = op["op"]
         if kind == "genesis":
-            name, nonce = op.get("name"), op.get("nonce")
-            if type(name) is not str or type(nonce) is not bytes or \
-                    channel_id_for(env.author, name, nonce) != self.channel_id:
-                return "genesis does not hash to the channel id"
+            self.doc.genesis = change_hash
             meta = {k: self.doc.read_scalar("meta", k, heads) for k in ("name", "founder")}
-            if meta != {"name": name, "founder": env.author}:
+            if meta != {"name": op["name"], "founder": env.author}:
                 return "genesis document does not match its operation"
-            self.name, self.founder, self.created = name, env.author, op["ts"]
+            self.name, self.founder, self.created = op["name"], env.author, op["ts"]
             return ""
         if kind == "post":
-            msg_id, text, reply_to = op.get("id"), op.get("text"), op.get("reply_to", "")
-            if not is_ulid(msg_id) or type(text) is not str or type(reply_to) is not str:
-                return "malformed post"
-            assert isinstance(msg_id, str)
-            if msg_id in self.messages:
-                return "message id already used"
-            if not 0 < len(text) <= MAX_TEXT_LENGTH:
-                return "message text length out of range"
-            doc = self.doc.read_map("messages", msg_id, heads)
-            want = {"author": env.author, "text": text, "reply_to": reply_to, "deleted": False}
-            if doc != want:
-                return "document does not match the post"
-            self.messages[msg_id] = MessageRecord(
-                msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id), env.id, env.seq,
-                (eff, depth, msg_id))
-            self.changed.append(msg_id)
-            return ""
+            return self._fold_post(env, op, heads, eff, depth)
         if kind in ("edit", "delete"):
-            msg_id = op.get("id")
-            record = self.messages.get(msg_id) if isinstance(msg_id, str) else None
-            if record is None:
-                return f"{kind} of an unknown message"
-            if record.author != env.author or record.device != env.device:
-                return f"{kind} of another author's message"
-            if record.deleted:
-                return f"{kind} of a deleted message"
-            assert isinstance(msg_id, str)
-            doc = self.doc.read_map("messages", msg_id, heads) or {}
-            if kind == "edit":
-                text = op.get("text")
-                if type(text) is not str or not 0 < len(text) <= MAX_TEXT_LENGTH \
-                        or doc.get("text") != text or doc.get("edited") != op["ts"]:
-                    return "document does not match the edit"
-                record.text, record.edited = text, op["ts"]
-                self.changed.append(msg_id)
-            else:
-                if doc.get("deleted") is not True or doc.get("text") != "":
-                    return "document does not match the delete"
-                record.text, record.deleted = "", True
-            self.changed.append(msg_id)
-            return ""
+            return self._fold_edit(env, op, heads, kind)
         if kind == "react":
             target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")
-            if not isinstance(target, str) or target not in self.messages or \
-                    type(emoji) is not str or not 0 < len(emoji) <= MAX_EMOJI_LENGTH or \
-                    type(on) is not bool:
+            if not isinstance(target, str) or type(emoji) is not str \
+                    or not 0 < len(emoji) <= MAX_EMOJI_LENGTH or type(on) is not bool:
                 return "malformed reaction"
+            if not any(r.id == target and self.in_causal_past(r.env, env.deps)
+                       for r in self._claims(target)):
+                return "reaction to a message outside its causal past"
             key = self._reaction_key(target, emoji, actor_id(env.author, env.device))
             if self.doc.read_scalar("reactions", key, heads) is not on:
                 return "document does not match the reaction"
-            self.reactions[(target, emoji, env.author)] = on
+            self.reactions.setdefault((target, emoji, env.author, env.device), []).append(
+                (env.seq, on))
+            self.changed.append(target)
             return ""
         return f"unknown operation {kind[:32]!r}"
+
+    def _claims(self, msg_id: str) -> list[MessageRecord]:
+        winner = self.messages.get(msg_id)
+        if winner is None:
+            return []
+        return [r for (mid, _, _), r in self.posts.items() if mid == msg_id] \
+            if self._collided(msg_id) else [winner]
+
+    def _collided(self, msg_id: str) -> bool:
+        return msg_id in self._collisions
+
+    def _fold_post(self, env: Envelope, op: dict[str, Any], heads: list[bytes], eff: int,
+                   depth: int) -> str:
+        msg_id, text, reply_to = op.get("id"), op.get("text"), op.get("reply_to", "")
+        if not is_ulid(msg_id) or type(text) is not str or type(reply_to) is not str:
+            return "malformed post"
+        assert isinstance(msg_id, str)
+        if not 0 < len(text) <= MAX_TEXT_LENGTH:
+            return "message text length out of range"
+        doc = self.doc.read_map("messages", msg_id, heads)
+        want = {"author": env.author, "text": text, "reply_to": reply_to, "deleted": False}
+        if doc != want:
+            return "document does not match the post"
+        claims = self._claims(msg_id)
+        if any(self.in_causal_past(r.env, env.deps) for r in claims):
+            return "message id already used"
+        record = MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),
+                               env.id, env.seq, (eff, depth, msg_id))
+        self.posts[(msg_id, env.author, env.device)] = record
+        if claims:  # a concurrent claim on the same id: the smaller envelope id shows
+            self._collisions.add(msg_id)
+            self.changed.append(msg_id)
+            if env.id > self.messages[msg_id].env:
+                return ""
+        self.messages[msg_id] = record
+        self.changed.append(msg_id)
+        return ""
+
+    def _fold_edit(self, env: Envelope, op: dict[str, Any], heads: list[bytes], kind: str) -> str:
+        msg_id = op.get("id")
+        if not isinstance(msg_id, str) or msg_id not in self.messages:
+            return f"{kind} of an unknown message"
+        record = self.posts.get((msg_id, env.author, env.device))
+        if record is None:
+            return f"{kind} of another author's message"
+        if record.deleted_in_chain:
+            return f"{kind} of a deleted message"
+        doc = self.doc.read_map("messages", msg_id, heads) or {}
+        if kind == "edit":
+            text = op.get("text")
+            if type(text) is not str or not 0 < len(text) <= MAX_TEXT_LENGTH \
+                    or doc.get("text") != text or doc.get("edited") != op["ts"]:
+                return "document does not match the edit"
+            record.ops.append((env.seq, "edit", text, op["ts"]))
+        else:
+            if doc.get("deleted") is not True or doc.get("text") != "":
+                return "document does not match the delete"
+            record.ops.append((env.seq, "delete", "", op["ts"]))
+        self.changed.append(msg_id)
+        return ""
 
     # --- snapshots --------------------------------------------------------------------
 
@@ -510,14 +570,15 @@ class ChannelState:
         """Everything but the envelope bytes (the store has those) and the pending buffer."""
         envs = [[i, m.author, m.device, m.seq, list(m.deps), m.change_hash, m.status.value,
                  m.eff, m.depth, m.why] for i in self.log for m in (self.envs[i],)]
-        messages = [[r.id, r.author, r.device, r.text, r.reply_to, r.ts, r.env, r.seq,
-                     list(r.key), r.edited, r.deleted] for r in self.messages.values()]
+        posts = [[r.id, r.author, r.device, r.text, r.reply_to, r.ts, r.env, r.seq,
+                  list(r.key), [list(o) for o in r.ops]] for r in self.posts.values()]
         return msgpack.packb({  # type: ignore[no-any-return]
             "v": SNAPSHOT_VERSION, "doc": self.doc.save(), "authoring": self.authoring.save(),
             "name": self.name, "founder": self.founder, "created": self.created,
             "genesis": [self.genesis_id, self.genesis_hash], "envs": envs,
-            "messages": messages,
-            "reactions": [[t, e, a, on] for (t, e, a), on in self.reactions.items()],
+            "posts": posts,
+            "reactions": [[t, e, a, d, [list(x) for x in states]]
+                          for (t, e, a, d), states in self.reactions.items()],
             "equivocators": [[a, d, s] for (a, d), s in self.equivocators.items()],
         }, use_bin_type=True)
 
@@ -534,6 +595,7 @@ class ChannelState:
         state.authoring = AuthoringDocument.load(state._actor, snap["authoring"])
         state.name, state.founder, state.created = snap["name"], snap["founder"], snap["created"]
         state.genesis_id, state.genesis_hash = snap["genesis"]
+        state.doc.genesis = state.genesis_hash
         for env_id, author, device, seq, deps, change_hash, status, eff, depth, why in snap["envs"]:
             if env_id not in raw:
                 raise ValueError("snapshot covers an envelope the store does not have")
@@ -545,47 +607,89 @@ class ChannelState:
             state.slots.setdefault((author, device, seq), env_id)
             state.heads.difference_update(meta.deps)
             state.heads.add(env_id)
-            if meta.status is not Status.QUARANTINED:
-                state.last_change[(author, device)] = change_hash
         for (author, device, _), _id in sorted(state.slots.items()):
             device_key = (author, device)
             seq = state.vector.get(device_key, 0)
             while (author, device, seq + 1) in state.slots:
                 seq += 1
             state.vector[device_key] = seq
-        for (mid, author, device, text, reply_to, ts, env, seq, key, edited,
-             deleted) in snap["messages"]:
-            state.messages[mid] = MessageRecord(mid, author, device, text, reply_to, ts, env, seq,
-                                                (key[0], key[1], key[2]), edited, deleted)
-        state.reactions = {(t, e, a): on for t, e, a, on in snap["reactions"]}
+        for mid, author, device, text, reply_to, ts, env, seq, key, ops in snap["posts"]:
+            record = MessageRecord(mid, author, device, text, reply_to, ts, env, seq,
+                                   (key[0], key[1], key[2]),
+                                   [(o[0], o[1], o[2], o[3]) for o in ops])
+            state.posts[(mid, author, device)] = record
+            shown = state.messages.get(mid)
+            if shown is not None:
+                state._collisions.add(mid)
+            if shown is None or env < shown.env:
+                state.messages[mid] = record
+        state.reactions = {(t, e, a, d): [(x[0], x[1]) for x in states]
+                           for t, e, a, d, states in snap["reactions"]}
         state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}
         return state
 
     # --- views ------------------------------------------------------------------------
 
+    def _fork(self, author: str, device: bytes) -> int | None:
+        return self.equivocators.get((author, device))
+
     def hidden(self, record: MessageRecord) -> bool:
-        start = self.equivocators.get((record.author, record.device))
+        start = self._fork(record.author, record.device)
         return start is not None and record.seq >= start
+
+    def visible(self, record: MessageRecord) -> tuple[str, bool, int | None]:
+        """(text, deleted, edited) counting only operations before any fork of the device."""
+        start = self._fork(record.author, record.device)
+        text, deleted, edited = record.text, False, None
+        for seq, kind, new_text, ts in record.ops:
+            if start is not None and seq >= start:
+                break
+            if kind == "edit":
+                text, edited = new_text, ts
+            else:
+                text, deleted = "", True
+        return text, deleted, edited
 
     def history(self, limit: int | None = None, now_ms: int | None = None) -> list[MessageView]:
         records = sorted((r for r in self.messages.values() if not self.hidden(r)),
                          key=lambda r: r.key)
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
-        reactions: dict[str, dict[str, list[str]]] = {}
-        for (target, emoji, author), on in sorted(self.reactions.items()):
+        reactions: dict[str, dict[str, set[str]]] = {}
+        for (target, emoji, author, device), states in self.reactions.items():
+            start = self._fork(author, device)
+            on = False
+            for seq, value in states:
+                if start is not None and seq >= start:
+                    break
+                on = value
             if on:
-                reactions.setdefault(target, {}).setdefault(emoji, []).append(author)
+                reactions.setdefault(target, {}).setdefault(emoji, set()).add(author)
         clamp = None if now_ms is None else now_ms + MAX_DISPLAY_SKEW_MS
-        return [MessageView(r.id, r.author, r.text, r.reply_to,
-                            r.ts if clamp is None else min(r.ts, clamp), r.edited, r.deleted,
-                            reactions.get(r.id, {})) for r in records]
+        views = []
+        for r in records:
+            text, deleted, edited = self.visible(r)
+            views.append(MessageView(
+                r.id, r.author, text, r.reply_to, r.ts if clamp is None else min(r.ts, clamp),
+                edited, deleted,
+                {e: sorted(w) for e, w in sorted(reactions.get(r.id, {}).items())}))
+        return views
 
     def members(self) -> list[str]:
         authors = {m.author for m in self.envs.values() if m.status is not Status.QUARANTINED}
         return sorted(authors)
 
     def missing_for(self, vector: dict[tuple[str, bytes], int]) -> list[bytes]:
-        """Envelope ids the holder of ``vector`` lacks, in causal (local log) order."""
-        return [i for i in self.log
-                if self.envs[i].seq > vector.get((self.envs[i].author, self.envs[i].device), 0)]
+        """Envelope ids the holder of ``vector`` lacks, in causal (local log) order.
+
+        A seq vector cannot say which of two forked envelopes it holds, so every
+        envelope of a known equivocator from its fork on is included as evidence.
+        """
+        out = []
+        for i in self.log:
+            m = self.envs[i]
+            start = self.equivocators.get((m.author, m.device))
+            if m.seq > vector.get((m.author, m.device), 0) or (start is not None
+                                                              and m.seq >= start):
+                out.append(i)
+        return out

@@ -312,6 +312,7 @@ class ChannelHub:
         channel = self._channel_of(lc, frame.topic)
         state = self.channels[channel]
         stored: list[tuple[bytes, bytes]] = []
+        pending_evidence: list[Effect] = []
         parked = False
         for raw in frame.items:
             try:
@@ -324,11 +325,16 @@ class ChannelHub:
             except RemoteProtocolError as exc:
                 raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
             parked |= result.pending
-            stored += [(e.id, state.raw[e.id]) for e in result.applied]
+            stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
             if result.equivocation:
-                quarantined = state.log[-1]
-                stored.append((quarantined, state.raw[quarantined]))
-        effects = self._after_apply(state, stored, source=lc.link.link_id)
+                # the source may hold only one branch: give it all the evidence we have
+                evidence = state.missing_for({})
+                evidence = [i for i in evidence if state.envs[i].status.value == "quarantined"
+                            or (state.envs[i].author, state.envs[i].device)
+                            in state.equivocators]
+                effects_evidence = self._send_envelopes(lc, channel, evidence)
+                pending_evidence.extend(effects_evidence)
+        effects = self._after_apply(state, stored, source=lc.link.link_id) + pending_evidence
         if parked:
             effects.append(self._summary(lc, channel))
         return effects
@@ -343,7 +349,8 @@ class ChannelHub:
             rows = []
             for msg_id in dict.fromkeys(state.changed):
                 r = state.messages[msg_id]
-                rows.append((r.id, r.author, r.text, r.deleted or state.hidden(r)))
+                text, deleted, _ = state.visible(r)
+                rows.append((r.id, r.author, text, deleted or state.hidden(r)))
             state.changed.clear()
             effects.append(IndexMessages(channel, tuple(rows)))
         if len(state.log) - self._snapshot_at.get(channel, 0) >= SNAPSHOT_EVERY:

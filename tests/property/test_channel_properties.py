@@ -42,7 +42,7 @@ def _reference(kit: Kit, channel: bytes, wire: list[bytes]) -> EnvelopeSet:
 
 def _act(state: ChannelState, kit: Kit, rng: random.Random, now: int) -> None:
     mine = [m for m in state.messages.values()
-            if m.author == state.identity.did and not m.deleted]
+            if m.author == state.identity.did and not state.visible(m)[1]]
     known = sorted(state.messages)
     roll = rng.random()
     if roll < 0.4 or not known:
@@ -54,8 +54,9 @@ def _act(state: ChannelState, kit: Kit, rng: random.Random, now: int) -> None:
     elif roll < 0.8 and mine:
         state.delete(rng.choice(sorted(mine, key=lambda m: m.id)).id, now, kit.rb)
     else:
-        target = rng.choice(known)
-        state.react(target, rng.choice(["👍", "🎉", "+1"]), rng.random() < 0.7, now, kit.rb)
+        target, emoji = rng.choice(known), rng.choice(["👍", "🎉", "+1"])
+        on = not state.reactions.get((target, emoji, state.identity.did), False)
+        state.react(target, emoji, on, now, kit.rb)  # (repeating a reaction is a no-op)
 
 
 @functools.cache
@@ -67,11 +68,11 @@ def honest_set() -> EnvelopeSet:
     a, genesis = kit.found(alice, "general", T0)
     states = [a, kit.replica(a.channel_id, bob, genesis), kit.replica(a.channel_id, carol, genesis)]
     skew = [0, 7_000, -3_000]
-    for round_ in range(6):
+    for round_ in range(8):
         for i, state in enumerate(states):
             for _ in range(rng.randint(1, 3)):
                 _act(state, kit, rng, T0 + 10_000 * round_ + skew[i] + rng.randrange(5000))
-        for _ in range(rng.randint(0, 3)):  # partial, one-way exchanges
+        for _ in range(rng.randint(0, 2)):  # partial, one-way exchanges
             src, dst = rng.sample(states, 2)
             sync_into(dst, src)
     for dst in states:

@@ -133,8 +133,10 @@ class Snapshot:
     envs: frozenset[bytes]
     pending: frozenset[bytes]
     log: tuple[bytes, ...]
-    messages: tuple[tuple[str, str, bool], ...]
-    reactions: tuple[tuple[tuple[str, str, str], bool], ...]
+    messages: tuple[tuple[object, ...], ...]
+    reactions: tuple[object, ...]
+    authoring: bytes
+    bookkeeping: tuple[object, ...]
 
 
 def snapshot(state: ChannelState) -> Snapshot:
@@ -142,8 +144,11 @@ def snapshot(state: ChannelState) -> Snapshot:
     return Snapshot(
         history_bytes(state), dict(state.vector), frozenset(state.heads), state.doc.save(),
         frozenset(state.envs), frozenset(state.pending), tuple(state.log),
-        tuple(sorted((m.id, m.text, m.deleted) for m in state.messages.values())),
+        tuple(sorted((m.id, *state.visible(m)) for m in state.messages.values())),
         tuple(sorted(state.reactions.items())),
+        state.authoring.save(),
+        (dict(state.slots), dict(state.equivocators), dict(state.raw),
+         state.genesis_id, state.genesis_hash, state.name, state.founder, state.created),
     )
 
 

@@ -274,6 +274,9 @@ class ChannelState:
     def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes) -> Envelope:
         if self.current_epoch is None:
             raise RuntimeError("no epoch key to write with")
+        if (self.identity.did, self.identity.device_salt) in self.equivocators:
+            raise ValueError("this device has forked its own history (restored from an old "
+                             "copy of the node home?); it can no longer write to this channel")
         key = self._keys(self.current_epoch)
         assert key is not None
         me = (self.identity.did, self.identity.device_salt)

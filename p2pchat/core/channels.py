@@ -41,6 +41,7 @@ from p2pchat.core.events import (
     PersistSnapshot,
     SendRequested,
     StoredChannel,
+    Transmit,
 )
 from p2pchat.core.link import Link
 from p2pchat.crypto import blake2b
@@ -192,7 +193,7 @@ class ChannelHub:
             env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, env.encode())], source=None)
+        effects = self._after_apply(state, [(env.id, env.encode())], source=None, own=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
@@ -211,7 +212,7 @@ class ChannelHub:
                 return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, env.encode())], source=None)
+        effects = self._after_apply(state, [(env.id, env.encode())], source=None, own=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
@@ -340,7 +341,7 @@ class ChannelHub:
         return effects
 
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
-                     source: int | None) -> list[Effect]:
+                     source: int | None, own: bool = False) -> list[Effect]:
         if not stored:
             return []
         channel = state.channel_id
@@ -359,5 +360,9 @@ class ChannelHub:
                    if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
         raws = [raw for _, raw in stored]
         for lc in targets:
-            effects += self._batches(lc, channel, raws)
+            frames = self._batches(lc, channel, raws)
+            if own:  # ours and new: out only after the store has it (see Transmit)
+                frames = [Transmit(f.link_id, f.data, after_store=True) for f in frames
+                          if isinstance(f, Transmit)]
+            effects += frames
         return effects

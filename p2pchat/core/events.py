@@ -120,8 +120,13 @@ class ShutdownRequested(Event):
 
 @dataclass(frozen=True, slots=True)
 class Transmit(Effect):
+    """Send ``data`` on a link. ``after_store``: only once every store write queued
+    before this effect has committed (our own new envelopes: what peers hold we must
+    never lose, or a restart would reuse its sequence number)."""
+
     link_id: int
     data: bytes
+    after_store: bool = False
 
 
 @dataclass(frozen=True, slots=True)

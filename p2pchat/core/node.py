@@ -288,9 +288,11 @@ class NodeCore:
                 continue
             if len(self._wanted) >= self.config.max_wanted_peers:
                 break
-            # invite peers are kept and retried: the user asked to reach this channel
+            # invite peers are kept, stored and retried: the user asked to reach this
+            # channel, and a restart before the first contact must not lose the way there
             wanted = _Wanted(address, did, persistent=True)
             self._wanted[address] = wanted
+            effects.append(SavePeer(address, did))
             effects += self._dial(wanted)
         return effects
 
@@ -344,6 +346,7 @@ class NodeCore:
 
     def _forget(self, link: Link) -> None:
         self._links.pop(link.link_id, None)
+        self.hub.on_link_closed(link.link_id)
         if link.peer_did is not None and self._by_did.get(link.peer_did) == link.link_id:
             del self._by_did[link.peer_did]
 

@@ -310,7 +310,16 @@ class Node:
 
     def _execute(self, effect: Effect) -> None:
         if isinstance(effect, Transmit):
-            self.transport.send(effect.link_id, effect.data)
+            if effect.after_store and self._pending_write:
+                transport, link_id, data = self.transport, effect.link_id, effect.data
+
+                def send_stored() -> None:
+                    transport.send(link_id, data)
+                    transport.flush()
+
+                self._after_writes(send_stored)
+            else:
+                self.transport.send(effect.link_id, effect.data)
         elif isinstance(effect, CloseLink):
             log.info("closing link %d: %s (%s)", effect.link_id, effect.reason, effect.code.name)
             self.transport.close(effect.link_id, effect.code, effect.reason)

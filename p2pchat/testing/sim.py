@@ -1,0 +1,1131 @@
+"""A deterministic, seeded network simulator for :class:`~p2pchat.core.NodeCore`.
+
+Theory of operation
+-------------------
+The iroh-gossip ``proto/sim.rs`` idea in Python: every node is a real
+``NodeCore`` (real Ed25519, XChaCha20-Poly1305 and Automerge), only the network
+and the clock are simulated, and one seed decides everything.
+
+*Determinism.* All randomness comes from ``random.Random`` instances derived
+from ``(seed, purpose, node name)``: a node's identity and device salt, its core
+RNG (one per incarnation) and the network's fault RNG. Work waits in one
+priority queue ordered by ``(time, sequence number)``; a node's timer (from
+``next_deadline()``) runs after queued work due at the same instant, and timers
+due together run in sorted node-name order. Every event handed to a core is
+appended to :attr:`SimNetwork.trace` as a small tuple of strings, so "same seed,
+same trace" is a plain list comparison. Set the ``SEED`` environment variable
+to replay a seed (:func:`seed_from_env`); every :class:`SimError` names it.
+
+*Links are QUIC connections: reliable, ordered byte streams.* A ``Dial`` effect
+(or :meth:`SimNetwork.link`) opens one after a handshake of one round trip;
+the TLS server hears ``LinkEstablished`` first, then the client, which also gets
+``peer_cert_key`` (the server's identity key, as its certificate carries it).
+Both ends get the same per-link fake certificate fingerprint. Each direction
+of a link is a FIFO pipe:
+
+* **latency** -- every ``Transmit`` draws a one-way delay from
+  :attr:`Faults.latency`, but never overtakes earlier bytes on the same pipe
+  (``arrival = max(now + delay, previous arrival)``), so jitter reorders
+  nothing inside a link, only across links;
+* **packet loss** becomes what QUIC makes of it: retransmission, i.e. a
+  *stall* -- with probability :attr:`Faults.stall_prob` a pipe stops for a
+  drawn time and everything behind waits (head-of-line blocking);
+* **stream reads** -- bytes due at the same time are delivered together, and
+  with probability :attr:`Faults.split_prob` a delivery is cut into several
+  ``DataReceived`` pieces at random offsets (frames straddle reads);
+* **link breaks** -- a link lives an exponentially distributed time (mean
+  :attr:`Faults.link_lifetime`). A break is a *reset* (both ends get
+  ``LinkLost`` at once, bytes in flight are lost) or, with probability
+  :attr:`Faults.silent_break`, a *black hole* (nothing arrives any more and
+  nobody is told: each core's own idle timeout must notice). Nodes redial
+  through their own backoff ``Dial`` effects; nothing is resent for them;
+* **close** -- a ``CloseLink`` effect ends that side at once; the peer gets
+  ``LinkLost("closed by peer: …")`` after the bytes already in flight to it
+  (as iroh-gossip delivers disconnects after queued messages).
+
+*Message-level duplication and reordering* come from the topology, as in the
+real system: an envelope forwarded along several paths (several links) reaches
+a node several times and in different orders relative to others, and a
+summary answer races live pushes. With :attr:`Faults.frame_duplicate` and
+:attr:`Faults.frame_reorder` the sim also re-delivers a whole ``envelopes``
+frame later on the same link, or holds one back so later frames overtake it.
+QUIC never does that; it models an honest-but-sloppy peer (overlapping or
+out-of-causal-order batches), which the receiver must tolerate anyway. Only
+frame-aligned ``Transmit`` payloads that hold nothing but ``envelopes`` frames
+are touched, so a stream is never corrupted.
+
+*Partitions* (:meth:`SimNetwork.partition`) split the nodes into groups. Dials
+across groups fail with ``DialFailed`` after the dial timeout. Links across
+groups either break at once (``mode="reset"``) or *stall* (``mode="stall"``):
+their bytes wait, as QUIC keeps retransmitting, until :meth:`SimNetwork.heal`
+releases them or the cores' idle timeouts close the link first.
+
+*Crashes* (:meth:`SimNetwork.crash`) stop a node: its links go silent for
+its peers (they notice by idle timeout) and its in-memory state is lost.
+:meth:`SimNetwork.restart` builds a new core from what the node persisted
+(``PersistChannel``/``PersistEnvelopes``/``SavePeer`` effects, kept in a
+perfect in-memory "disk"), as the runtime does at start; ``lose_last=n``
+models a crash that lost the newest ``n`` envelope writes of each channel.
+
+*Strictness.* A ``Transmit`` on a link its core already closed is ignored, as
+the QUIC transport ignores it, and recorded in :attr:`SimNetwork.violations`
+(``strict=True`` raises instead). An exception out of ``NodeCore.handle``, or a
+timer that leaves ``next_deadline()`` in the past (a runtime would spin), is a
+:class:`SimError`. :attr:`SimNetwork.on_transmit` and
+:attr:`SimNetwork.on_deliver` observe the byte streams (trio ``FakeNet`` hooks).
+
+*Quiet.* Keepalive pings never stop, so :meth:`SimNetwork.run_until_quiet`
+runs until nothing but ping/pong (and failing dials) has happened for a while,
+long enough for any backoff redial to have come due.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import heapq
+import itertools
+import math
+import os
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from p2pchat.channel.state import MessageView
+from p2pchat.core import NodeConfig, NodeCore
+from p2pchat.core.events import (
+    Address,
+    ChannelAnswer,
+    ChannelCreateRequested,
+    ChannelsLoaded,
+    CloseLink,
+    ConnectFinished,
+    ConnectRequested,
+    DataReceived,
+    Dial,
+    DialFailed,
+    Effect,
+    Event,
+    ForgetPeer,
+    JoinRequested,
+    LinkEstablished,
+    LinkLost,
+    PeerConnected,
+    PeerDisconnected,
+    PersistChannel,
+    PersistEnvelopes,
+    SavePeer,
+    SendRequested,
+    StoredChannel,
+    TimerExpired,
+    Transmit,
+    WantedPeersLoaded,
+)
+from p2pchat.crypto import secret_key_from_seed
+from p2pchat.identity import Identity
+from p2pchat.wire import LENGTH_PREFIX_SIZE
+
+#: Wall-clock milliseconds at simulated time 0 (2026-01-01T00:00:00Z).
+WALL_BASE_MS = 1_767_225_600_000
+#: The port every simulated node listens on.
+SIM_PORT = 7445
+
+End = tuple[str, int]  # (node name, link id at that node)
+
+
+class SimError(AssertionError):
+    """A simulation went wrong: a core raised, a run did not settle, replicas diverged.
+
+    The message always names the seed, so the run can be replayed with ``SEED=…``.
+    """
+
+
+def seed_from_env(default: int) -> int:
+    """``SEED`` from the environment (decimal or 0x-hex) if set, else ``default``."""
+    value = os.environ.get("SEED", "").strip()
+    return int(value, 0) if value else default
+
+
+def derive_rng(seed: int, *parts: object) -> random.Random:
+    """An independent ``random.Random`` for ``(seed, *parts)``; stable across runs and hosts."""
+    digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:16], "big"))
+
+
+# --- time ----------------------------------------------------------------------------------
+
+
+class FakeClock:
+    """Simulated time: monotonic seconds (``now``) plus a derived wall clock in ms."""
+
+    def __init__(self, start: float = 0.0, wall_base_ms: int = WALL_BASE_MS) -> None:
+        self.now = float(start)
+        self.wall_base_ms = wall_base_ms
+
+    def advance_to(self, t: float) -> None:
+        if t < self.now:
+            raise ValueError(f"time runs forward only: {t} < {self.now}")
+        self.now = t
+
+    def advance(self, dt: float) -> None:
+        self.advance_to(self.now + dt)
+
+    def wall_ms(self, skew_ms: int = 0) -> int:
+        """Unix-epoch milliseconds as seen by a node whose clock is off by ``skew_ms``."""
+        return self.wall_base_ms + round(self.now * 1000) + skew_ms
+
+
+# --- latency distributions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Constant:
+    seconds: float
+
+    def __call__(self, rng: random.Random) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+
+    def __call__(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """Median ``median`` seconds, a long right tail (``sigma``), capped at ``cap``."""
+
+    median: float
+    sigma: float = 0.5
+    cap: float = 2.0
+
+    def __call__(self, rng: random.Random) -> float:
+        return min(self.cap, rng.lognormvariate(math.log(self.median), self.sigma))
+
+
+Latency = Callable[[random.Random], float]
+
+
+@dataclass
+class Faults:
+    """What the network does to traffic. See the module docstring for the model."""
+
+    #: One-way delay per ``Transmit``, seconds (never reorders bytes inside a link).
+    latency: Latency = field(default_factory=lambda: Uniform(0.002, 0.020))
+    #: Per ``Transmit``: the pipe stalls (loss + retransmission), holding later bytes too.
+    stall_prob: float = 0.0
+    #: Range of a stall, seconds.
+    stall_time: tuple[float, float] = (0.2, 2.0)
+    #: Per delivery: cut the bytes into several ``DataReceived`` pieces.
+    split_prob: float = 0.0
+    #: Mean lifetime of a link before it breaks, seconds (exponential); None: never.
+    link_lifetime: float | None = None
+    #: Fraction of breaks that are silent black holes instead of resets.
+    silent_break: float = 0.0
+    #: Per envelopes-only ``Transmit``: also deliver it again later on the same link.
+    frame_duplicate: float = 0.0
+    #: Per envelopes-only ``Transmit``: hold it back so later frames overtake it.
+    frame_reorder: float = 0.0
+    #: Extra delay of a duplicated or held-back frame, seconds.
+    reorder_delay: tuple[float, float] = (0.01, 0.5)
+
+    @classmethod
+    def calm(cls, latency: Latency | None = None) -> Faults:
+        """Latency only: no stalls, breaks or frame games."""
+        return cls(latency=latency or Uniform(0.002, 0.020))
+
+    @classmethod
+    def chaos(cls) -> Faults:
+        """Everything at once, at rates that still let a channel make progress."""
+        return cls(latency=LogNormal(0.02, 0.8, 1.5), stall_prob=0.01, stall_time=(0.2, 3.0),
+                   split_prob=0.2, link_lifetime=30.0, silent_break=0.3,
+                   frame_duplicate=0.05, frame_reorder=0.05)
+
+
+# --- the network ----------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    """Counters of what the network did (to check a scenario exercised its faults)."""
+
+    transmits: int = 0
+    bytes: int = 0
+    links: int = 0
+    resets: int = 0
+    black_holes: int = 0
+    stalls: int = 0
+    splits: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    dials: int = 0
+    dial_failures: int = 0
+    closes: int = 0
+    events: int = 0
+
+
+@dataclass
+class _Disk:
+    """What a node persisted: enough to restart it as the runtime would."""
+
+    channels: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)
+    envelopes: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    envelope_ids: dict[bytes, set[bytes]] = field(default_factory=dict)
+    peers: dict[Address, str] = field(default_factory=dict)
+
+
+@dataclass
+class SimNode:
+    """One simulated node: its identity, address, current core and persisted state."""
+
+    name: str
+    identity: Identity
+    address: Address
+    skew_ms: int
+    core: NodeCore
+    incarnation: int = 0
+    alive: bool = True
+    deadline: float | None = None
+    next_link_id: int = 1
+    disk: _Disk = field(default_factory=_Disk)
+
+    @property
+    def did(self) -> str:
+        return self.identity.did
+
+
+@dataclass
+class _Lost:
+    reason: str
+
+
+_Item = bytes | _Lost
+
+
+@dataclass
+class _Pipe:
+    """One direction of a link: a FIFO of (arrival time, item)."""
+
+    dst: End
+    items: deque[tuple[float, _Item, str]] = field(default_factory=deque)
+    last_arrival: float = 0.0
+    pumping: bool = False
+    aligned: bool = True  # every Transmit so far was whole frames
+
+
+@dataclass
+class _Conn:
+    serial: int
+    client: End
+    server: End
+    fingerprint: bytes
+    pipes: dict[End, _Pipe]  # keyed by the sending end
+    open_ends: set[End]
+    broken: bool = False  # reset: in-flight bytes lost, both ends told
+    silent: bool = False  # black hole: nothing arrives, nobody is told
+    why: dict[End, str] = field(default_factory=dict)  # how each end was closed
+
+    def other(self, end: End) -> End:
+        return self.server if end == self.client else self.client
+
+    @property
+    def dead(self) -> bool:
+        return self.broken or self.silent or not self.open_ends
+
+    def names(self) -> tuple[str, str]:
+        return self.client[0], self.server[0]
+
+
+def _frames(data: bytes) -> list[tuple[str, int]] | None:
+    """(tag, item count) per frame if ``data`` is whole frames, else None."""
+    out: list[tuple[str, int]] = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < LENGTH_PREFIX_SIZE:
+            return None
+        size = int.from_bytes(data[pos:pos + LENGTH_PREFIX_SIZE], "big")
+        end = pos + LENGTH_PREFIX_SIZE + size
+        if end > len(data):
+            return None
+        try:
+            body = msgpack.unpackb(data[pos + LENGTH_PREFIX_SIZE:end], raw=False)
+        except Exception:
+            return None
+        if not isinstance(body, dict):
+            return None
+        tag = body.get("t")
+        items = body.get("items")
+        out.append((tag if isinstance(tag, str) else "?",
+                    len(items) if isinstance(items, list) else -1))
+        pos = end
+    return out
+
+
+def _describe(frames: list[tuple[str, int]] | None) -> str:
+    if frames is None:
+        return "?"
+    return "+".join(tag if n < 0 else f"{tag}[{n}]" for tag, n in frames)
+
+
+_KEEPALIVE = {"ping", "pong"}
+
+
+class SimNetwork:
+    """Real ``NodeCore`` s on a simulated network. See the module docstring.
+
+    ``seed`` decides identities, core RNGs and every fault. ``nodes`` are added
+    at once (more with :meth:`add_node`). ``clock_skew_ms`` gives each node a
+    wall clock off by up to that many milliseconds either way.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        nodes: Iterable[str] = (),
+        *,
+        config: NodeConfig | None = None,
+        faults: Faults | None = None,
+        clock: FakeClock | None = None,
+        clock_skew_ms: int = 0,
+        max_events: int = 2_000_000,
+        strict: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.config = config or NodeConfig()
+        self.faults = faults or Faults()
+        self.clock = clock or FakeClock()
+        self.clock_skew_ms = clock_skew_ms
+        self.max_events = max_events
+        #: Raise on a core misstep the runtime would tolerate (see :attr:`violations`).
+        self.strict = strict
+        #: Such missteps, e.g. a ``Transmit`` on a link the core already closed.
+        self.violations: list[str] = []
+        self.nodes: dict[str, SimNode] = {}
+        self.trace: list[tuple[str, ...]] = []
+        self.stats = Stats()
+        #: Pairs of nodes that ever had a link (sorted name pairs).
+        self.ever_linked: set[tuple[str, str]] = set()
+        #: ``ChannelAnswer`` / ``ConnectFinished`` effects by request id.
+        self.answers: dict[int, ChannelAnswer] = {}
+        self.connects: dict[int, ConnectFinished] = {}
+        self.founders: dict[bytes, str] = {}
+        #: Observers (``(node, link id, bytes)``) of every ``Transmit`` the network
+        #: accepts and every ``DataReceived`` it delivers; for white-box tests.
+        self.on_transmit: Callable[[str, int, bytes], None] | None = None
+        self.on_deliver: Callable[[str, int, bytes], None] | None = None
+        self._rng = derive_rng(seed, "network")
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._conns: dict[End, _Conn] = {}
+        self._serial = 0
+        self._by_address: dict[Address, str] = {}
+        self._groups: dict[str, int] | None = None
+        self._next_request = 1
+        self._last_activity = self.clock.now
+        for name in nodes:
+            self.add_node(name)
+
+    # --- building ------------------------------------------------------------------------
+
+    def add_node(self, name: str) -> SimNode:
+        if name in self.nodes:
+            raise ValueError(f"node {name!r} exists")
+        ident_rng = derive_rng(self.seed, "identity", name)
+        identity = Identity(secret_key_from_seed(ident_rng.randbytes(32)),
+                            ident_rng.randbytes(16), name)
+        index = len(self.nodes) + 1
+        address = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", SIM_PORT)
+        skew = self._rng.randint(-self.clock_skew_ms, self.clock_skew_ms) \
+            if self.clock_skew_ms else 0
+        node = SimNode(name, identity, address, skew, self._new_core(name, identity, 0))
+        self.nodes[name] = node
+        self._by_address[address] = name
+        return node
+
+    def _new_core(self, name: str, identity: Identity, incarnation: int) -> NodeCore:
+        return NodeCore(identity, self.config, derive_rng(self.seed, "core", name, incarnation),
+                        agent="sim")
+
+    def node(self, name: str) -> SimNode:
+        return self.nodes[name]
+
+    def core(self, name: str) -> NodeCore:
+        return self.nodes[name].core
+
+    def did(self, name: str) -> str:
+        return self.nodes[name].did
+
+    def name_of(self, did: str) -> str:
+        for node in self.nodes.values():
+            if node.did == did:
+                return node.name
+        raise KeyError(did)
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    def wall_ms(self, name: str) -> int:
+        return self.clock.wall_ms(self.nodes[name].skew_ms)
+
+    def fail(self, message: str) -> SimError:
+        """A :class:`SimError` naming the seed and the simulated time."""
+        return SimError(f"{message}\n[sim seed={self.seed} (replay: SEED={self.seed}), "
+                        f"t={self.clock.now:.6f}]")
+
+    # --- requests (the user's side) -----------------------------------------------------------
+
+    def request(self, name: str, event: Event) -> list[Effect]:
+        """Hand ``event`` to ``name``'s core now, as its user or runtime would."""
+        node = self.nodes[name]
+        if not node.alive:
+            raise self.fail(f"{name} is down")
+        self._last_activity = self.clock.now
+        return self._handle(node, event)
+
+    def _request_id(self) -> int:
+        rid = self._next_request
+        self._next_request += 1
+        return rid
+
+    def _answer(self, name: str, event: Event, request_id: int) -> dict[str, Any]:
+        self.request(name, event)
+        answer = self.answers.get(request_id)
+        if answer is None:
+            raise self.fail(f"{name} did not answer {type(event).__name__} {request_id}")
+        if answer.error is not None or answer.result is None:
+            raise self.fail(f"{name}: {type(event).__name__} failed: {answer.error}")
+        return answer.result
+
+    def connect(self, a: str, b: str) -> int:
+        """``a``'s user asks to connect to ``b`` (``ConnectRequested``); returns the request id.
+
+        Once that succeeds, ``a`` keeps redialling ``b`` whenever the link is lost.
+        """
+        rid = self._request_id()
+        self.request(a, ConnectRequested(rid, self.nodes[b].address, self.nodes[b].did))
+        return rid
+
+    def link(self, a: str, b: str) -> None:
+        """Open a bare transport link from ``a`` to ``b`` (no ``Dial``, so no redial after)."""
+        self._last_activity = self.clock.now
+        if not self._reachable(a, b):
+            raise self.fail(f"{a} cannot reach {b}")
+        rtt = self._latency() + self._latency()
+
+        def establish() -> None:
+            if self._reachable(a, b):
+                self._establish(a, b, None)
+
+        self._schedule(self.clock.now + rtt, establish)
+
+    def create_channel(self, name: str, channel_name: str) -> bytes:
+        rid = self._request_id()
+        result = self._answer(name, ChannelCreateRequested(rid, channel_name, self.wall_ms(name)),
+                              rid)
+        channel = result["channel"]
+        assert isinstance(channel, bytes)
+        self.founders[channel] = name
+        return channel
+
+    def join(self, name: str, channel: bytes, via: str | Sequence[str] | None = None) -> None:
+        """``name`` joins ``channel`` with an invite naming ``via`` (default: the founder)."""
+        founder = self.nodes[self.founders[channel]]
+        hub = founder.core.hub
+        vias = [self.founders[channel]] if via is None else [via] if isinstance(via, str) \
+            else list(via)
+        peers = tuple((self.nodes[v].did, self.nodes[v].address) for v in vias)
+        rid = self._request_id()
+        self._answer(name, JoinRequested(rid, channel, hub.keys[channel], hub.name_of(channel),
+                                         peers, self.wall_ms(name)), rid)
+
+    def post(self, name: str, channel: bytes, text: str) -> str:
+        """``name`` posts ``text``; returns the message id."""
+        rid = self._request_id()
+        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name)), rid)
+        msg_id = result["id"]
+        assert isinstance(msg_id, str)
+        return msg_id
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def calm(self) -> None:
+        """Keep the latency distribution, switch every other fault off."""
+        self.faults = Faults.calm(self.faults.latency)
+
+    def partition(self, *groups: Iterable[str], mode: str = "reset") -> None:
+        """Split the network; nodes named in no group form one more group together.
+
+        ``mode="reset"`` breaks links across groups now; ``mode="stall"`` holds
+        their bytes until :meth:`heal` (or until the cores give up on them).
+        """
+        if mode not in ("reset", "stall"):
+            raise ValueError(f"unknown partition mode {mode!r}")
+        assignment: dict[str, int] = {}
+        for index, group in enumerate(groups):
+            for name in group:
+                if name not in self.nodes:
+                    raise KeyError(name)
+                if name in assignment:
+                    raise ValueError(f"{name} is in two groups")
+                assignment[name] = index
+        for name in self.nodes:
+            assignment.setdefault(name, len(groups))
+        self.heal()
+        self._groups = assignment
+        self._note("partition", mode, " | ".join(
+            ",".join(sorted(n for n, g in assignment.items() if g == i))
+            for i in sorted(set(assignment.values()))))
+        if mode == "reset":
+            for conn in self._open_conns():
+                a, b = conn.names()
+                if assignment[a] != assignment[b]:
+                    self._break(conn, silent=False, why="partition")
+
+    def heal(self) -> None:
+        """End the partition: stalled links flow again, dials succeed again."""
+        if self._groups is None:
+            return
+        self._groups = None
+        self._note("heal", "", "")
+        for conn in self._open_conns():
+            for src in sorted(conn.pipes):
+                pipe = conn.pipes[src]
+                if pipe.items and not pipe.pumping:
+                    base = self.clock.now + self._latency()
+                    pipe.items = deque((max(at, base), item, label)
+                                       for at, item, label in pipe.items)
+                    pipe.last_arrival = max(pipe.last_arrival, base)
+                    self._start_pump(conn, src)
+
+    def break_link(self, a: str, b: str, *, silent: bool = False) -> int:
+        """Break every open link between ``a`` and ``b``; returns how many."""
+        broken = 0
+        for conn in self._open_conns():
+            if sorted(conn.names()) == sorted((a, b)):
+                self._break(conn, silent=silent, why="break_link")
+                broken += 1
+        return broken
+
+    def crash(self, name: str) -> None:
+        """Stop ``name`` without a goodbye: its peers notice only by idle timeout."""
+        node = self.nodes[name]
+        if not node.alive:
+            return
+        node.alive = False
+        node.deadline = None
+        self._note("crash", name, "")
+        for conn in self._open_conns():
+            if name in conn.names():
+                conn.silent = True
+                conn.open_ends = {e for e in conn.open_ends if e[0] != name}
+                for pipe in conn.pipes.values():
+                    pipe.items.clear()
+
+    def restart(self, name: str, *, lose_last: int = 0) -> None:
+        """Start ``name`` again from what it persisted (channels, envelopes, peers).
+
+        ``lose_last`` drops that many of the newest stored envelopes per channel
+        first: a crash that lost writes still in flight.
+        """
+        node = self.nodes[name]
+        if node.alive:
+            self.crash(name)
+        if lose_last:
+            for cid, log in node.disk.envelopes.items():
+                for env_id, _ in log[max(1, len(log) - lose_last):]:  # genesis survives
+                    node.disk.envelope_ids[cid].discard(env_id)
+                del log[max(1, len(log) - lose_last):]
+        node.incarnation += 1
+        node.alive = True
+        node.core = self._new_core(name, node.identity, node.incarnation)
+        node.deadline = node.core.next_deadline()
+        self._note("restart", name, str(node.incarnation))
+        disk = node.disk
+        stored = tuple(
+            StoredChannel(channel=cid, name=cname, key=key,
+                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())))
+            for cid, (cname, key) in sorted(disk.channels.items()))
+        if stored:
+            self.request(name, ChannelsLoaded(stored))
+        if disk.peers:
+            self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        """Run everything due up to time ``t``, then set the clock to ``t``."""
+        while self._step(t):
+            pass
+        if t > self.clock.now:
+            self.clock.advance_to(t)
+
+    def run_for(self, dt: float) -> None:
+        self.run_until(self.clock.now + dt)
+
+    def run_until_quiet(self, idle: float | None = None, timeout: float = 3600.0) -> float:
+        """Run until nothing but keepalives and failing dials happened for ``idle`` seconds.
+
+        ``idle`` defaults to twice (longest reconnect backoff + dial timeout), so
+        any redial that was due has happened. Returns the time activity stopped.
+        Raises :class:`SimError` if the network is still busy after ``timeout``.
+        """
+        if idle is None:
+            idle = 2 * (self.config.reconnect_max + self.config.dial_timeout)
+        limit = self.clock.now + timeout
+        while True:
+            target = self._last_activity + idle
+            if target > limit:
+                raise self.fail(f"network not quiet after {timeout:g} s "
+                                f"(last activity at {self._last_activity:.3f}); "
+                                f"recent trace:\n{self.format_trace(-30)}")
+            self.run_until(target)
+            if self._last_activity + idle <= self.clock.now:
+                return self._last_activity
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 600.0,
+                 what: str = "condition") -> None:
+        """Run event by event until ``predicate()`` holds; SimError after ``timeout`` seconds."""
+        limit = self.clock.now + timeout
+        while not predicate():
+            if not self._step(limit):
+                raise self.fail(f"timed out after {timeout:g} s waiting for {what}")
+
+    def synced(self, name: str, channel: bytes) -> bool:
+        """Whether ``name`` holds ``channel`` and has its genesis (so it can post)."""
+        state = self.nodes[name].core.hub.channels.get(channel)
+        return state is not None and state.genesis_id is not None
+
+    # --- channel views ----------------------------------------------------------------------------
+
+    def history(self, name: str, channel: bytes) -> list[MessageView]:
+        return self.nodes[name].core.hub.get(channel).history()
+
+    def members(self, channel: bytes) -> list[str]:
+        """Names of live nodes that hold ``channel``."""
+        return [n for n, node in sorted(self.nodes.items())
+                if node.alive and channel in node.core.hub.channels]
+
+    def replica_lines(self, name: str, channel: bytes) -> list[str]:
+        """A readable, comparable rendering of one replica: history, vector, log, pending."""
+        state = self.nodes[name].core.hub.get(channel)
+        lines = [f"msg {m.id} {self._who(m.author)} {m.text!r} reply={m.reply_to or '-'} "
+                 f"edited={m.edited} deleted={m.deleted} reactions={sorted(m.reactions.items())}"
+                 for m in state.history()]
+        lines += [f"vector {self._who(author)}/{device.hex()[:8]} = {seq}"
+                  for (author, device), seq in sorted(state.vector.items())]
+        lines.append(f"envelopes {len(state.envs)} digest "
+                     f"{hashlib.sha256(b''.join(sorted(state.envs))).hexdigest()[:16]}")
+        lines.append(f"pending {len(state.pending)}")
+        return lines
+
+    def assert_converged(self, channel: bytes, names: Iterable[str] | None = None) -> None:
+        """Every member (or each of ``names``) holds the identical replica of ``channel``:
+        the same messages (ids, authors, texts, order), vectors and envelope set, and
+        nothing left pending. Raises :class:`SimError` with a diff and the seed."""
+        members = sorted(names) if names is not None else self.members(channel)
+        if not members:
+            raise self.fail(f"no node holds channel {channel.hex()[:12]}")
+        missing = [n for n in members if channel not in self.nodes[n].core.hub.channels]
+        if missing:
+            raise self.fail(f"{', '.join(missing)} do not hold channel {channel.hex()[:12]}")
+        reference = members[0]
+        expected = self.replica_lines(reference, channel)
+        problems: list[str] = []
+        for name in members[1:]:
+            actual = self.replica_lines(name, channel)
+            if actual != expected:
+                diff = list(difflib.unified_diff(expected, actual, reference, name, n=1,
+                                                 lineterm=""))
+                shown = diff[:60] + ([f"... {len(diff) - 60} more diff lines"]
+                                     if len(diff) > 60 else [])
+                problems.append("\n".join(shown))
+        pending = [n for n in members if self.nodes[n].core.hub.get(channel).pending]
+        if problems or pending:
+            counts = ", ".join(f"{n}: {len(self.history(n, channel))} msgs" for n in members)
+            raise self.fail(f"channel {channel.hex()[:12]} has not converged ({counts}; "
+                            f"pending at {pending or 'none'}):\n" + "\n".join(problems))
+
+    def _who(self, did: str) -> str:
+        for node in self.nodes.values():
+            if node.did == did:
+                return node.name
+        return did[:20]
+
+    # --- inspection ----------------------------------------------------------------------------
+
+    def links(self) -> list[tuple[str, str]]:
+        """(client, server) names of links open at both ends, sorted."""
+        return sorted(c.names() for c in self._open_conns() if len(c.open_ends) == 2)
+
+    def peer_end(self, name: str, link_id: int) -> tuple[str, int]:
+        """The other end ``(node, link id)`` of ``name``'s link ``link_id``."""
+        return self._conns[(name, link_id)].other((name, link_id))
+
+    def format_trace(self, start: int = 0, end: int | None = None) -> str:
+        return "\n".join(" ".join(entry) for entry in self.trace[start:end])
+
+    def trace_digest(self) -> str:
+        h = hashlib.sha256()
+        for entry in self.trace:
+            h.update("\x1f".join(entry).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()
+
+    # --- the event loop ---------------------------------------------------------------------------
+
+    def _schedule(self, at: float, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, action))
+
+    def _next_timer(self) -> tuple[float, SimNode] | None:
+        best: tuple[float, SimNode] | None = None
+        for name in sorted(self.nodes):
+            node = self.nodes[name]
+            if node.alive and node.deadline is not None \
+                    and (best is None or node.deadline < best[0]):
+                best = (node.deadline, node)
+        return best
+
+    def _step(self, until: float) -> bool:
+        """Run the next queued action or timer if due by ``until``; False if none is."""
+        t_queue = self._queue[0][0] if self._queue else math.inf
+        timer = self._next_timer()
+        t_timer = timer[0] if timer is not None else math.inf
+        t = min(t_queue, t_timer)
+        if t > until or t == math.inf:
+            return False
+        self.stats.events += 1
+        if self.stats.events > self.max_events:
+            raise self.fail(f"more than {self.max_events} events: livelock?")
+        if t > self.clock.now:
+            self.clock.advance_to(t)
+        if t_queue <= t_timer:
+            _, _, action = heapq.heappop(self._queue)
+            action()
+        else:
+            assert timer is not None
+            node = timer[1]
+            self._handle(node, TimerExpired())
+            if node.deadline is not None and node.deadline <= self.clock.now:
+                raise self.fail(f"{node.name}: next_deadline() {node.deadline} is not after "
+                                f"the timer that just fired; a runtime would spin")
+        return True
+
+    def _violation(self, what: str) -> None:
+        """A core did something a runtime tolerates but should not happen."""
+        self.violations.append(f"t={self.clock.now:.6f} {what}")
+        if self.strict:
+            raise self.fail(what)
+
+    def _note(self, kind: str, a: str, b: str) -> None:
+        self._last_activity = self.clock.now
+        self.trace.append((f"{self.clock.now:.6f}", "*", kind, a, b))
+
+    def _handle(self, node: SimNode, event: Event, label: str = "") -> list[Effect]:
+        self.trace.append((f"{self.clock.now:.6f}", node.name, *self._event_entry(event, label)))
+        try:
+            effects = node.core.handle(event, self.clock.now)
+        except Exception as exc:
+            raise self.fail(f"{node.name}: core raised {type(exc).__name__}: {exc} on "
+                            f"{' '.join(self.trace[-1][2:])}") from exc
+        node.deadline = node.core.next_deadline()
+        for effect in effects:
+            self._carry_out(node, effect)
+        return effects
+
+    def _event_entry(self, event: Event, label: str) -> tuple[str, str]:
+        if isinstance(event, DataReceived):
+            digest = hashlib.blake2b(event.data, digest_size=4).hexdigest()
+            return "data", f"L{event.link_id} {len(event.data)}B {digest} {label}"
+        if isinstance(event, TimerExpired):
+            return "timer", ""
+        if isinstance(event, LinkEstablished):
+            self._last_activity = self.clock.now
+            side = "out" if event.outbound else "in"
+            return "established", f"L{event.link_id} {side} {label} dial={event.dial_id}"
+        if isinstance(event, LinkLost):
+            self._last_activity = self.clock.now
+            return "lost", f"L{event.link_id} {event.reason}"
+        if isinstance(event, DialFailed):
+            return "dial-failed", f"D{event.dial_id} {event.reason}"
+        if isinstance(event, SendRequested):
+            return "send", event.text[:40]
+        return type(event).__name__, ""
+
+    def _carry_out(self, node: SimNode, effect: Effect) -> None:
+        if isinstance(effect, Transmit):
+            self._transmit((node.name, effect.link_id), effect.data)
+        elif isinstance(effect, CloseLink):
+            self._close((node.name, effect.link_id), effect)
+        elif isinstance(effect, Dial):
+            self._dial(node, effect)
+        elif isinstance(effect, ChannelAnswer):
+            self.answers[effect.request_id] = effect
+        elif isinstance(effect, ConnectFinished):
+            self.connects[effect.request_id] = effect
+        elif isinstance(effect, PersistChannel):
+            node.disk.channels[effect.channel] = (effect.name, effect.key)
+        elif isinstance(effect, PersistEnvelopes):
+            ids = node.disk.envelope_ids.setdefault(effect.channel, set())
+            log = node.disk.envelopes.setdefault(effect.channel, [])
+            for env_id, raw in effect.items:
+                if env_id not in ids:
+                    ids.add(env_id)
+                    log.append((env_id, raw))
+        elif isinstance(effect, SavePeer):
+            node.disk.peers[effect.address] = effect.did
+        elif isinstance(effect, ForgetPeer):
+            node.disk.peers.pop(effect.address, None)
+        elif isinstance(effect, PeerConnected | PeerDisconnected):
+            sign = "+" if isinstance(effect, PeerConnected) else "-"
+            self.trace.append((f"{self.clock.now:.6f}", node.name, f"peer{sign}",
+                               self._who(effect.did), f"L{effect.link_id}"))
+        # anything else (index rows, ping answers, …) needs no network action
+
+    # --- links -----------------------------------------------------------------------------------
+
+    def _latency(self) -> float:
+        return max(0.0, float(self.faults.latency(self._rng)))
+
+    def _reachable(self, a: str, b: str) -> bool:
+        if not (self.nodes[a].alive and self.nodes[b].alive):
+            return False
+        return self._groups is None or self._groups[a] == self._groups[b]
+
+    def _stalled(self, conn: _Conn) -> bool:
+        a, b = conn.names()
+        return self._groups is not None and self._groups[a] != self._groups[b]
+
+    def _open_conns(self) -> list[_Conn]:
+        seen: dict[int, _Conn] = {}
+        for conn in self._conns.values():
+            if not conn.dead:
+                seen[conn.serial] = conn
+        return [seen[s] for s in sorted(seen)]
+
+    def _dial(self, node: SimNode, dial: Dial) -> None:
+        self.stats.dials += 1
+        incarnation, started = node.incarnation, self.clock.now
+        target = self._by_address.get(dial.address)
+
+        def fail(reason: str) -> None:
+            if node.alive and node.incarnation == incarnation:
+                self.stats.dial_failures += 1
+                self._handle(node, DialFailed(dial.dial_id, reason))
+
+        def complete() -> None:
+            if not (node.alive and node.incarnation == incarnation):
+                return
+            if target is None or not self._reachable(node.name, target):
+                self._schedule(max(self.clock.now, started + dial.timeout),
+                               lambda: fail("timed out"))
+                return
+            self._establish(node.name, target, dial.dial_id)
+
+        if target is not None and self._reachable(node.name, target):
+            rtt = self._latency() + self._latency()
+            if rtt < dial.timeout:
+                self._schedule(self.clock.now + rtt, complete)
+                return
+        self._schedule(self.clock.now + dial.timeout, lambda: fail("timed out"))
+
+    def _establish(self, client: str, server: str, dial_id: int | None) -> None:
+        c_node, s_node = self.nodes[client], self.nodes[server]
+        self._serial += 1
+        serial = self._serial
+        client_end = (client, c_node.next_link_id)
+        c_node.next_link_id += 1
+        server_end = (server, s_node.next_link_id)
+        s_node.next_link_id += 1
+        fingerprint = hashlib.sha256(b"p2pchat-sim-cert:%d:%d" % (self.seed, serial)).digest()
+        conn = _Conn(serial, client_end, server_end, fingerprint,
+                     {client_end: _Pipe(server_end, last_arrival=self.clock.now),
+                      server_end: _Pipe(client_end, last_arrival=self.clock.now)},
+                     {client_end, server_end})
+        self._conns[client_end] = self._conns[server_end] = conn
+        self.stats.links += 1
+        self.ever_linked.add((min(client, server), max(client, server)))
+        ephemeral = (c_node.address[0], 40_000 + client_end[1] % 20_000)
+        self._handle(s_node, LinkEstablished(server_end[1], False, ephemeral, fingerprint),
+                     f"from {client}")
+        if client_end in conn.open_ends:
+            self._handle(c_node, LinkEstablished(
+                client_end[1], True, s_node.address, fingerprint,
+                peer_cert_key=s_node.identity.public_key.raw, dial_id=dial_id), f"to {server}")
+        lifetime = self.faults.link_lifetime
+        if lifetime is not None:
+            self._schedule(self.clock.now + self._rng.expovariate(1.0 / lifetime),
+                           lambda: self._random_break(conn))
+
+    def _random_break(self, conn: _Conn) -> None:
+        if conn.dead or self.faults.link_lifetime is None:
+            return
+        self._break(conn, silent=self._rng.random() < self.faults.silent_break, why="fault")
+
+    def _break(self, conn: _Conn, *, silent: bool, why: str) -> None:
+        if conn.dead:
+            return
+        a, b = conn.names()
+        self._note("black-hole" if silent else "reset", f"{a}-{b}#{conn.serial}", why)
+        for pipe in conn.pipes.values():
+            pipe.items.clear()
+        if silent:
+            conn.silent = True
+            self.stats.black_holes += 1
+            return
+        conn.broken = True
+        self.stats.resets += 1
+        for end in sorted(conn.open_ends):
+            reason = f"connection reset ({why})"
+            self._schedule(self.clock.now, self._lost_action(conn, end, reason))
+
+    def _lost_action(self, conn: _Conn, end: End, reason: str) -> Callable[[], None]:
+        return lambda: self._tell_lost(conn, end, reason)
+
+    def _tell_lost(self, conn: _Conn, end: End, reason: str) -> None:
+        if end not in conn.open_ends:
+            return
+        conn.open_ends.discard(end)
+        conn.why[end] = f"told LinkLost: {reason}"
+        node = self.nodes[end[0]]
+        if node.alive:
+            self._handle(node, LinkLost(end[1], reason))
+
+    def _close(self, end: End, effect: CloseLink) -> None:
+        conn = self._conns.get(end)
+        if conn is None:
+            raise self.fail(f"{end[0]} closes link {end[1]}, which the network never opened")
+        if end not in conn.open_ends:
+            return
+        self.stats.closes += 1
+        conn.open_ends.discard(end)
+        conn.why[end] = f"it closed the link: {effect.reason}"
+        self._push(conn, end, _Lost(f"closed by peer: {effect.reason} (code {int(effect.code)})"),
+                   "close")
+
+    def _transmit(self, src: End, data: bytes) -> None:
+        conn = self._conns.get(src)
+        if conn is None:
+            raise self.fail(f"{src[0]} transmits on link {src[1]}, which the network never opened")
+        if src not in conn.open_ends:
+            # The QUIC transport ignores sends on a closed link; so do we, but take note.
+            how = conn.why.get(src, "?")
+            self._violation(f"{src[0]} transmits on link {src[1]} after it was closed ({how})")
+            return
+        self.stats.transmits += 1
+        if self.on_transmit is not None:
+            self.on_transmit(src[0], src[1], data)
+        self.stats.bytes += len(data)
+        frames = _frames(data)
+        pipe = conn.pipes[src]
+        if frames is None:
+            pipe.aligned = False
+        label = _describe(frames)
+        if frames is None or any(tag not in _KEEPALIVE for tag, _ in frames):
+            self._last_activity = self.clock.now
+        envelopes_only = pipe.aligned and bool(frames) and all(
+            tag == "envelopes" for tag, _ in frames or ())
+        faults = self.faults
+        if envelopes_only and faults.frame_reorder and self._rng.random() < faults.frame_reorder:
+            self.stats.reordered += 1
+            self._side_delivery(conn, src, data, label + " (held back)")
+            return
+        self._push(conn, src, data, label)
+        if envelopes_only and faults.frame_duplicate \
+                and self._rng.random() < faults.frame_duplicate:
+            self.stats.duplicated += 1
+            self._side_delivery(conn, src, data, label + " (duplicate)")
+
+    def _push(self, conn: _Conn, src: End, item: _Item, label: str) -> None:
+        """Queue ``item`` on the pipe from ``src``: FIFO, after everything already in it."""
+        if conn.broken or conn.silent:
+            return
+        pipe = conn.pipes[src]
+        if pipe.dst not in conn.open_ends:
+            return
+        now = self.clock.now
+        if self.faults.stall_prob and self._rng.random() < self.faults.stall_prob:
+            self.stats.stalls += 1
+            pipe.last_arrival = max(pipe.last_arrival, now + self._rng.uniform(
+                *self.faults.stall_time))
+        arrival = max(now + self._latency(), pipe.last_arrival)
+        pipe.last_arrival = arrival
+        pipe.items.append((arrival, item, label))
+        if not pipe.pumping and not self._stalled(conn):
+            self._start_pump(conn, src)
+
+    def _start_pump(self, conn: _Conn, src: End) -> None:
+        pipe = conn.pipes[src]
+        pipe.pumping = True
+        self._schedule(pipe.items[0][0], lambda: self._pump(conn, src))
+
+    def _pump(self, conn: _Conn, src: End) -> None:
+        pipe = conn.pipes[src]
+        pipe.pumping = False
+        if conn.broken or conn.silent or pipe.dst not in conn.open_ends:
+            pipe.items.clear()
+            return
+        if self._stalled(conn):
+            return  # heal() restarts the pump
+        now = self.clock.now
+        node = self.nodes[pipe.dst[0]]
+        while pipe.items and pipe.items[0][0] <= now:
+            if isinstance(pipe.items[0][1], _Lost):
+                _, lost, _ = pipe.items.popleft()
+                assert isinstance(lost, _Lost)
+                self._tell_lost(conn, pipe.dst, lost.reason)
+                pipe.items.clear()
+                return
+            chunks: list[bytes] = []
+            labels: list[str] = []
+            while pipe.items and pipe.items[0][0] <= now and isinstance(pipe.items[0][1], bytes):
+                _, data, label = pipe.items.popleft()
+                assert isinstance(data, bytes)
+                chunks.append(data)
+                labels.append(label)
+            self._deliver(conn, node, pipe.dst, b"".join(chunks), "+".join(labels))
+            if conn.dead or pipe.dst not in conn.open_ends:
+                pipe.items.clear()
+                return
+        if pipe.items:
+            self._start_pump(conn, src)
+
+    def _deliver(self, conn: _Conn, node: SimNode, dst: End, data: bytes, label: str) -> None:
+        pieces = [data]
+        if self.faults.split_prob and len(data) > 1 and self._rng.random() < self.faults.split_prob:
+            self.stats.splits += 1
+            cuts = sorted({self._rng.randrange(1, len(data))
+                           for _ in range(self._rng.randint(1, 3))})
+            bounds = [0, *cuts, len(data)]
+            pieces = [data[a:b] for a, b in itertools.pairwise(bounds)]
+        for index, piece in enumerate(pieces):
+            if conn.dead or dst not in conn.open_ends or not node.alive:
+                return
+            part = label if len(pieces) == 1 else f"{label} ({index + 1}/{len(pieces)})"
+            if self.on_deliver is not None:
+                self.on_deliver(dst[0], dst[1], piece)
+            self._handle(node, DataReceived(dst[1], piece), part)
+
+    def _side_delivery(self, conn: _Conn, src: End, data: bytes, label: str) -> None:
+        """Deliver whole frames outside the FIFO (frame duplicate / reorder faults)."""
+        pipe = conn.pipes[src]
+        at = max(self.clock.now, pipe.last_arrival) + self._rng.uniform(*self.faults.reorder_delay)
+
+        def deliver() -> None:
+            if conn.dead or pipe.dst not in conn.open_ends:
+                return
+            if self._stalled(conn):
+                self._push(conn, src, data, label)  # keep frame boundaries: join the queue
+                return
+            self._deliver(conn, self.nodes[pipe.dst[0]], pipe.dst, data, label)
+
+        self._schedule(at, deliver)

@@ -1,0 +1,207 @@
+"""The simulator itself: clock, seeds, stream semantics, partitions, closes, crashes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+from p2pchat.core.events import ConnectRequested, DisconnectRequested
+from p2pchat.testing import (
+    Constant,
+    FakeClock,
+    Faults,
+    LogNormal,
+    SimError,
+    SimNetwork,
+    Uniform,
+    derive_rng,
+    seed_from_env,
+)
+
+
+def _pair(seed: int, faults: Faults | None = None, names: tuple[str, ...] = ("a", "b")
+          ) -> tuple[SimNetwork, bytes]:
+    """``names[0]`` founds a channel, the others join through it and sync."""
+    net = SimNetwork(seed, names, faults=faults)
+    channel = net.create_channel(names[0], "general")
+    for name in names[1:]:
+        net.join(name, channel)
+    net.wait_for(lambda: all(net.synced(n, channel) for n in names), what="sync")
+    return net, channel
+
+
+def _kinds(net: SimNetwork, node: str, since: int = 0) -> list[str]:
+    return [e[2] for e in net.trace[since:] if e[1] == node]
+
+
+def test_fake_clock() -> None:
+    clock = FakeClock(10.0, wall_base_ms=1_000_000)
+    clock.advance(1.5)
+    assert 11.5 == clock.now
+    assert 1_011_500 == clock.wall_ms()
+    assert 1_011_250 == clock.wall_ms(skew_ms=-250)
+    with pytest.raises(ValueError):
+        clock.advance_to(11.0)
+
+
+def test_seed_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEED", raising=False)
+    assert 17 == seed_from_env(17)
+    monkeypatch.setenv("SEED", "0x10")
+    assert 16 == seed_from_env(17)
+    monkeypatch.setenv("SEED", "99")
+    assert 99 == seed_from_env(17)
+
+
+def test_latency_models_are_seeded() -> None:
+    assert 0.25 == Constant(0.25)(derive_rng(1, "x"))
+    draws = [Uniform(0.1, 0.2)(derive_rng(1, "x")) for _ in range(2)]
+    assert draws[0] == draws[1] and 0.1 <= draws[0] <= 0.2
+    assert LogNormal(0.01, 3.0, cap=0.5)(derive_rng(2, "y")) <= 0.5
+
+
+def test_identities_depend_only_on_seed_and_name() -> None:
+    assert SimNetwork(1, ["a", "b"]).did("b") == SimNetwork(1, ["b"]).did("b")
+    assert SimNetwork(1, ["b"]).did("b") != SimNetwork(2, ["b"]).did("b")
+    assert SimNetwork(1, ["a"]).did("a") != SimNetwork(1, ["b"]).did("b")
+
+
+def test_links_are_reliable_ordered_streams_despite_jitter_stalls_and_splits() -> None:
+    faults = Faults(latency=LogNormal(0.02, 1.0, 1.5), stall_prob=0.1, split_prob=0.5)
+    net = SimNetwork(seed_from_env(21), ["a", "b", "c"], faults=faults)
+    sent: dict[tuple[str, int], bytearray] = defaultdict(bytearray)
+    got: dict[tuple[str, int], bytearray] = defaultdict(bytearray)
+    net.on_transmit = lambda node, link, data: sent[(node, link)].extend(data)
+    net.on_deliver = lambda node, link, data: got[(node, link)].extend(data)
+    channel = net.create_channel("a", "general")
+    net.join("b", channel)
+    net.join("c", channel)
+    net.connect("b", "c")
+    net.wait_for(lambda: net.synced("b", channel) and net.synced("c", channel))
+    for i in range(40):
+        net.post("abc"[i % 3], channel, f"m{i}")
+        net.run_for(0.01)
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert net.stats.stalls and net.stats.splits
+    assert sent and 0 == net.stats.resets
+    for (node, link), data in sent.items():
+        delivered = bytes(got[net.peer_end(node, link)])
+        # in order, nothing lost or doubled; at most a keepalive still in flight
+        assert bytes(data[:len(delivered)]) == delivered, f"seed={net.seed}"
+        assert len(data) - len(delivered) < 64, f"seed={net.seed}"
+
+
+def test_frame_duplicates_and_reorders_keep_frames_whole() -> None:
+    faults = Faults(frame_duplicate=0.4, frame_reorder=0.4, split_prob=0.3)
+    net, channel = _pair(seed_from_env(22), faults, ("a", "b", "c"))
+    for i in range(40):
+        net.post("abc"[i % 3], channel, f"m{i}")
+        net.run_for(0.003)
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert net.stats.duplicated and net.stats.reordered
+    assert not [e for e in net.trace if e[2] == "lost"], "a frame game broke a stream"
+
+
+def test_partition_breaks_links_fails_dials_and_heals() -> None:
+    net, channel = _pair(seed_from_env(23), names=("a", "b", "c"))
+    net.connect("b", "c")
+    net.run_for(1.0)
+    assert [("b", "a"), ("b", "c"), ("c", "a")] == net.links()
+    mark = len(net.trace)
+    net.partition(["a"], ["b", "c"])
+    net.run_for(60.0)
+    assert [("b", "c")] == net.links()
+    assert "lost" in _kinds(net, "a", mark)
+    assert "dial-failed" in _kinds(net, "b", mark)  # b keeps trying its invite peer
+    net.post("a", channel, "from a")
+    net.heal()
+    net.run_until_quiet()
+    assert [("b", "a"), ("b", "c"), ("c", "a")] == net.links()
+    net.assert_converged(channel)
+    assert ["from a"] == [m.text for m in net.history("c", channel)]
+
+
+def test_short_stall_partition_delays_but_keeps_links() -> None:
+    net, channel = _pair(seed_from_env(24))
+    mark = len(net.trace)
+    net.partition(["a"], ["b"], mode="stall")
+    net.post("a", channel, "held")
+    net.run_for(5.0)
+    assert [] == net.history("b", channel)
+    net.heal()
+    net.run_for(1.0)
+    assert ["held"] == [m.text for m in net.history("b", channel)]
+    assert "lost" not in _kinds(net, "a", mark) + _kinds(net, "b", mark)
+
+
+def test_long_stall_partition_ends_in_idle_timeouts() -> None:
+    net, _ = _pair(seed_from_env(25))
+    net.partition(["a"], ["b"], mode="stall")
+    net.run_for(net.config.link.idle_timeout + 1.0)
+    assert [] == net.links()
+    closes = [e for e in net.trace if e[2] == "peer-"]
+    assert {"a", "b"} == {e[1] for e in closes}
+    net.heal()
+    net.run_until_quiet()
+    assert [("b", "a")] == net.links()
+
+
+def test_close_reaches_the_peer_after_data_in_flight() -> None:
+    net = SimNetwork(seed_from_env(26), ["a", "b"], faults=Faults(latency=Constant(0.05)))
+    net.connect("a", "b")
+    net.run_for(1.0)
+    mark = len(net.trace)
+    net.request("a", DisconnectRequested(99, did=net.did("b")))
+    net.run_for(1.0)
+    lost = [e for e in net.trace[mark:] if e[1] == "b" and e[2] == "lost"]
+    assert 1 == len(lost)
+    assert "closed by peer: disconnected by user" in lost[0][3]
+    assert [] == net.links()
+
+
+def test_crash_is_noticed_by_idle_timeout_and_restart_reloads_the_store() -> None:
+    net, channel = _pair(seed_from_env(27))
+    net.post("b", channel, "before")
+    net.run_for(1.0)
+    crashed_at = net.now
+    net.crash("b")
+    net.wait_for(lambda: not net.core("a").peers(net.now), what="a to drop b")
+    idle = net.config.link.idle_timeout
+    assert crashed_at + idle - net.config.link.keepalive_interval <= net.now <= crashed_at + idle
+    with pytest.raises(SimError, match="b is down"):
+        net.post("b", channel, "while down")
+    net.restart("b")
+    assert ["before"] == [m.text for m in net.history("b", channel)]
+    net.post("a", channel, "after")
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert [("b", "a")] == net.links()  # b redialled the peer it had saved
+
+
+def test_dial_to_nowhere_fails_after_the_dial_timeout() -> None:
+    net = SimNetwork(seed_from_env(28), ["a"])
+    net.request("a", ConnectRequested(5, ("192.0.2.1", 9)))
+    net.run_for(net.config.dial_timeout + 1.0)
+    finished = net.connects[5]
+    assert finished.did is None and finished.error is not None
+    assert "timed out" in finished.error
+
+
+def test_assert_converged_shows_a_diff_and_the_seed() -> None:
+    net, channel = _pair(seed_from_env(29))
+    net.partition(["a"], ["b"])
+    net.post("a", channel, "only on a")
+    with pytest.raises(SimError) as info:
+        net.assert_converged(channel)
+    message = str(info.value)
+    assert f"seed={net.seed}" in message
+    assert "'only on a'" in message and "--- a" in message and "+++ b" in message
+
+
+def test_run_until_quiet_gives_up_on_endless_faults() -> None:
+    net, _ = _pair(seed_from_env(30), Faults(link_lifetime=2.0))
+    with pytest.raises(SimError, match=r"(?s)not quiet.*seed="):
+        net.run_until_quiet(idle=30.0, timeout=120.0)

@@ -2,7 +2,11 @@
 
 :mod:`p2pchat.bench.runner` drives the measurements and formats the report;
 :mod:`p2pchat.bench.server` is the server side (run as a child process by
-default); :mod:`p2pchat.bench.rawquic` is the raw aioquic floor;
+default); :mod:`p2pchat.bench.rawquic` is the raw aioquic floor for links and
+:mod:`p2pchat.bench.pipeline` the one for channels (the envelope pipeline with
+no node); :mod:`p2pchat.bench.channels` runs the two-process channel
+benchmarks and :mod:`p2pchat.bench.replicas` the in-process ones, with
+:mod:`p2pchat.bench.observed` timestamping applied messages;
 :mod:`p2pchat.bench.stats` computes the summaries. This module imports none of
 them, so ``python -m p2pchat.bench.server`` starts without a runpy warning.
 """

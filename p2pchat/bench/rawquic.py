@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events as qe
@@ -112,6 +113,31 @@ class EchoClientProtocol(QuicConnectionProtocol):
             self._waiter = None
 
 
+P = TypeVar("P", bound=QuicConnectionProtocol)
+
+
+async def dial_protocol(address: Address, factory: Callable[[QuicConnection], P], *,
+                        idle_timeout: float, limit: float = 10.0
+                        ) -> tuple[asyncio.DatagramTransport, P]:
+    """A new QUIC connection on a new UDP socket, once its TLS handshake completed."""
+    loop = asyncio.get_running_loop()
+    conn = QuicConnection(configuration=client_configuration(idle_timeout=idle_timeout))
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: factory(conn), local_addr=("127.0.0.1", 0), remote_addr=address)
+    try:
+        protocol.connect(address)
+        async with asyncio.timeout(limit):
+            await protocol.wait_connected()
+    except (TimeoutError, ConnectionError) as exc:
+        transport.close()
+        raise LocalError(f"raw aioquic handshake with {address[0]}:{address[1]} failed: "
+                         f"{type(exc).__name__}") from None
+    except BaseException:
+        transport.close()
+        raise
+    return transport, protocol
+
+
 class RawClient:
     """One raw aioquic client connection with its own UDP socket."""
 
@@ -124,21 +150,8 @@ class RawClient:
     async def dial(cls, address: Address, *, idle_timeout: float,
                    limit: float = 10.0) -> RawClient:
         """Connect and return once the TLS handshake completed (``wait_connected``)."""
-        loop = asyncio.get_running_loop()
-        conn = QuicConnection(configuration=client_configuration(idle_timeout=idle_timeout))
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: EchoClientProtocol(conn), local_addr=("127.0.0.1", 0), remote_addr=address)
-        try:
-            protocol.connect(address)
-            async with asyncio.timeout(limit):
-                await protocol.wait_connected()
-        except (TimeoutError, ConnectionError) as exc:
-            transport.close()
-            raise LocalError(f"raw aioquic handshake with {address[0]}:{address[1]} failed: "
-                             f"{type(exc).__name__}") from None
-        except BaseException:
-            transport.close()
-            raise
+        transport, protocol = await dial_protocol(address, EchoClientProtocol,
+                                                  idle_timeout=idle_timeout, limit=limit)
         return cls(transport, protocol)
 
     async def close(self, limit: float = 2.0) -> None:

@@ -1,14 +1,28 @@
-"""``p2pchat bench``: link handshake and round-trip latency against raw aioquic.
+"""``p2pchat bench``: the link and channel budgets, each against a floor from the same run.
 
 Theory of operation
 -------------------
 DESIGN §13 sets the performance budgets as ratios to a floor measured *in the
 same run*, because absolute figures on a shared 2-core machine drift from run to
 run. So every figure here comes in a pair: raw aioquic doing the minimal
-equivalent work (:mod:`p2pchat.bench.rawquic`) and the full node path.
+equivalent work (:mod:`p2pchat.bench.rawquic`, :mod:`p2pchat.bench.pipeline`)
+and the full node path. The phases, in order:
 
-Process layout. The server side (a raw aioquic echo server and a listening
-:class:`~p2pchat.runtime.node.Node`) runs in a child process
+1. link handshake and round trip (this module, described below);
+2. channels across the two processes (:mod:`p2pchat.bench.channels`):
+   end-to-end throughput against the channel floor, one-way latency at an
+   offered 1,000 msg/s, a new member's initial sync of a 10,000-message channel;
+3. channels in this process once the server side is gone
+   (:mod:`p2pchat.bench.replicas`): reconciliation of two diverged replicas
+   (round trips and bytes) and the apply cost at two channel sizes.
+
+A channel section that fails (a timeout, a link that closed) is reported as
+FAILED with its reason; the other sections still run. Before anything else a
+0.25 s busy loop measures how much of the wall clock this process gets
+(``machine.cpu_share``): other load on the machine shows up there.
+
+Process layout. The server side (a raw aioquic echo server, the channel floor
+sink and a listening node) runs in a child process
 (``python -m p2pchat.bench.server``), the client side in this process, both on
 127.0.0.1 — like two real nodes, each with its own interpreter and event loop,
 and identical for the floor and the node. ``run_benchmarks(isolate=False)``
@@ -66,18 +80,49 @@ from typing import Any
 import aioquic
 
 from p2pchat import __version__
+from p2pchat.bench.channels import (
+    ChannelPlan,
+    ChildControl,
+    LocalControl,
+    ServerControl,
+    bench_channels,
+)
 from p2pchat.bench.rawquic import RawClient, make_frame, timed_dial
-from p2pchat.bench.server import BenchServers, ServerInfo, bench_identity, quic_idle_timeout
+from p2pchat.bench.replicas import bench_apply_cost, bench_reconcile
+from p2pchat.bench.server import (
+    MAX_COMMAND_LINE,
+    BenchServers,
+    ServerInfo,
+    bench_identity,
+    quic_idle_timeout,
+)
 from p2pchat.bench.stats import Summary, summarize
 from p2pchat.core import NodeConfig
 from p2pchat.errors import LocalError
 from p2pchat.runtime.node import Node
 
 #: Version of the report's JSON layout.
-REPORT_SCHEMA = 1
+REPORT_SCHEMA = 2
 #: Budgets from the issue: node p50 / raw aioquic p50.
 HANDSHAKE_BUDGET = 2.0
 RTT_BUDGET = 1.5
+#: Channel budgets (issue 3): end-to-end throughput at least this share of the floor
+#: and at least this many messages per second.
+THROUGHPUT_MIN_RATIO = 0.5
+THROUGHPUT_MIN_RATE = 4000.0
+#: One-way latency p50 at the offered rate, in milliseconds.
+LATENCY_P50_BUDGET_MS = 2.0
+LATENCY_RATE = 1000.0
+#: A new member's initial sync of a channel of this many messages, in seconds.
+SYNC_MESSAGES = 10_000
+SYNC_BUDGET_S = 2.0
+#: Two replicas diverged by this many messages each...
+RECONCILE_DIVERGED = 1000
+#: ...reconcile within this many round trips, with at most this share of extra bytes.
+RECONCILE_ROUND_TRIPS = 3.0
+RECONCILE_OVERHEAD = 0.10
+#: Per-message apply cost at the big size over the small size.
+APPLY_FLAT_BUDGET = 2.0
 #: Raw echo frame size on the wire, length prefix included.
 FRAME_SIZE = 200
 #: How long the server process may take to come up / to go away.
@@ -95,30 +140,47 @@ class Plan:
     rtt_warmup: int
     #: Round trips per block when interleaving raw and node.
     rtt_block: int
+    #: Messages per throughput run; the first node run's channel is the initial-sync one.
+    channel_messages: int
+    #: Throughput runs per side (floor and node alternate).
+    channel_rounds: int
+    latency_messages: int
+    latency_warmup: int
+    reconcile_shared: int
+    #: Apply cost is measured with ``apply_samples`` envelopes at these channel sizes.
+    apply_small: int
+    apply_big: int
+    apply_samples: int
 
 
-QUICK = Plan(handshakes=20, handshake_warmup=3, round_trips=300, rtt_warmup=50, rtt_block=50)
-FULL = Plan(handshakes=100, handshake_warmup=10, round_trips=3000, rtt_warmup=300, rtt_block=100)
+QUICK = Plan(handshakes=20, handshake_warmup=3, round_trips=300, rtt_warmup=50, rtt_block=50,
+             channel_messages=SYNC_MESSAGES, channel_rounds=1, latency_messages=1500,
+             latency_warmup=200, reconcile_shared=200, apply_small=1000, apply_big=20_000,
+             apply_samples=300)
+FULL = Plan(handshakes=100, handshake_warmup=10, round_trips=3000, rtt_warmup=300, rtt_block=100,
+            channel_messages=SYNC_MESSAGES, channel_rounds=3, latency_messages=5000,
+            latency_warmup=500, reconcile_shared=1000, apply_small=1000, apply_big=100_000,
+            apply_samples=1000)
 
 
 # --- server side ----------------------------------------------------------------------
 
 
 @asynccontextmanager
-async def _server_side(isolate: bool) -> AsyncIterator[ServerInfo]:
+async def _server_side(isolate: bool) -> AsyncIterator[tuple[ServerInfo, ServerControl]]:
     if not isolate:
         servers = await BenchServers.start()
         try:
-            yield servers.info
+            yield servers.info, LocalControl(servers)
         finally:
             await servers.close()
         return
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "p2pchat.bench.server",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=MAX_COMMAND_LINE)
     try:
         info = await _read_server_info(proc)
-        yield info
+        yield info, ChildControl(proc)
     except BaseException:
         await _stop_server_process(proc)
         raise
@@ -183,6 +245,13 @@ async def _settle(baseline: int | None) -> int | None:
         await asyncio.sleep(0.05)
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _machine() -> dict[str, Any]:
     usable: int | None = None
     if hasattr(os, "sched_getaffinity"):
@@ -193,6 +262,7 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
+        "loadavg_start": _loadavg(),
     }
 
 
@@ -319,22 +389,115 @@ def _comparison(raw: Summary, node: Summary, budget: float) -> dict[str, Any]:
     }
 
 
+def _failed(section: dict[str, Any]) -> dict[str, Any] | None:
+    if "error" in section:
+        return {"error": section["error"], "ok": False}
+    return None
+
+
+def _throughput_result(raw: dict[str, Any]) -> dict[str, Any]:
+    failed = _failed(raw)
+    if failed:
+        return failed
+    ok = raw["ratio"] >= THROUGHPUT_MIN_RATIO and raw["node_rate"] >= THROUGHPUT_MIN_RATE
+    return {**raw, "min_ratio": THROUGHPUT_MIN_RATIO, "min_rate": THROUGHPUT_MIN_RATE, "ok": ok}
+
+
+def _latency_result(raw: dict[str, Any]) -> dict[str, Any]:
+    failed = _failed(raw)
+    if failed:
+        return failed
+    node, floor = summarize(raw.pop("node_ms")), summarize(raw.pop("floor_ms"))
+    return {
+        **raw,
+        "node_p50": round(node.p50, 4), "node_p99": round(node.p99, 4),
+        "floor_p50": round(floor.p50, 4), "floor_p99": round(floor.p99, 4),
+        "ratio": round(node.p50 / floor.p50, 3),
+        "budget_p50": LATENCY_P50_BUDGET_MS,
+        "ok": node.p50 <= LATENCY_P50_BUDGET_MS,
+        "node": node.to_json(), "floor": floor.to_json(),
+    }
+
+
+def _sync_result(raw: dict[str, Any]) -> dict[str, Any]:
+    failed = _failed(raw)
+    if failed:
+        return failed
+    ok = raw["messages"] >= SYNC_MESSAGES and raw["seconds"] <= SYNC_BUDGET_S
+    return {**raw, "budget": SYNC_BUDGET_S, "ok": ok}
+
+
+def _in_process(name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return run()
+    except LocalError as exc:
+        return {"error": f"{name}: {exc}"}
+
+
+def _reconcile_result(raw: dict[str, Any]) -> dict[str, Any]:
+    failed = _failed(raw)
+    if failed:
+        return failed
+    ok = raw["round_trips"] <= RECONCILE_ROUND_TRIPS and raw["overhead"] <= RECONCILE_OVERHEAD
+    return {**raw, "budget_round_trips": RECONCILE_ROUND_TRIPS,
+            "budget_overhead": RECONCILE_OVERHEAD, "ok": ok}
+
+
+def _apply_result(raw: dict[str, Any]) -> dict[str, Any]:
+    failed = _failed(raw)
+    if failed:
+        return failed
+    return {**raw, "budget": APPLY_FLAT_BUDGET, "ok": raw["ratio"] <= APPLY_FLAT_BUDGET}
+
+
+def _cpu_duty(seconds: float = 0.25) -> dict[str, float]:
+    """How much of the wall clock a busy loop gets here (shared or throttled CPUs get less)."""
+    stalls: list[float] = []
+    start = last = time.perf_counter()
+    while last - start < seconds:
+        now = time.perf_counter()
+        if now - last > 0.0005:
+            stalls.append(now - last)
+        last = now
+    wall = last - start
+    return {"busy_loop_share": round(1.0 - sum(stalls) / wall, 3),
+            "stalls_per_s": round(len(stalls) / wall, 1),
+            "stall_p50_ms": round(summarize(stalls).p50 * 1000.0, 2) if stalls else 0.0}
+
+
 async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[str, Any]:
     """Run the suite and return the report (JSON-serialisable; see :func:`format_report`).
 
-    ``quick`` uses fewer iterations; ``isolate=False`` runs the server side in this
-    event loop instead of a child process.
+    ``quick`` uses fewer iterations and a smaller big channel for the apply cost;
+    ``isolate=False`` runs the server side in this event loop instead of a child
+    process.
     """
     plan = QUICK if quick else FULL
     began = time.perf_counter()
-    async with _server_side(isolate) as info:
+    machine = _machine()
+    machine["cpu_share"] = _cpu_duty()
+    async with _server_side(isolate) as (info, control):
         baseline = _open_fds()
         gc.collect()
         handshakes = await _bench_handshakes(info, plan)
         await _settle(baseline)
         gc.collect()
         round_trips = await _bench_round_trips(info, plan)
+        await _settle(baseline)
+        gc.collect()
+        channels = await bench_channels(info, control, ChannelPlan(
+            throughput_messages=plan.channel_messages, throughput_rounds=plan.channel_rounds,
+            latency_rate=LATENCY_RATE, latency_messages=plan.latency_messages,
+            latency_warmup=plan.latency_warmup))
         left = await _settle(baseline)
+    # CPU-bound and in one process: run after the server side is gone
+    gc.collect()
+    reconcile = _in_process("reconcile", lambda: bench_reconcile(plan.reconcile_shared,
+                                                                 RECONCILE_DIVERGED))
+    gc.collect()
+    apply_cost = _in_process("apply cost", lambda: bench_apply_cost(
+        plan.apply_small, plan.apply_big, plan.apply_samples))
+    gc.collect()
 
     handshake = _comparison(summarize(handshakes.raw).scaled(1000.0),
                             summarize(handshakes.node).scaled(1000.0), HANDSHAKE_BUDGET)
@@ -345,16 +508,26 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
     rtt["node_core_p99"] = round(core.p99, 4)
     rtt["node_core"] = core.to_json()
     rtt["raw_frame_bytes"] = FRAME_SIZE
+    results = {
+        "handshake_ms": handshake,
+        "rtt_ms": rtt,
+        "channel_throughput": _throughput_result(channels["throughput"]),
+        "channel_latency_ms": _latency_result(channels["latency"]),
+        "initial_sync_s": _sync_result(channels["sync"]),
+        "reconcile": _reconcile_result(reconcile),
+        "apply_cost_us": _apply_result(apply_cost),
+    }
+    machine["loadavg_end"] = _loadavg()
     return {
         "schema": REPORT_SCHEMA,
         "version": __version__,
         "aioquic": aioquic.__version__,
         "quick": quick,
         "server": "child-process" if isolate else "in-process",
-        "machine": _machine(),
+        "machine": machine,
         "parameters": asdict(plan),
-        "results": {"handshake_ms": handshake, "rtt_ms": rtt},
-        "ok": bool(handshake["ok"] and rtt["ok"]),
+        "results": results,
+        "ok": all(bool(r["ok"]) for r in results.values()),
         "open_fds_left": left,
         "duration_s": round(time.perf_counter() - began, 2),
     }
@@ -368,6 +541,108 @@ def _table(rows: list[list[str]]) -> list[str]:
                  enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def _verdict(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return "FAILED"
+    return "PASS" if result["ok"] else "OVER BUDGET"
+
+
+def _channel_lines(report: dict[str, Any]) -> list[str]:
+    results = report["results"]
+    tp, lat = results["channel_throughput"], results["channel_latency_ms"]
+    sync, rec, app = results["initial_sync_s"], results["reconcile"], results["apply_cost_us"]
+    plan = report.get("parameters", {})
+    rows = [["channels", "floor", "node", "node/floor", "budget", "verdict"]]
+    notes: list[str] = []
+    if "error" in tp:
+        rows.append(["end-to-end throughput (msg/s)", "-", "-", "-", "", _verdict(tp)])
+        notes.append(f"throughput failed: {tp['error']}")
+    else:
+        rows.append([
+            f"end-to-end throughput (msg/s), {tp['messages']:,} x {tp['rounds']}",
+            f"{tp['floor_rate']:,.0f}", f"{tp['node_rate']:,.0f}", f"{tp['ratio']:.2f}x",
+            f">= {tp['min_ratio']:.2f}x and >= {tp['min_rate']:,.0f}/s", _verdict(tp)])
+        notes.append(
+            "throughput runs (msg/s): floor "
+            + ", ".join(f"{r['rate']:,.0f}" for r in tp["floor_runs"]) + "; node "
+            + ", ".join(f"{r['rate']:,.0f}" for r in tp["node_runs"])
+            + f"; senders alone: floor {tp['floor_sender_rate']:,.0f}, "
+            f"node A {tp['node_sender_rate']:,.0f}")
+    if "error" in lat:
+        rows.append(["one-way latency p50 (ms)", "-", "-", "-", "", _verdict(lat)])
+        notes.append(f"latency failed: {lat['error']}")
+    else:
+        rows.append([
+            f"one-way latency p50 (ms) at {lat['offered_rate']:,.0f} msg/s, "
+            f"n={lat['node']['n']:,}",
+            f"{lat['floor_p50']:.3f}", f"{lat['node_p50']:.3f}", f"{lat['ratio']:.2f}x",
+            f"<= {lat['budget_p50']:.2f} ms", _verdict(lat)])
+        notes.append(f"latency p99 (ms): floor {lat['floor_p99']:.3f}, node {lat['node_p99']:.3f}; "
+                     f"sent at {lat['floor_sent_rate']:,.0f} / {lat['node_sent_rate']:,.0f} msg/s")
+    if "error" in sync:
+        rows.append(["initial sync (s)", "-", "-", "-", "", _verdict(sync)])
+        notes.append(f"initial sync failed: {sync['error']}")
+    else:
+        rows.append([f"initial sync of {sync['messages']:,} messages (s)", "-",
+                     f"{sync['seconds']:.3f}", "-", f"<= {sync['budget']:.2f} s",
+                     _verdict(sync)])
+        notes.append(f"initial sync: link open after {sync['link_open_s']} s, first message "
+                     f"after {sync['first_message_s']} s")
+    if "error" in rec:
+        rows.append(["reconcile", "-", "-", "-", "", _verdict(rec)])
+        notes.append(f"reconcile failed: {rec['error']}")
+    else:
+        label = f"reconcile {rec['diverged_each']:,} + {rec['diverged_each']:,} diverged"
+        rows.append([f"{label}: round trips", "-", f"{rec['round_trips']:g}", "-",
+                     f"<= {rec['budget_round_trips']:g}",
+                     "PASS" if rec["round_trips"] <= rec["budget_round_trips"]
+                     else "OVER BUDGET"])
+        rows.append([f"{label}: bytes over envelopes", "-", f"{rec['overhead']:+.2%}", "-",
+                     f"<= {rec['budget_overhead']:+.0%}",
+                     "PASS" if rec["overhead"] <= rec["budget_overhead"] else "OVER BUDGET"])
+        order = ["Subscribe", "Summary", "Envelopes"]
+        names = [k for k in order if k in rec["frames"]]
+        names += sorted(k for k in rec["frames"] if k not in order)
+        frames = ", ".join(f"{rec['frames'][k]} {k}" for k in names)
+        notes.append(f"reconcile (in-process, no QUIC): {frames}; {rec['channel_bytes']:,} "
+                     f"channel-frame bytes for {rec['envelopes_needed']:,} envelopes of "
+                     f"{rec['envelope_bytes']:,} bytes ({rec['envelopes_sent']:,} sent)")
+    if "error" in app:
+        rows.append(["apply cost", "-", "-", "-", "", _verdict(app)])
+        notes.append(f"apply cost failed: {app['error']}")
+    else:
+        rows.append([f"apply cost p50 (us), {_k(app['small'])} -> {_k(app['big'])} messages",
+                     "-", f"{app['small_p50_us']:.0f} -> {app['big_p50_us']:.0f}",
+                     f"{app['ratio']:.2f}x", f"<= {app['budget']:.2f}x", _verdict(app)])
+        notes.append(f"apply cost: receive_bytes of {app['samples']:,} fresh envelopes per size; "
+                     f"small p50 {app['small_first_p50_us']:.0f} before / "
+                     f"{app['small_again_p50_us']:.0f} after the big build "
+                     f"({app['build_rate']:,.0f} msg/s)")
+        if plan.get("apply_big", 0) < 100_000:
+            notes.append(f"quick run: apply cost compares {_k(app['small'])} with "
+                         f"{_k(app['big'])} messages, not 100k")
+    return [*_table(rows), "", *notes]
+
+
+def _load_line(machine: dict[str, Any]) -> str:
+    start, end = machine.get("loadavg_start"), machine.get("loadavg_end")
+    line = "machine load: "
+    if start and end:
+        line += f"1-min load average {start[0]:g} at the start, {end[0]:g} at the end; "
+    share = machine.get("cpu_share") or {}
+    busy = share.get("busy_loop_share")
+    if busy is not None:
+        line += f"a busy loop got {busy:.0%} of the wall clock"
+        if busy < 0.95:
+            line += (f" ({share['stalls_per_s']:g} stalls/s of ~{share['stall_p50_ms']:g} ms: "
+                     "other work shares these CPUs, absolute figures suffer most)")
+    return line
+
+
+def _k(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -407,6 +682,8 @@ def format_report(report: dict[str, Any]) -> str:
                  "node = connect() until the link's DID proof is done")
     lines.append(f"round trip: raw = {rtt['raw_frame_bytes']}-byte frame echoed on a stream; "
                  "node = ping() through core and codec")
+    lines += ["", *_channel_lines(report)]
+    lines.append(_load_line(machine))
     left = report.get("open_fds_left")
     if left:
         lines.append(f"warning: {left} file descriptors were still open after the run")

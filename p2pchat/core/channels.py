@@ -54,6 +54,9 @@ from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES,
 MAX_FORWARD_FANOUT = 16
 #: Applied envelopes between two snapshots of a channel (also taken at shutdown).
 SNAPSHOT_EVERY = 5000
+#: Envelope bytes one answer to a summary carries; the peer pulls the rest, window by
+#: window, so a large backlog never floods a link (aioquic has no send backpressure).
+SYNC_WINDOW_BYTES = 2 * 1024 * 1024
 #: Envelope bytes per Envelopes frame (below the 1 MiB frame limit).
 MAX_BATCH_BYTES = 768 * 1024
 _TOPIC_PERSON = b"p2pchat-topic"
@@ -286,28 +289,39 @@ class ChannelHub:
             have = set(ids)
             ids += [i for i in state.log if i not in have
                     and (state.envs[i].author, state.envs[i].device) in forked]
-        return self._send_envelopes(lc, channel, ids)
+        raws: list[bytes] = []
+        size = 0
+        for env_id in ids:
+            raw = state.raw[env_id]
+            if raws and size + len(raw) > SYNC_WINDOW_BYTES:
+                return self._batches(lc, channel, raws, more=True)
+            raws.append(raw)
+            size += len(raw)
+        return self._batches(lc, channel, raws)
 
     def _send_envelopes(self, lc: _LinkChannels, channel: bytes, ids: list[bytes]
                         ) -> list[Effect]:
         state = self.channels[channel]
         return self._batches(lc, channel, [state.raw[i] for i in ids])
 
-    def _batches(self, lc: _LinkChannels, channel: bytes, raws: list[bytes]) -> list[Effect]:
+    def _batches(self, lc: _LinkChannels, channel: bytes, raws: list[bytes],
+                 more: bool = False) -> list[Effect]:
         """``Envelopes`` frames for ``raws``, in order, within the item and byte limits."""
         topic = self._topic(lc, channel)
-        effects: list[Effect] = []
+        frames: list[tuple[bytes, ...]] = []
         batch: list[bytes] = []
         size = 0
         for raw in raws:
             if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_BATCH_BYTES):
-                effects.append(lc.link.send(Envelopes(topic=topic, items=tuple(batch))))
+                frames.append(tuple(batch))
                 batch, size = [], 0
             batch.append(raw)
             size += len(raw)
         if batch:
-            effects.append(lc.link.send(Envelopes(topic=topic, items=tuple(batch))))
-        return effects
+            frames.append(tuple(batch))
+        last = len(frames) - 1
+        return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == last))
+                for i, items in enumerate(frames)]
 
     def _on_envelopes(self, lc: _LinkChannels, frame: Envelopes, now_ms: int) -> list[Effect]:
         channel = self._channel_of(lc, frame.topic)
@@ -336,7 +350,7 @@ class ChannelHub:
                 effects_evidence = self._send_envelopes(lc, channel, evidence)
                 pending_evidence.extend(effects_evidence)
         effects = self._after_apply(state, stored, source=lc.link.link_id) + pending_evidence
-        if parked:
+        if parked or frame.more:
             effects.append(self._summary(lc, channel))
         return effects
 

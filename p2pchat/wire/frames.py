@@ -151,8 +151,13 @@ class Summary(Frame):
 @frame("envelopes")
 @dataclass(frozen=True, slots=True)
 class Envelopes(Frame):
-    """Envelopes of one channel, in causal order."""
+    """Envelopes of one channel, in causal order.
+
+    ``more``: this answer to a summary was cut at the sender's sync window; the
+    receiver asks for the rest with a fresh summary once it has applied these.
+    """
 
     topic: bytes = limits(min_len=TOPIC_SIZE, max_len=TOPIC_SIZE)
     items: tuple[bytes, ...] = limits(min_len=1, max_len=MAX_ENVELOPE_BYTES,
                                       max_items=MAX_BATCH_ITEMS)
+    more: bool = False

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -214,3 +215,23 @@ def test_a_restart_that_lost_own_envelopes_neither_raises_nor_diverges() -> None
         net.run_for(0.5)
     net.run_until_quiet()
     net.assert_converged(channel)
+
+
+def test_a_backlog_larger_than_the_sync_window_arrives_window_by_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import p2pchat.core.channels as channels
+
+    monkeypatch.setattr(channels, "SYNC_WINDOW_BYTES", 16 * 1024)  # a few dozen envelopes
+    seed = seed_from_env(19)
+    net = SimNetwork(seed, ["a", "b"])
+    channel = net.create_channel("a", "backlog")
+    texts = [f"m{i}" for i in range(300)]
+    for text in texts:
+        net.post("a", channel, text)
+    net.join("b", channel)
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert texts == [m.text for m in net.history("b", channel)], f"seed={seed}"
+    summaries = sum(1 for entry in net.trace if "summary" in str(entry))
+    assert summaries > 300 * 600 // (16 * 1024), f"seed={seed}: no paging happened"

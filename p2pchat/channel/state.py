@@ -59,6 +59,8 @@ from p2pchat.identity import Identity
 
 #: Envelopes waiting for missing dependencies, per channel.
 MAX_PENDING = 10_000
+#: Of those, from any one author (so one member cannot fill the buffer for everyone).
+MAX_PENDING_PER_AUTHOR = 2_000
 #: Longest message text, in characters.
 MAX_TEXT_LENGTH = 16_000
 #: Largest Automerge change inside one envelope, in bytes.
@@ -175,10 +177,12 @@ class ChannelState:
         self.heads: set[bytes] = set()
         self.pending: dict[bytes, Envelope] = {}
         self._collisions: set[str] = set()
+        self._pending_by_author: dict[str, int] = {}
         self._waiting: dict[bytes, set[bytes]] = {}
         #: every post, by (ulid, author, device); two only share a ulid if concurrent
         self.posts: dict[tuple[str, str, bytes], MessageRecord] = {}
-        #: the post each ulid shows (the smallest envelope id among concurrent claims)
+        #: one post per ulid, for lookups (reply and reaction targets); views show every
+        #: post, so a concurrent claim on someone's ulid cannot hide their message
         self.messages: dict[str, MessageRecord] = {}
         #: (target, emoji, author, device) -> [(seq, on)] in the device's seq order
         self.reactions: dict[tuple[str, str, str, bytes], list[tuple[int, bool]]] = {}
@@ -352,6 +356,9 @@ class ChannelState:
     def _park(self, env: Envelope) -> ReceiveResult:
         if len(self.pending) >= MAX_PENDING:
             raise Rejected("pending buffer full")
+        if self._pending_by_author.get(env.author, 0) >= MAX_PENDING_PER_AUTHOR:
+            raise Rejected("pending buffer full for this author")
+        self._pending_by_author[env.author] = self._pending_by_author.get(env.author, 0) + 1
         self.pending[env.id] = env
         for dep in env.deps:
             if dep not in self.envs:
@@ -368,6 +375,7 @@ class ChannelState:
                 if env is None or any(d not in self.envs for d in env.deps):
                     continue
                 del self.pending[waiting_id]
+                self._pending_by_author[env.author] -= 1
                 try:
                     op, change, header = self._open(env)
                     self._admit(env, op, change, header, result)
@@ -507,6 +515,10 @@ class ChannelState:
             return ""
         return f"unknown operation {kind[:32]!r}"
 
+    def claims(self, msg_id: str) -> list[MessageRecord]:
+        """Every post with this id (one, unless someone reused the id concurrently)."""
+        return self._claims(msg_id)
+
     def _claims(self, msg_id: str) -> list[MessageRecord]:
         winner = self.messages.get(msg_id)
         if winner is None:
@@ -525,6 +537,8 @@ class ChannelState:
         assert isinstance(msg_id, str)
         if not 0 < len(text) <= MAX_TEXT_LENGTH:
             return "message text length out of range"
+        if ulid_ms(msg_id) != op["ts"]:
+            return "message id time does not match the operation's time"
         doc = self.doc.read_map("messages", msg_id, heads)
         want = {"author": env.author, "text": text, "reply_to": reply_to, "deleted": False}
         if doc != want:
@@ -535,10 +549,10 @@ class ChannelState:
         record = MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),
                                env.id, env.seq, (eff, depth, msg_id))
         self.posts[(msg_id, env.author, env.device)] = record
-        if claims:  # a concurrent claim on the same id: the smaller envelope id shows
+        if claims:  # a concurrent claim on the same id: both are shown, as separate posts
             self._collisions.add(msg_id)
-            self.changed.append(msg_id)
             if env.id > self.messages[msg_id].env:
+                self.changed.append(msg_id)
                 return ""
         self.messages[msg_id] = record
         self.changed.append(msg_id)
@@ -654,8 +668,8 @@ class ChannelState:
         return text, deleted, edited
 
     def history(self, limit: int | None = None, now_ms: int | None = None) -> list[MessageView]:
-        records = sorted((r for r in self.messages.values() if not self.hidden(r)),
-                         key=lambda r: r.key)
+        records = sorted((r for r in self.posts.values() if not self.hidden(r)),
+                         key=lambda r: (r.key, r.env))
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
         reactions: dict[str, dict[str, set[str]]] = {}

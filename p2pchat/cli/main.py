@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -206,7 +207,7 @@ def channel_list(as_json: JsonOption = False) -> None:
         typer.echo("no channels")
     for c in result:
         state = "" if c["synced"] else "  (waiting for history)"
-        typer.echo(f"#{c['name']}  {c['channel']}  {c['messages']} messages, "
+        typer.echo(f"#{safe(c['name'])}  {c['channel']}  {c['messages']} messages, "
                    f"{c['peers']} peers{state}")
 
 
@@ -228,7 +229,7 @@ def join(invite_link: Annotated[str, typer.Argument(metavar="INVITE")],
     if as_json:
         emit_json(result)
     else:
-        typer.echo(f"joined #{result['name']}  {result['channel']}")
+        typer.echo(f"joined #{safe(result['name'])}  {result['channel']}")
 
 
 @app.command()
@@ -291,14 +292,22 @@ def react(channel: ChannelArg, message: MessageArg, emoji: str,
     typer.echo(f"{'removed' if off else 'added'} {emoji} on {message}")
 
 
+def safe(text: str) -> str:
+    """Text from peers, fit for a terminal: control characters (escape sequences!) are
+    shown as U+FFFD; newlines and tabs stay."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else "\ufffd"
+                   for c in text)
+
+
 def _print_messages(messages: list[dict[str, Any]]) -> None:
     import datetime
 
     for m in messages:
         when = datetime.datetime.fromtimestamp(m["ts"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
-        text = "(deleted)" if m["deleted"] else m["text"]
+        text = "(deleted)" if m["deleted"] else safe(m["text"])
         edited = " (edited)" if m["edited"] else ""
-        reactions = "".join(f"  {e} x{len(who)}" for e, who in sorted(m["reactions"].items()))
+        reactions = "".join(f"  {safe(e)} x{len(who)}"
+                            for e, who in sorted(m["reactions"].items()))
         typer.echo(f"{when}  {m['author'][-8:]}  {text}{edited}{reactions}  [{m['id']}]")
 
 

@@ -213,7 +213,8 @@ class ControlServer:
         for channel, state in hub.channels.items():
             out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
                         "synced": state.genesis_id is not None,
-                        "messages": len(state.messages), "peers": len(hub.shared_with(channel))})
+                        "messages": len(state.history()),
+                        "peers": len(hub.shared_with(channel))})
         return sorted(out, key=lambda c: (c["name"], c["channel"]))
 
     async def _invite(self, params: dict[str, Any]) -> Any:

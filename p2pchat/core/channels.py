@@ -334,7 +334,7 @@ class ChannelHub:
                 result = state.receive(decode_envelope(raw), now_ms)
             except Rejected as exc:
                 if "pending buffer full" in str(exc):
-                    continue
+                    continue  # not the forwarder's fault; a later summary fetches it again
                 raise RemoteProtocolError(f"sent an invalid envelope: {exc}",
                                           CloseCode.PROTOCOL_ERROR) from None
             except RemoteProtocolError as exc:
@@ -363,9 +363,9 @@ class ChannelHub:
         if state.changed:
             rows = []
             for msg_id in dict.fromkeys(state.changed):
-                r = state.messages[msg_id]
-                text, deleted, _ = state.visible(r)
-                rows.append((r.id, r.author, text, deleted or state.hidden(r)))
+                for r in state.claims(msg_id):
+                    text, deleted, _ = state.visible(r)
+                    rows.append((r.id, r.author, text, deleted or state.hidden(r)))
             state.changed.clear()
             effects.append(IndexMessages(channel, tuple(rows)))
         if len(state.log) - self._snapshot_at.get(channel, 0) >= SNAPSHOT_EVERY:

@@ -110,7 +110,8 @@ class Node:
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._disconnects: dict[int, asyncio.Future[DisconnectFinished]] = {}
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._writes: asyncio.Queue[tuple[bool, Callable[[], Any]] | None] = asyncio.Queue()
+        # (True, write) or (False, callback(ok)); None stops the writer
+        self._writes: asyncio.Queue[tuple[bool, Callable[..., Any]] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._pending_write = 0
         self._stopped = asyncio.Event()
@@ -313,9 +314,10 @@ class Node:
             if effect.after_store and self._pending_write:
                 transport, link_id, data = self.transport, effect.link_id, effect.data
 
-                def send_stored() -> None:
-                    transport.send(link_id, data)
-                    transport.flush()
+                def send_stored(ok: bool) -> None:
+                    if ok:  # never hand out what we failed to store
+                        transport.send(link_id, data)
+                        transport.flush()
 
                 self._after_writes(send_stored)
             else:
@@ -344,7 +346,7 @@ class Node:
         elif isinstance(effect, DisconnectFinished):
             waiter = self._disconnects.get(effect.request_id)
             if waiter is not None:
-                self._after_writes(lambda: _resolve(waiter, effect))
+                self._after_writes(lambda ok: _resolve(waiter, effect))
         elif isinstance(effect, PersistEnvelopes):
             if self.store is not None:
                 store, channel, items = self.store, effect.channel, list(effect.items)
@@ -366,9 +368,9 @@ class Node:
         elif isinstance(effect, ChannelAnswer):
             answer = self._answers.get(effect.request_id)
             if answer is not None:
-                self._after_writes(lambda: _answer(answer, effect))
+                self._after_writes(lambda ok: _answer(answer, effect, ok))
         elif isinstance(effect, ConnectFinished):
-            self._after_writes(lambda: self._finish_connect(effect))
+            self._after_writes(lambda ok: self._finish_connect(effect))
         elif isinstance(effect, PingFinished):
             future = self._pings.get(effect.request_id)
             if future is not None and not future.done():
@@ -403,20 +405,24 @@ class Node:
         self._pending_write += 1
         self._writes.put_nowait((True, write))
 
-    def _after_writes(self, callback: Callable[[], None]) -> None:
+    def _after_writes(self, callback: Callable[[bool], None]) -> None:
+        """Run ``callback(ok)`` once the writes queued so far are done (ok: committed)."""
         if self._pending_write == 0:
-            callback()
+            callback(True)
             return
         self._pending_write += 1
         self._writes.put_nowait((False, callback))
 
-    async def _commit(self, writes: list[Callable[[], Awaitable[None]]]) -> None:
+    async def _commit(self, writes: list[Callable[[], Awaitable[None]]]) -> bool:
         assert self.store is not None
         try:
             await self.store.transaction(writes)
+            ok = True
         except Exception:
             log.exception("store write failed (%d writes rolled back)", len(writes))
+            ok = False
         self._pending_write -= len(writes)
+        return ok
 
     async def _write_loop(self) -> None:
         while True:
@@ -425,6 +431,7 @@ class Node:
             while not self._writes.empty():
                 batch.append(self._writes.get_nowait())
             writes: list[Callable[[], Awaitable[None]]] = []
+            ok = True
             for entry in batch:
                 if entry is None:
                     if writes:
@@ -435,10 +442,10 @@ class Node:
                     writes.append(fn)
                     continue
                 if writes:
-                    await self._commit(writes)
+                    ok = await self._commit(writes)
                     writes = []
                 self._pending_write -= 1
-                fn()
+                fn(ok)
             if writes:
                 await self._commit(writes)
 
@@ -447,10 +454,13 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _answer(future: asyncio.Future[dict[str, Any]], effect: ChannelAnswer) -> None:
+def _answer(future: asyncio.Future[dict[str, Any]], effect: ChannelAnswer, stored: bool) -> None:
     if future.done():
         return
-    if effect.result is not None:
+    if not stored:
+        future.set_exception(LocalError("the node could not store this change (database "
+                                        "error, see the node log); it was not sent"))
+    elif effect.result is not None:
         future.set_result(effect.result)
     else:
         future.set_exception(LocalError(effect.error or "request failed"))

@@ -42,7 +42,7 @@ from p2pchat.channel.state import (
     channel_id_for,
     epoch_id_for,
 )
-from p2pchat.channel.ulid import make_ulid
+from p2pchat.channel.ulid import make_ulid, ulid_ms
 from p2pchat.crypto import Domain
 from p2pchat.identity import Identity
 
@@ -734,7 +734,7 @@ def test_post_whose_declared_text_differs_from_the_change_is_invalid() -> None:
 def test_reused_message_id_is_invalid_and_does_not_change_the_original() -> None:
     w = world()
     f = w.forger()
-    env, msg = f.post([w.p2.id], "impostor", T0 + 5000, msg_id=w.m1)
+    env, msg = f.post([w.p2.id], "impostor", ulid_ms(w.m1), msg_id=w.m1)
     assert w.m1 == msg
     w.everywhere(env)
     for replica in w.replicas:
@@ -783,6 +783,21 @@ def test_concurrent_reuse_of_a_message_id_gives_the_same_history_everywhere() ->
     deliver(r1, [w.p1, w.p2, p3, copy])
     deliver(r2, [copy, w.p1, w.p2, p3])
     assert history_bytes(r1) == history_bytes(r2)
+    # a concurrent copy of the id cannot hide the original: both posts are shown
+    shown = [(v.id, v.author, v.text) for v in r1.history() if v.id == m3]
+    assert sorted([(m3, w.alice.did, "original"), (m3, copy.author, "impostor")]) == sorted(shown)
+
+
+def test_a_copied_id_that_saw_the_original_is_invalid() -> None:
+    w = world()
+    k = w.k
+    f = w.forger()
+    p3, m3 = w.a.post("original", T0 + 3000, k.rb)
+    later, _ = f.post([p3.id], "impostor", T0 + 3000, msg_id=m3)
+    r = k.replica(w.cid, k.identity("r"), w.genesis)
+    deliver(r, [w.p1, w.p2, p3, later])
+    assert ["original"] == [v.text for v in r.history() if v.id == m3]
+    assert "message id already used" == r.envs[later.id].why
 
 
 def test_reaction_to_a_concurrent_message_gives_the_same_history_everywhere() -> None:
@@ -985,3 +1000,13 @@ def test_own_envelopes_use_seal_envelope_layout() -> None:
                           epoch=w.p1.epoch, key=w.k.key, nonce=w.p1.nonce,
                           plaintext=msgpack.packb(op, use_bin_type=True))
     assert w.p1.id == again.id
+
+
+def test_post_whose_id_time_differs_from_its_timestamp_is_invalid() -> None:
+    w = world()
+    f = w.forger()
+    env, _ = f.post([w.p2.id], "back-dated id", T0 + 5000, msg_id=make_ulid(T0, b"\x01" * 10))
+    w.everywhere(env)
+    for replica in w.replicas:
+        assert "message id time does not match the operation's time" == replica.envs[env.id].why
+        assert "back-dated id" not in [v.text for v in replica.history()]

@@ -223,3 +223,35 @@ def test_ports_and_hosts_keep_their_types(db: Path) -> None:
     [(address, _)] = run(lambda: with_store(db, body))
     assert ("host.example", 0) == address
     assert isinstance(address[1], int)
+
+
+def test_answers_behind_a_failed_commit_report_failure(tmp_path: Path) -> None:
+    """A send whose write fails must not be reported as stored (nor sent to peers)."""
+    import os as _os
+
+    from p2pchat.core import NodeConfig
+    from p2pchat.crypto import generate_secret_key
+    from p2pchat.errors import LocalError
+    from p2pchat.identity import Identity
+    from p2pchat.runtime.node import Node
+
+    async def scenario() -> str:
+        store = await Store.open(tmp_path / "n.db")
+        node = Node(Identity(generate_secret_key(), _os.urandom(16), "t"), NodeConfig(), store)
+        await node.start("127.0.0.1", 0)
+        try:
+            channel = (await node.create_channel("fails"))["channel"]
+
+            async def broken(*args: object) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            store.save_envelopes = broken  # type: ignore[method-assign]
+            try:
+                await node.send(channel, "lost")
+            except LocalError as exc:
+                return str(exc)
+            return "no error"
+        finally:
+            await node.stop()
+
+    assert "could not store" in asyncio.run(scenario())

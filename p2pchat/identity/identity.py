@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from p2pchat.crypto import Domain, PublicKey, SecretKey, sign, verify
 from p2pchat.identity.did import did_from_public_key, public_key_from_did
@@ -19,12 +20,13 @@ class Identity:
     device_salt: bytes = field(repr=False)
     name: str = ""
 
-    @property
+    @cached_property
     def public_key(self) -> PublicKey:
         return self.secret_key.public_key
 
-    @property
+    @cached_property
     def did(self) -> str:
+        # cached: base58 encoding costs ~30 µs and the hot paths ask for it often
         return did_from_public_key(self.public_key)
 
     def sign(self, domain: Domain, message: bytes) -> bytes:

@@ -97,6 +97,8 @@ class Node:
         self.config = config
         self.store = store
         self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT)
+        if store is None:
+            self.core.hub.snapshot_every = 0  # nothing would keep them
         self.transport = QuicTransport(
             identity, self, handshake_timeout=config.link.handshake_timeout,
             idle_timeout=config.link.idle_timeout)

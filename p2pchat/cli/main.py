@@ -356,7 +356,11 @@ def stop() -> None:
 @app.command()
 def bench(quick: Annotated[bool, typer.Option("--quick", help="Fewer iterations.")] = False,
           as_json: JsonOption = False) -> None:
-    """Measure link handshake and round-trip latency against raw aioquic."""
+    """Measure links and channels against floors taken in the same run.
+
+    Link handshake and round trip vs raw aioquic; channel throughput and latency vs
+    a node-less pipeline; initial sync, reconciliation and apply-cost figures.
+    """
     from p2pchat.bench.runner import format_report, run_benchmarks
 
     report = guarded(lambda: asyncio.run(run_benchmarks(quick=quick)))

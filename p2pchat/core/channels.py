@@ -203,7 +203,7 @@ class ChannelHub:
             env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, env.encode())], source=None, own=True)
+        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
@@ -222,7 +222,7 @@ class ChannelHub:
                 return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, env.encode())], source=None, own=True)
+        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from automerge.core import ROOT, Document, Message, ObjType, ScalarType, SyncState
 
+from p2pchat.channel.change import ChangeHeader
+
 TOP_LEVEL = ("meta", "messages", "reactions", "modlog", "keys")
 
 
@@ -117,6 +119,8 @@ class AuthoringDocument:
     def __init__(self, actor: bytes, doc: Document | None = None) -> None:
         self.doc = doc if doc is not None else Document(actor_id=actor)
         self.doc.set_actor(actor)
+        #: header of the change made last (what parse_change would read from it)
+        self.last_header: ChangeHeader | None = None
 
     def apply(self, raw_change: bytes) -> None:
         self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
@@ -128,7 +132,10 @@ class AuthoringDocument:
             raise ValueError("nothing to change")
         if len(changes) != 1:
             raise RuntimeError("expected exactly one new change")
-        return bytes(changes[0].raw_bytes)
+        change = changes[0]
+        self.last_header = ChangeHeader(bytes(change.hash), tuple(bytes(d) for d in change.deps),
+                                        bytes(change.actor_id), change.seq, change.start_op)
+        return bytes(change.raw_bytes)
 
     def genesis(self, meta: dict[str, Any]) -> bytes:
         before = self.doc.get_heads()

@@ -15,11 +15,9 @@ def make_ulid(ms: int, randomness: bytes) -> str:
     if not 0 <= ms <= MAX_MS or len(randomness) != 10:
         raise ValueError("a ULID needs 0 <= ms < 2^48 and 10 random bytes")
     value = (ms << 80) | int.from_bytes(randomness, "big")
-    chars = []
-    for _ in range(ULID_LENGTH):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 130 bits as 26 base-32 digits: translate the binary string 5 bits at a time
+    bits = format(value, "0130b")
+    return "".join(ALPHABET[int(bits[i:i + 5], 2)] for i in range(0, 130, 5))
 
 
 def is_ulid(text: object) -> bool:

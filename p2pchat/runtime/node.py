@@ -292,7 +292,7 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
-        self.transport.flush()
+        self.transport.flush_soon()
         self._arm_timer()
 
     def _on_timer(self) -> None:

@@ -253,6 +253,7 @@ class QuicTransport:
         self.listen_address: Address | None = None
         self._dial_tasks: set[asyncio.Task[None]] = set()
         self._dirty: set[LinkProtocol] = set()
+        self._flush_scheduled = False
         #: client sockets still open (each outbound link owns its UDP socket)
         self._client_sockets: set[asyncio.BaseTransport] = set()
 
@@ -391,6 +392,23 @@ class QuicTransport:
             return
         proto._quic.send_stream_data(LINK_STREAM_ID, data)
         self._dirty.add(proto)
+
+    def flush_soon(self) -> None:
+        """Transmit what ``send`` queued after the callbacks already scheduled have run.
+
+        Two hops through the ready queue: a coroutine woken by this step (say, the next
+        ``send`` of a burst) gets to queue its frames too, so they share packets. aioquic
+        costs ~80 µs of CPU per packet, so this roughly halves packets in bursts while
+        adding only one event-loop turn of latency.
+        """
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def flush(self) -> None:
         """Transmit what ``send`` queued: frames of one core step share packets."""

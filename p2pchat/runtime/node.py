@@ -292,7 +292,10 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
-        self.transport.flush_soon()
+        if isinstance(event, (SendRequested, MessageOpRequested)):
+            self.transport.flush_soon()  # app writes come in bursts: let them share packets
+        else:
+            self.transport.flush()  # answers to the network and pings go out at once
         self._arm_timer()
 
     def _on_timer(self) -> None:

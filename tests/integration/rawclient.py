@@ -22,7 +22,7 @@ from p2pchat.transport.quic import (
     peer_certificate,
     raw_ed25519_key,
 )
-from p2pchat.wire import Frame, FrameDecoder, encode_frame
+from p2pchat.wire import Auth, Frame, FrameDecoder, Hello, encode_frame
 
 
 def new_identity(name: str = "raw") -> Identity:
@@ -70,6 +70,18 @@ class RawClient(QuicConnectionProtocol):
         key = raw_ed25519_key(cert)
         assert key is not None
         return key
+
+    async def authenticate(self, identity: Identity, nonce_c: bytes, server_did: str
+                           ) -> tuple[Hello, Auth]:
+        """Run the client side of the link handshake; returns (server hello, our proof)."""
+        self.send(Hello(did=identity.did, nonce=nonce_c, name="", agent="raw"))
+        hello = await self.recv()
+        assert isinstance(hello, Hello) and hello.did == server_did
+        assert isinstance(await self.recv(), Auth)
+        proof = Auth(signature=self.proof(identity, nonce_c, hello.nonce, server_did))
+        self.send(proof)
+        assert "ready" == (await self.recv()).TAG
+        return hello, proof
 
     def proof(self, identity: Identity, nonce_c: bytes, nonce_s: bytes, server_did: str) -> bytes:
         transcript = link_transcript("client", self.server_cert_fp, nonce_c, nonce_s,

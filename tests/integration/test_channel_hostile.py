@@ -13,7 +13,7 @@ from p2pchat.channel.envelope import decode_envelope
 from p2pchat.channel.invite import parse_channel_id, parse_invite
 from p2pchat.core.channels import topic_for
 from p2pchat.errors import CloseCode
-from p2pchat.wire import Auth, Envelopes, Hello, Subscribe, Summary
+from p2pchat.wire import Envelopes, Subscribe, Summary
 from tests.integration.channelkit import create_channel, history, join, synced, wait_until
 from tests.integration.nodeproc import NodeProcess
 from tests.integration.rawclient import new_identity, raw_connect
@@ -39,12 +39,7 @@ def test_forged_envelope_closes_the_link_and_changes_nothing(
 
     async def attack() -> str:
         async with raw_connect(server.port) as client:
-            client.send(Hello(did=me.did, nonce=nonce_c, name="", agent="raw"))
-            hello = await client.recv()
-            assert isinstance(hello, Hello)
-            await client.recv()
-            client.send(Auth(signature=client.proof(me, nonce_c, hello.nonce, server.did)))
-            assert "ready" == (await client.recv()).TAG
+            hello, _ = await client.authenticate(me, nonce_c, server.did)
             topic = topic_for(cid, nonce_c + hello.nonce)
             client.send(Subscribe(topics=(topic,)))
             # the server subscribes and sends its summary and, on ours, its envelopes

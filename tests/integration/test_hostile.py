@@ -154,14 +154,8 @@ def test_replayed_proof_is_rejected(pair: tuple[NodeProcess, NodeProcess]) -> No
 
     async def replay() -> None:
         async with raw_connect(server.port) as first:
-            first.send(Hello(did=me.did, nonce=nonce_c, name="", agent="raw"))
-            hello = await first.recv()
-            assert isinstance(hello, Hello) and hello.did == server.did
-            assert isinstance(await first.recv(), Auth)
-            captured = Auth(signature=first.proof(me, nonce_c, hello.nonce, server.did))
-            first.send(captured)
-            ready = await first.recv()
-            assert "ready" == ready.TAG  # the genuine proof works in its own session
+            # the genuine proof works in its own session
+            hello, captured = await first.authenticate(me, nonce_c, server.did)
         async with raw_connect(server.port) as second:
             second.send(Hello(did=me.did, nonce=nonce_c, name="", agent="raw"))
             hello2 = await second.recv()

@@ -75,6 +75,7 @@ class ObservedNode(Node):
             raise LocalError("Node._execute is gone: update p2pchat.bench.observed")
         self.recorders: dict[bytes, Recorder] = {}
         super().__init__(identity, config, store)
+        self.core.hub.index_messages = True  # applied messages are observed through it
 
     def record(self, channel: bytes, expected: int) -> Recorder:
         """Arm a recorder for ``channel`` (replacing an earlier one)."""

@@ -117,7 +117,8 @@ def seal_envelope(identity: Identity, *, channel: bytes, seq: int, deps: tuple[b
     signature = identity.sign(Domain.ENVELOPE, signed)
     env = Envelope(channel, identity.did, identity.device_salt, seq, deps, epoch, nonce,
                    ciphertext, signature, signed, envelope_id(signed))
-    if len(env.encode()) > MAX_ENVELOPE_SIZE:
+    # [signed, signature] adds at most 2 + 5 + 2 bytes of msgpack framing
+    if len(signed) + SIGNATURE_SIZE + 9 > MAX_ENVELOPE_SIZE:
         raise ValueError(f"envelope larger than {MAX_ENVELOPE_SIZE} bytes")
     return env
 

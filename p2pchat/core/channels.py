@@ -90,6 +90,8 @@ class ChannelHub:
         self._snapshot_at: dict[bytes, int] = {}  # log length at the last snapshot
         #: periodic snapshots (0: never, e.g. when nothing stores them)
         self.snapshot_every = SNAPSHOT_EVERY
+        #: emit IndexMessages for search (off when nothing stores them)
+        self.index_messages = True
 
     # --- queries ------------------------------------------------------------------
 
@@ -369,6 +371,8 @@ class ChannelHub:
             return []
         channel = state.channel_id
         effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))]
+        if state.changed and not self.index_messages:
+            state.changed.clear()
         if state.changed:
             rows = []
             for msg_id in dict.fromkeys(state.changed):

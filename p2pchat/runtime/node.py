@@ -97,8 +97,9 @@ class Node:
         self.config = config
         self.store = store
         self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT)
-        if store is None:
-            self.core.hub.snapshot_every = 0  # nothing would keep them
+        if store is None:  # nothing would keep snapshots or a search index
+            self.core.hub.snapshot_every = 0
+            self.core.hub.index_messages = False
         self.transport = QuicTransport(
             identity, self, handshake_timeout=config.link.handshake_timeout,
             idle_timeout=config.link.idle_timeout)

@@ -254,14 +254,38 @@ def send(channel: ChannelArg,
         return
 
     def burst() -> None:
+        import threading
+
         with ControlConnection(state.home) as conn:
-            for line in sys.stdin:
-                line = line.rstrip("\n")
-                if not line:
+            sent = 0
+            done = threading.Event()
+            failure: list[BaseException] = []
+
+            def feed() -> None:  # requests are pipelined; the node answers them in order
+                nonlocal sent
+                try:
+                    for line in sys.stdin:
+                        text = line.rstrip("\n")
+                        if text:
+                            conn.send("send", {**params, "text": text})
+                            sent += 1
+                except (LocalError, OSError) as exc:
+                    failure.append(exc)
+                finally:
+                    done.set()
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            answered = 0
+            while not (done.is_set() and answered >= sent):
+                if answered >= sent:
+                    done.wait(0.05)  # wait for input, not for the node
                     continue
-                result = conn.call("send", {**params, "text": line})
-                out = json.dumps(result) if as_json else result["id"]
-                print(out, flush=True)
+                result = conn.receive()
+                answered += 1
+                print(json.dumps(result) if as_json else result["id"], flush=True)
+            if failure:
+                raise failure[0]
 
     guarded(burst)
 

@@ -37,8 +37,22 @@ class ControlConnection:
             raise ControlError(f"cannot reach the node at {home.path}: {exc}") from exc
 
     def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        self.send(method, params)
+        return self.receive()
+
+    def send(self, method: str, params: dict[str, Any] | None = None) -> None:
+        """Send a request without waiting (pipelining); answers come back in order."""
         try:
             self._sock.sendall(encode({"method": method, "params": params or {}}))
+        except TimeoutError:
+            raise ControlError(f"the node at {self.home.path} did not accept the request "
+                               f"within {self._timeout:g} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            raise ControlError("the node closed the control connection") from None
+
+    def receive(self) -> Any:
+        """The answer to the oldest request not yet answered."""
+        try:
             while b"\n" not in self._buf:
                 chunk = self._sock.recv(65536)
                 if not chunk:

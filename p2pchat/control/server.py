@@ -29,6 +29,8 @@ log = logging.getLogger("p2pchat.control")
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 #: Most messages one history or search request returns.
 MAX_HISTORY = 100_000
+#: Requests one control connection may have in flight (pipelined) at once.
+MAX_PIPELINED = 256
 
 
 class ControlServer:
@@ -90,24 +92,45 @@ class ControlServer:
         raise LocalError(f"a node is already running at {self.path.parent}")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Requests on one connection may be pipelined: they start in the order they
+        arrive (so sends keep their order) and are answered in that order."""
         async with self._clients:
+            answers: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(
+                maxsize=MAX_PIPELINED)
+            replier = asyncio.get_running_loop().create_task(self._reply(answers, writer))
             try:
-                while True:
+                while not replier.done():
                     try:
                         line = await reader.readline()
                     except (ValueError, asyncio.LimitOverrunError):
-                        writer.write(encode({"ok": False, "error": "request too large"}))
+                        too_large: asyncio.Future[dict[str, Any]] = \
+                            asyncio.get_running_loop().create_future()
+                        too_large.set_result({"ok": False, "error": "request too large"})
+                        await answers.put(too_large)
                         break
                     if not line:
                         break
-                    writer.write(encode(await self._answer(line)))
-                    await writer.drain()
+                    await answers.put(asyncio.ensure_future(self._answer(line)))
             except (ConnectionError, OSError):
                 pass
             finally:
+                with contextlib.suppress(asyncio.QueueFull):
+                    answers.put_nowait(None)
+                with contextlib.suppress(Exception):
+                    await replier
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+
+    async def _reply(self, answers: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
+                     writer: asyncio.StreamWriter) -> None:
+        while True:
+            pending = await answers.get()
+            if pending is None:
+                return
+            response = await pending
+            writer.write(encode(response))
+            await writer.drain()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +113,8 @@ class Node:
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._disconnects: dict[int, asyncio.Future[DisconnectFinished]] = {}
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        # (True, write) or (False, callback(ok)); None stops the writer
-        self._writes: asyncio.Queue[tuple[bool, Callable[..., Any]] | None] = asyncio.Queue()
+        # (True, persistence effect) or (False, callback(ok)); None stops the writer
+        self._writes: asyncio.Queue[tuple[bool, Any] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._pending_write = 0
         self._stopped = asyncio.Event()
@@ -341,36 +341,14 @@ class Node:
         elif isinstance(effect, PeerDisconnected):
             log.info("peer disconnected %s: %s", effect.did, effect.reason)
             self._notify(effect)
-        elif isinstance(effect, SavePeer):
+        elif isinstance(effect, (SavePeer, ForgetPeer, PersistEnvelopes, PersistSnapshot,
+                                 IndexMessages, PersistChannel)):
             if self.store is not None:
-                store, address, did = self.store, effect.address, effect.did
-                self._enqueue_write(lambda: store.save_peer(address, did, time.time()))
-        elif isinstance(effect, ForgetPeer):
-            if self.store is not None:
-                store, address = self.store, effect.address
-                self._enqueue_write(lambda: store.forget_peer(address))
+                self._enqueue_write(effect)
         elif isinstance(effect, DisconnectFinished):
             waiter = self._disconnects.get(effect.request_id)
             if waiter is not None:
                 self._after_writes(lambda ok: _resolve(waiter, effect))
-        elif isinstance(effect, PersistEnvelopes):
-            if self.store is not None:
-                store, channel, items = self.store, effect.channel, list(effect.items)
-                self._enqueue_write(lambda: store.save_envelopes(channel, items))
-        elif isinstance(effect, PersistSnapshot):
-            if self.store is not None:
-                store, snap = self.store, effect
-                self._enqueue_write(lambda: store.save_snapshot(snap.channel, snap.data,
-                                                                snap.covered))
-        elif isinstance(effect, IndexMessages):
-            if self.store is not None:
-                store, channel, rows = self.store, effect.channel, list(effect.rows)
-                self._enqueue_write(lambda: store.index_messages(channel, rows))
-        elif isinstance(effect, PersistChannel):
-            if self.store is not None:
-                store, ch = self.store, effect
-                self._enqueue_write(lambda: store.save_channel(ch.channel, ch.name, ch.key,
-                                                               time.time()))
         elif isinstance(effect, ChannelAnswer):
             answer = self._answers.get(effect.request_id)
             if answer is not None:
@@ -403,13 +381,13 @@ class Node:
 
     # --- ordered store writes ------------------------------------------------------------
     #
-    # One queue of (write or callback). The writer takes everything queued, commits
-    # consecutive writes in one transaction, and runs a callback only after every
-    # write queued before it has committed.
+    # One queue of (write or callback). The writer takes everything queued, commits all
+    # its writes in one transaction, then runs the callbacks in order: a callback runs
+    # only after every write queued before it has committed.
 
-    def _enqueue_write(self, write: Callable[[], Awaitable[None]]) -> None:
+    def _enqueue_write(self, effect: Effect) -> None:
         self._pending_write += 1
-        self._writes.put_nowait((True, write))
+        self._writes.put_nowait((True, effect))
 
     def _after_writes(self, callback: Callable[[bool], None]) -> None:
         """Run ``callback(ok)`` once the writes queued so far are done (ok: committed)."""
@@ -419,10 +397,10 @@ class Node:
         self._pending_write += 1
         self._writes.put_nowait((False, callback))
 
-    async def _commit(self, writes: list[Callable[[], Awaitable[None]]]) -> bool:
+    async def _commit(self, writes: list[Effect]) -> bool:
         assert self.store is not None
         try:
-            await self.store.transaction(writes)
+            await self.store.write(writes, time.time())
             ok = True
         except Exception:
             log.exception("store write failed (%d writes rolled back)", len(writes))
@@ -433,27 +411,23 @@ class Node:
     async def _write_loop(self) -> None:
         while True:
             item = await self._writes.get()
+            await asyncio.sleep(0)  # group commit: let work that is already runnable queue up
             batch = [item]
             while not self._writes.empty():
                 batch.append(self._writes.get_nowait())
-            writes: list[Callable[[], Awaitable[None]]] = []
-            ok = True
-            for entry in batch:
-                if entry is None:
-                    if writes:
-                        await self._commit(writes)
-                    return
-                is_write, fn = entry
-                if is_write:
-                    writes.append(fn)
-                    continue
-                if writes:
-                    ok = await self._commit(writes)
-                    writes = []
+            # Everything queued so far goes into one transaction; the callbacks run after it,
+            # in order (a callback waits for at least the writes queued before it).
+            stop = None in batch
+            writes = [fn for entry in batch if entry is not None and entry[0]
+                      for fn in (entry[1],)]
+            callbacks = [fn for entry in batch if entry is not None and not entry[0]
+                         for fn in (entry[1],)]
+            ok = await self._commit(writes) if writes else True
+            for callback in callbacks:
                 self._pending_write -= 1
-                fn(ok)
-            if writes:
-                await self._commit(writes)
+                callback(ok)
+            if stop:
+                return
 
 
 def _wall_ms() -> int:

@@ -12,6 +12,7 @@ large cost per commit. Every write the user is told about is committed first.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,17 @@ from pathlib import Path
 
 import aiosqlite
 
-from p2pchat.core.events import Address, StoredChannel
+from p2pchat.core.events import (
+    Address,
+    Effect,
+    ForgetPeer,
+    IndexMessages,
+    PersistChannel,
+    PersistEnvelopes,
+    PersistSnapshot,
+    SavePeer,
+    StoredChannel,
+)
 from p2pchat.errors import LocalError
 
 
@@ -154,12 +165,20 @@ class Store:
 
     async def index_messages(self, channel: bytes,
                              rows: list[tuple[str, str, str, bool]]) -> None:
+        """Replace the search rows of these messages (hidden ones are only removed).
+
+        Each post has a fixed FTS rowid derived from (channel, id, author), so an
+        update deletes by rowid instead of scanning the index.
+        """
+        keyed = [(_search_rowid(channel, msg, author), msg, author, text, hidden)
+                 for msg, author, text, hidden in rows]
+        await self._db.executemany("DELETE FROM message_search WHERE rowid = ?",
+                                   [(rowid,) for rowid, *_ in keyed])
         await self._db.executemany(
-            "DELETE FROM message_search WHERE channel = ? AND msg = ?",
-            [(channel, msg) for msg, _, _, _ in rows])
-        await self._db.executemany(
-            "INSERT INTO message_search (channel, msg, author, text) VALUES (?, ?, ?, ?)",
-            [(channel, msg, author, text) for msg, author, text, hidden in rows if not hidden])
+            "INSERT INTO message_search (rowid, channel, msg, author, text) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(rowid, channel, msg, author, text)
+             for rowid, msg, author, text, hidden in keyed if not hidden])
 
     async def save_snapshot(self, channel: bytes, data: bytes, covered: int) -> None:
         await self._db.execute(
@@ -209,8 +228,56 @@ class Store:
             await self._db.execute("ROLLBACK")
             raise
 
+    async def write(self, effects: list[Effect], now: float) -> None:
+        """Carry out the core's persistence effects, in order, in one transaction.
+
+        Runs of envelopes or index rows for one channel become one ``executemany``
+        each: a burst of sends costs a handful of statements, not two per message.
+        """
+        # Order that matters is kept: channels before their envelopes, envelopes in
+        # order, snapshots after the envelopes they cover, peer changes in order; an
+        # index row replaces an earlier one for the same post.
+        channels = [e for e in effects if isinstance(e, PersistChannel)]
+        envelopes: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        index: dict[bytes, dict[tuple[str, str], tuple[str, str, str, bool]]] = {}
+        rest: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, PersistEnvelopes):
+                envelopes.setdefault(effect.channel, []).extend(effect.items)
+            elif isinstance(effect, IndexMessages):
+                rows = index.setdefault(effect.channel, {})
+                for row in effect.rows:
+                    rows[(row[0], row[1])] = row
+            elif not isinstance(effect, PersistChannel):
+                rest.append(effect)
+        merged: list[Effect] = [*channels]
+        merged += [PersistEnvelopes(c, tuple(items)) for c, items in envelopes.items()]
+        merged += [IndexMessages(c, tuple(rows.values())) for c, rows in index.items()]
+        merged += rest
+        await self.transaction([self._writer_for(effect, now) for effect in merged])
+
+    def _writer_for(self, effect: Effect, now: float) -> Callable[[], Awaitable[None]]:
+        if isinstance(effect, PersistEnvelopes):
+            return lambda: self.save_envelopes(effect.channel, list(effect.items))
+        if isinstance(effect, IndexMessages):
+            return lambda: self.index_messages(effect.channel, list(effect.rows))
+        if isinstance(effect, PersistChannel):
+            return lambda: self.save_channel(effect.channel, effect.name, effect.key, now)
+        if isinstance(effect, PersistSnapshot):
+            return lambda: self.save_snapshot(effect.channel, effect.data, effect.covered)
+        if isinstance(effect, SavePeer):
+            return lambda: self.save_peer(effect.address, effect.did, now)
+        if isinstance(effect, ForgetPeer):
+            return lambda: self.forget_peer(effect.address)
+        raise TypeError(f"not a persistence effect: {effect!r}")
+
     async def close(self) -> None:
         try:
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             await self._db.close()
+
+
+def _search_rowid(channel: bytes, msg: str, author: str) -> int:
+    digest = hashlib.blake2b(channel + msg.encode() + author.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1  # a positive 63-bit SQLite integer

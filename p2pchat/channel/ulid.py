@@ -7,6 +7,7 @@ from __future__ import annotations
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+_CHARS = frozenset(ALPHABET)
 ULID_LENGTH = 26
 MAX_MS = 2**48 - 1
 
@@ -22,7 +23,7 @@ def make_ulid(ms: int, randomness: bytes) -> str:
 
 def is_ulid(text: object) -> bool:
     return (isinstance(text, str) and len(text) == ULID_LENGTH and text[0] in "01234567"
-            and all(c in _INDEX for c in text))
+            and _CHARS.issuperset(text))
 
 
 def ulid_ms(ulid: str) -> int:

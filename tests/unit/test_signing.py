@@ -158,3 +158,17 @@ def test_did_signature_helper() -> None:
     assert verify_did_signature(identity.did, Domain.PREKEY, MESSAGE, signature)
     assert not verify_did_signature(identity.did, Domain.BUNDLE, MESSAGE, signature)
     assert not verify_did_signature("did:key:nonsense", Domain.PREKEY, MESSAGE, signature)
+
+
+def test_blake2b_matches_libsodium() -> None:
+    """Our BLAKE2b (hashlib) is the same function as libsodium's keyed, personalised one."""
+    import nacl.encoding
+    import nacl.hash
+
+    from p2pchat.crypto import blake2b
+
+    for size, key, data in ((32, b"", b"abc"), (16, b"k" * 32, b"x" * 300), (8, b"k", b"")):
+        expected = nacl.hash.blake2b(data, digest_size=size, key=key,
+                                     person=b"p2pchat-env".ljust(16, b"\0"),
+                                     encoder=nacl.encoding.RawEncoder)
+        assert expected == blake2b(data, person=b"p2pchat-env", key=key, size=size)

@@ -312,13 +312,21 @@ class ChannelState:
     def receive_bytes(self, data: bytes, now_ms: int) -> ReceiveResult:
         return self.receive(decode_envelope(data), now_ms)
 
-    def receive(self, env: Envelope, now_ms: int) -> ReceiveResult:
-        """Verify and (when its deps are here) apply ``env``. Raises :class:`Rejected`."""
+    def is_known(self, env_id: bytes) -> bool:
+        return env_id in self.envs or env_id in self.pending
+
+    def receive(self, env: Envelope, now_ms: int, signature_ok: bool | None = None
+                ) -> ReceiveResult:
+        """Verify and (when its deps are here) apply ``env``. Raises :class:`Rejected`.
+
+        ``signature_ok``: the caller already checked ``env.verify_signature()`` (e.g. a
+        batch verified in parallel); ``None`` checks it here.
+        """
         if env.id in self.envs or env.id in self.pending:
             return ReceiveResult(duplicate=True)
         if env.channel != self.channel_id:
             raise Rejected("envelope belongs to another channel")
-        if not env.verify_signature():
+        if not (env.verify_signature() if signature_ok is None else signature_ok):
             raise Rejected("envelope signature does not verify")
         op, change, header = self._open(env)
         if any(dep not in self.envs for dep in env.deps):

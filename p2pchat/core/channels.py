@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from p2pchat.channel.envelope import decode_envelope
+from p2pchat.channel.envelope import Envelope, decode_envelope
 from p2pchat.channel.state import ChannelState, Rejected, epoch_id_for
 from p2pchat.core.events import (
     ChannelAnswer,
@@ -65,6 +65,13 @@ MAX_BATCH_BYTES = 64 * 1024
 _TOPIC_PERSON = b"p2pchat-topic"
 
 RandomBytes = Callable[[int], bytes]
+#: Checks the signatures of a batch of envelopes; the runtime may spread the work over
+#: threads (libsodium releases the GIL). Must return one verdict per envelope, in order.
+BatchVerifier = Callable[[list[Envelope]], list[bool]]
+
+
+def verify_in_order(envelopes: list[Envelope]) -> list[bool]:
+    return [env.verify_signature() for env in envelopes]
 
 
 def topic_for(channel: bytes, session_id: bytes) -> bytes:
@@ -80,9 +87,11 @@ class _LinkChannels:
 
 
 class ChannelHub:
-    def __init__(self, identity: Identity, randbytes: RandomBytes) -> None:
+    def __init__(self, identity: Identity, randbytes: RandomBytes,
+                 verify_batch: BatchVerifier = verify_in_order) -> None:
         self.identity = identity
         self._randbytes = randbytes
+        self.verify_batch = verify_batch
         self.channels: dict[bytes, ChannelState] = {}
         self.keys: dict[bytes, bytes] = {}
         self.names: dict[bytes, str] = {}
@@ -340,9 +349,15 @@ class ChannelHub:
         stored: list[tuple[bytes, bytes]] = []
         pending_evidence: list[Effect] = []
         parked = False
-        for raw in frame.items:
+        try:
+            envelopes = [decode_envelope(raw) for raw in frame.items]
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
+        fresh = [env for env in envelopes if not state.is_known(env.id)]
+        verdicts = dict(zip((env.id for env in fresh), self.verify_batch(fresh), strict=True))
+        for env in envelopes:
             try:
-                result = state.receive(decode_envelope(raw), now_ms)
+                result = state.receive(env, now_ms, verdicts.get(env.id))
             except Rejected as exc:
                 if "pending buffer full" in str(exc):
                     continue  # not the forwarder's fault; a later summary fetches it again

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from p2pchat.core.channels import ChannelHub
+from p2pchat.core.channels import BatchVerifier, ChannelHub, verify_in_order
 from p2pchat.core.config import NodeConfig
 from p2pchat.core.events import (
     Address,
@@ -88,7 +88,8 @@ class NodeCore:
     """Sans-IO node. See the module docstring."""
 
     def __init__(
-        self, identity: Identity, config: NodeConfig, rng: RandomSource, agent: str = "p2pchat"
+        self, identity: Identity, config: NodeConfig, rng: RandomSource, agent: str = "p2pchat",
+        verify_batch: BatchVerifier = verify_in_order,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -100,7 +101,7 @@ class NodeCore:
         self._dials: dict[int, Address] = {}
         self._next_dial_id = 1
         self._shutting_down = False
-        self.hub = ChannelHub(identity, rng.randbytes)
+        self.hub = ChannelHub(identity, rng.randbytes, verify_batch)
 
     # --- queries -----------------------------------------------------------------
 

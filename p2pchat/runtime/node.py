@@ -14,12 +14,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from p2pchat import __version__
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite, format_channel_id
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
+from p2pchat.core.channels import verify_in_order
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -63,6 +66,10 @@ from p2pchat.transport.quic import QuicTransport
 
 log = logging.getLogger("p2pchat.node")
 AGENT = f"p2pchat/{__version__}"
+#: Threads that check envelope signatures of large batches (catch-up sync).
+VERIFY_THREADS = 2
+#: Batches smaller than this are checked on the event loop's thread (no hand-off cost).
+PARALLEL_VERIFY_MIN = 16
 #: Upper bound on how long ``connect`` waits beyond the dial and handshake timeouts.
 CONNECT_GRACE = 5.0
 
@@ -96,7 +103,12 @@ class Node:
         self.identity = identity
         self.config = config
         self.store = store
-        self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT)
+        # Signature checks of catch-up batches run on worker threads (libsodium releases
+        # the GIL); the core just receives the verdicts.
+        self._verifier = ThreadPoolExecutor(max_workers=VERIFY_THREADS,
+                                            thread_name_prefix="p2pchat-verify")
+        self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT,
+                             verify_batch=self._verify_batch)
         if store is None:  # nothing would keep snapshots or a search index
             self.core.hub.snapshot_every = 0
             self.core.hub.index_messages = False
@@ -149,8 +161,21 @@ class Node:
             self._timer.cancel()
         await self._writes.put(None)
         await self._writer
+        self._verifier.shutdown(wait=True)
         if self.store is not None:
             await self.store.close()
+
+    def _verify_batch(self, envelopes: list[Envelope]) -> list[bool]:
+        if len(envelopes) < PARALLEL_VERIFY_MIN:
+            return verify_in_order(envelopes)
+        # one slice per thread (ThreadPoolExecutor.map would make a future per item)
+        slices = [envelopes[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
+        results = [f.result() for f in [self._verifier.submit(verify_in_order, s)
+                                        for s in slices]]
+        verdicts = [False] * len(envelopes)
+        for i, result in enumerate(results):
+            verdicts[i::VERIFY_THREADS] = result
+        return verdicts
 
     @property
     def stopped(self) -> bool:

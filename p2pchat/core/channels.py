@@ -97,6 +97,8 @@ class ChannelHub:
         self.names: dict[bytes, str] = {}
         self._links: dict[int, _LinkChannels] = {}
         self._snapshot_at: dict[bytes, int] = {}  # log length at the last snapshot
+        #: per loaded channel: (envelopes restored from its snapshot, envelopes replayed)
+        self.load_report: dict[bytes, tuple[int, int]] = {}
         #: periodic snapshots (0: never, e.g. when nothing stores them)
         self.snapshot_every = SNAPSHOT_EVERY
         #: emit IndexMessages for search (off when nothing stores them)
@@ -146,6 +148,7 @@ class ChannelHub:
                     continue  # stored data is ours; a bad row is skipped, not fatal
             state.changed.clear()
             self._snapshot_at[stored.channel] = len(state.log) if not replay else 0
+            self.load_report[stored.channel] = (len(stored.envelopes) - len(replay), len(replay))
         return self._resubscribe_all()
 
     def _restore(self, stored: StoredChannel) -> ChannelState | None:

@@ -142,9 +142,10 @@ class Node:
                 started = time.perf_counter()
                 self._dispatch(ChannelsLoaded(tuple(stored)))
                 for ch in stored:
-                    log.info("loaded channel %s (#%s): snapshot covers %d of %d envelopes",
-                             format_channel_id(ch.channel), ch.name, ch.covered,
-                             len(ch.envelopes))
+                    restored, replayed = self.core.hub.load_report.get(ch.channel, (0, 0))
+                    log.info("loaded channel %s (#%s): snapshot covers %d of %d envelopes, "
+                             "%d replayed", format_channel_id(ch.channel), ch.name, restored,
+                             len(ch.envelopes), replayed)
                 log.info("channels loaded in %.3f s", time.perf_counter() - started)
             peers = await self.store.load_peers()
             if peers:
@@ -373,13 +374,15 @@ class Node:
         elif isinstance(effect, DisconnectFinished):
             waiter = self._disconnects.get(effect.request_id)
             if waiter is not None:
-                self._after_writes(lambda ok: _resolve(waiter, effect))
+                self._after_writes(lambda ok: _resolve(waiter, effect) if ok else _fail(
+                    waiter, "disconnected, but the node could not forget the peer in its "
+                    "store (database error, see the node log)"))
         elif isinstance(effect, ChannelAnswer):
             answer = self._answers.get(effect.request_id)
             if answer is not None:
                 self._after_writes(lambda ok: _answer(answer, effect, ok))
         elif isinstance(effect, ConnectFinished):
-            self._after_writes(lambda ok: self._finish_connect(effect))
+            self._after_writes(lambda ok: self._finish_connect(effect, ok))
         elif isinstance(effect, PingFinished):
             future = self._pings.get(effect.request_id)
             if future is not None and not future.done():
@@ -394,11 +397,15 @@ class Node:
         for listener in self.peer_listeners:
             listener(effect)
 
-    def _finish_connect(self, effect: ConnectFinished) -> None:
+    def _finish_connect(self, effect: ConnectFinished, stored: bool = True) -> None:
         future = self._connects.get(effect.request_id)
         if future is None or future.done():
             return
-        if effect.did is not None:
+        if effect.did is not None and not stored:
+            future.set_exception(LocalError(
+                f"connected to {effect.did}, but the node could not store it as a peer to "
+                "redial (database error, see the node log)"))
+        elif effect.did is not None:
             log.info("connected to %s", short_did(effect.did))
             future.set_result(effect.did)
         else:
@@ -469,6 +476,11 @@ def _answer(future: asyncio.Future[dict[str, Any]], effect: ChannelAnswer, store
         future.set_result(effect.result)
     else:
         future.set_exception(LocalError(effect.error or "request failed"))
+
+
+def _fail(future: asyncio.Future[Any], message: str) -> None:
+    if not future.done():
+        future.set_exception(LocalError(message))
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

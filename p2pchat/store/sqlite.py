@@ -206,7 +206,7 @@ class Store:
         return out
 
     async def search(self, channel: bytes, query: str, limit: int) -> list[str]:
-        """Message ids matching ``query`` (FTS5 syntax; plain words match as prefixes)."""
+        """Message ids matching every word of ``query``, each as a prefix (no operators)."""
         terms = [t for t in query.replace('"', " ").split() if t]
         if not terms:
             return []

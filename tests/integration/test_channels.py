@@ -126,7 +126,8 @@ def test_offline_merge(spawn: Callable[..., NodeProcess]) -> None:
     assert 0 == a.stop()  # A goes offline too, so B restarts with no peer to reach
 
     b2 = spawn("B")
-    b2.wait_log(f"loaded channel {channel} (#merge): snapshot covers 1 of 1 envelopes", 5)
+    b2.wait_log(f"loaded channel {channel} (#merge): snapshot covers 1 of 1 envelopes, "
+                "0 replayed", 5)
     burst = Burst(b2, channel, [f"b{i}" for i in range(500)])
     assert 0 == burst.finish()
     own = history(b2, channel)

@@ -255,3 +255,36 @@ def test_answers_behind_a_failed_commit_report_failure(tmp_path: Path) -> None:
             await node.stop()
 
     assert "could not store" in asyncio.run(scenario())
+
+
+def test_connect_reports_a_peer_it_could_not_store(tmp_path: Path) -> None:
+    import os as _os
+
+    from p2pchat.core import NodeConfig
+    from p2pchat.crypto import generate_secret_key
+    from p2pchat.errors import LocalError
+    from p2pchat.identity import Identity
+    from p2pchat.runtime.node import Node
+
+    async def scenario() -> str:
+        store = await Store.open(tmp_path / "a.db")
+        a = Node(Identity(generate_secret_key(), _os.urandom(16), "a"), NodeConfig(), store)
+        b = Node(Identity(generate_secret_key(), _os.urandom(16), "b"), NodeConfig())
+        await a.start("127.0.0.1", 0)
+        address = await b.start("127.0.0.1", 0)
+        try:
+            async def broken(*args: object) -> None:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            store.save_peer = broken  # type: ignore[method-assign]
+            try:
+                await a.connect(address)
+            except LocalError as exc:
+                return str(exc)
+            return "no error"
+        finally:
+            await a.stop()
+            await b.stop()
+
+    message = asyncio.run(scenario())
+    assert "could not store it as a peer to redial" in message

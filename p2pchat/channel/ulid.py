@@ -5,9 +5,12 @@ Time and randomness are arguments, so the simulator can produce reproducible ids
 
 from __future__ import annotations
 
+import base64
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 _CHARS = frozenset(ALPHABET)
+_TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET)
 ULID_LENGTH = 26
 MAX_MS = 2**48 - 1
 
@@ -16,9 +19,10 @@ def make_ulid(ms: int, randomness: bytes) -> str:
     if not 0 <= ms <= MAX_MS or len(randomness) != 10:
         raise ValueError("a ULID needs 0 <= ms < 2^48 and 10 random bytes")
     value = (ms << 80) | int.from_bytes(randomness, "big")
-    # 130 bits as 26 base-32 digits: translate the binary string 5 bits at a time
-    bits = format(value, "0130b")
-    return "".join(ALPHABET[int(bits[i:i + 5], 2)] for i in range(0, 130, 5))
+    # 26 base-32 digits = the top 130 of 160 bits: RFC 4648 base32 of the value shifted
+    # into 20 bytes, then its alphabet translated to Crockford's
+    text = base64.b32encode((value << 30).to_bytes(20, "big")).decode("ascii")
+    return text[:ULID_LENGTH].translate(_TO_CROCKFORD)
 
 
 def is_ulid(text: object) -> bool:

@@ -252,7 +252,8 @@ class QuicTransport:
         self._next_link_id = 1
         self.listen_address: Address | None = None
         self._dial_tasks: set[asyncio.Task[None]] = set()
-        self._dirty: set[LinkProtocol] = set()
+        #: frames per connection not yet handed to aioquic (see send/flush)
+        self._outbox: dict[LinkProtocol, bytearray] = {}
         self._flush_scheduled = False
         #: client sockets still open (each outbound link owns its UDP socket)
         self._client_sockets: set[asyncio.BaseTransport] = set()
@@ -385,13 +386,20 @@ class QuicTransport:
         proto = self._links.get(link_id)
         if proto is None or proto.closed_reason is not None:
             return
-        if unacked_bytes(proto._quic) + len(data) > MAX_UNACKED_SEND_BYTES:
+        queued = self._outbox.get(proto)
+        held = len(queued) if queued is not None else 0
+        if unacked_bytes(proto._quic) + held + len(data) > MAX_UNACKED_SEND_BYTES:
             reason = f"peer is not reading ({MAX_UNACKED_SEND_BYTES} bytes unacknowledged)"
             self.close(link_id, CloseCode.RATE_LIMITED, reason)
             self._sink.lost(link_id, reason)
             return
-        proto._quic.send_stream_data(LINK_STREAM_ID, data)
-        self._dirty.add(proto)
+        # Held back from aioquic until flush(): aioquic transmits whatever stream data it
+        # has whenever a datagram (say, an ACK) arrives, which would split a burst into
+        # one packet per frame.
+        if queued is None:
+            self._outbox[proto] = bytearray(data)
+        else:
+            queued += data
 
     def flush_soon(self) -> None:
         """Transmit what ``send`` queued after the callbacks already scheduled have run.
@@ -411,10 +419,11 @@ class QuicTransport:
         self.flush()
 
     def flush(self) -> None:
-        """Transmit what ``send`` queued: frames of one core step share packets."""
-        dirty, self._dirty = self._dirty, set()
-        for proto in dirty:
+        """Transmit what ``send`` queued: frames queued together share packets."""
+        outbox, self._outbox = self._outbox, {}
+        for proto, data in outbox.items():
             if proto.closed_reason is None:
+                proto._quic.send_stream_data(LINK_STREAM_ID, bytes(data))
                 proto.transmit()
 
     def close(self, link_id: int, code: CloseCode, reason: str) -> None:

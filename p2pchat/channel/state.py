@@ -176,7 +176,8 @@ class ChannelState:
         self.equivocators: dict[tuple[str, bytes], int] = {}
         self.heads: set[bytes] = set()
         self.pending: dict[bytes, Envelope] = {}
-        self._collisions: set[str] = set()
+        #: every claim of an id that was claimed more than once (concurrently)
+        self._collided: dict[str, list[MessageRecord]] = {}
         self._pending_by_author: dict[str, int] = {}
         self._waiting: dict[bytes, set[bytes]] = {}
         #: every post, by (ulid, author, device); two only share a ulid if concurrent
@@ -515,7 +516,7 @@ class ChannelState:
                     or not 0 < len(emoji) <= MAX_EMOJI_LENGTH or type(on) is not bool:
                 return "malformed reaction"
             if not any(r.id == target and self.in_causal_past(r.env, env.deps)
-                       for r in self._claims(target)):
+                       for r in self.claims(target)):
                 return "reaction to a message outside its causal past"
             key = self._reaction_key(target, emoji, actor_id(env.author, env.device))
             if self.doc.read_scalar("reactions", key, heads) is not on:
@@ -528,17 +529,18 @@ class ChannelState:
 
     def claims(self, msg_id: str) -> list[MessageRecord]:
         """Every post with this id (one, unless someone reused the id concurrently)."""
-        return self._claims(msg_id)
+        collided = self._collided.get(msg_id)
+        if collided is not None:
+            return collided
+        first = self.messages.get(msg_id)
+        return [first] if first is not None else []
 
-    def _claims(self, msg_id: str) -> list[MessageRecord]:
-        winner = self.messages.get(msg_id)
-        if winner is None:
-            return []
-        return [r for (mid, _, _), r in self.posts.items() if mid == msg_id] \
-            if self._collided(msg_id) else [winner]
-
-    def _collided(self, msg_id: str) -> bool:
-        return msg_id in self._collisions
+    def _add_claim(self, record: MessageRecord) -> None:
+        shown = self.messages.get(record.id)
+        if shown is not None:
+            self._collided.setdefault(record.id, [shown]).append(record)
+        if shown is None or record.env < shown.env:
+            self.messages[record.id] = record
 
     def _fold_post(self, env: Envelope, op: dict[str, Any], heads: list[bytes], eff: int,
                    depth: int, trusted: bool = False) -> str:
@@ -554,18 +556,12 @@ class ChannelState:
         # our own post was just written from these very values; others' are read back
         if not trusted and self.doc.read_map("messages", msg_id, heads) != want:
             return "document does not match the post"
-        claims = self._claims(msg_id)
-        if any(self.in_causal_past(r.env, env.deps) for r in claims):
+        if any(self.in_causal_past(r.env, env.deps) for r in self.claims(msg_id)):
             return "message id already used"
         record = MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),
                                env.id, env.seq, (eff, depth, msg_id))
         self.posts[(msg_id, env.author, env.device)] = record
-        if claims:  # a concurrent claim on the same id: both are shown, as separate posts
-            self._collisions.add(msg_id)
-            if env.id > self.messages[msg_id].env:
-                self.changed.append(msg_id)
-                return ""
-        self.messages[msg_id] = record
+        self._add_claim(record)  # a concurrent claim on the same id: both posts are shown
         self.changed.append(msg_id)
         return ""
 
@@ -646,11 +642,7 @@ class ChannelState:
                                    (key[0], key[1], key[2]),
                                    [(o[0], o[1], o[2], o[3]) for o in ops])
             state.posts[(mid, author, device)] = record
-            shown = state.messages.get(mid)
-            if shown is not None:
-                state._collisions.add(mid)
-            if shown is None or env < shown.env:
-                state.messages[mid] = record
+            state._add_claim(record)
         state.reactions = {(t, e, a, d): [(x[0], x[1]) for x in states]
                            for t, e, a, d, states in snap["reactions"]}
         state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}

@@ -41,7 +41,6 @@ from p2pchat.core.events import (
     PersistSnapshot,
     SendRequested,
     StoredChannel,
-    Transmit,
 )
 from p2pchat.core.link import Link
 from p2pchat.crypto import blake2b
@@ -328,7 +327,7 @@ class ChannelHub:
         return self._batches(lc, channel, [state.raw[i] for i in ids])
 
     def _batches(self, lc: _LinkChannels, channel: bytes, raws: list[bytes],
-                 more: bool = False) -> list[Effect]:
+                 more: bool = False, after_store: bool = False) -> list[Effect]:
         """``Envelopes`` frames for ``raws``, in order, within the item and byte limits."""
         topic = self._topic(lc, channel)
         frames: list[tuple[bytes, ...]] = []
@@ -343,7 +342,8 @@ class ChannelHub:
         if batch:
             frames.append(tuple(batch))
         last = len(frames) - 1
-        return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == last))
+        return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == last),
+                             after_store)
                 for i, items in enumerate(frames)]
 
     def _on_envelopes(self, lc: _LinkChannels, frame: Envelopes, now_ms: int) -> list[Effect]:
@@ -372,12 +372,10 @@ class ChannelHub:
             stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
             if result.equivocation:
                 # the source may hold only one branch: give it all the evidence we have
-                evidence = state.missing_for({})
-                evidence = [i for i in evidence if state.envs[i].status.value == "quarantined"
-                            or (state.envs[i].author, state.envs[i].device)
+                evidence = [i for i in state.log
+                            if (state.envs[i].author, state.envs[i].device)
                             in state.equivocators]
-                effects_evidence = self._send_envelopes(lc, channel, evidence)
-                pending_evidence.extend(effects_evidence)
+                pending_evidence += self._send_envelopes(lc, channel, evidence)
         effects = self._after_apply(state, stored, source=lc.link.link_id) + pending_evidence
         if parked or frame.more:
             effects.append(self._summary(lc, channel))
@@ -406,9 +404,6 @@ class ChannelHub:
                    if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
         raws = [raw for _, raw in stored]
         for lc in targets:
-            frames = self._batches(lc, channel, raws)
-            if own:  # ours and new: out only after the store has it (see Transmit)
-                frames = [Transmit(f.link_id, f.data, after_store=True) for f in frames
-                          if isinstance(f, Transmit)]
-            effects += frames
+            # ours and new: out only after the store has it (see Transmit)
+            effects += self._batches(lc, channel, raws, after_store=own)
         return effects

@@ -231,9 +231,9 @@ class Link:
             self.state = LinkState.CLOSED
             self.close_reason = reason
 
-    def send(self, frame: Frame) -> Effect:
-        """Encode an application frame for this (open) link."""
-        return self._send(frame)
+    def send(self, frame: Frame, after_store: bool = False) -> Effect:
+        """Encode an application frame for this (open) link (see Transmit.after_store)."""
+        return Transmit(self.link_id, encode_frame(frame), after_store)
 
     # --- internals ------------------------------------------------------------
 

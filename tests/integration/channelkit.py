@@ -51,3 +51,11 @@ def join(node: NodeProcess, invite: str) -> None:
 def synced(node: NodeProcess, channel: str) -> bool:
     result = node.cli("channel", "list", "--json")
     return any(c["channel"] == channel and c["synced"] for c in json.loads(result.stdout))
+
+
+def shared_channel(founder: NodeProcess, member: NodeProcess, name: str) -> tuple[str, str]:
+    """``founder`` creates channel ``name``; ``member`` joins and receives it."""
+    channel, invite = create_channel(founder, name)
+    join(member, invite)
+    wait_until(lambda: synced(member, channel), 10, f"{member.home.name} to receive the channel")
+    return channel, invite

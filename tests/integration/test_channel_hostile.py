@@ -14,7 +14,7 @@ from p2pchat.channel.invite import parse_channel_id, parse_invite
 from p2pchat.core.channels import topic_for
 from p2pchat.errors import CloseCode
 from p2pchat.wire import Envelopes, Subscribe, Summary
-from tests.integration.channelkit import create_channel, history, join, synced, wait_until
+from tests.integration.channelkit import history, shared_channel, wait_until
 from tests.integration.nodeproc import NodeProcess
 from tests.integration.rawclient import new_identity, raw_connect
 
@@ -26,9 +26,7 @@ def test_forged_envelope_closes_the_link_and_changes_nothing(
 ) -> None:
     server = spawn("S")
     honest = spawn("H")
-    channel, invite = create_channel(server, "guarded")
-    join(honest, invite)
-    wait_until(lambda: synced(honest, channel), 10, "the honest member to sync")
+    channel, invite = shared_channel(server, honest, "guarded")
     assert 0 == server.cli("send", channel, "before").returncode
     wait_until(lambda: len(history(honest, channel)) == 1, 10, "the first message")
     before = history(server, channel)

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from tests.integration.channelkit import (
-    create_channel,
     history,
     invite_of,
     join,
+    shared_channel,
     synced,
     wait_until,
 )
@@ -85,9 +85,7 @@ def test_line_topology_converges(spawn: Callable[..., NodeProcess]) -> None:
     a = spawn("A")
     b = spawn("B")
     c = spawn("C")
-    channel, invite = create_channel(a, "line")
-    join(b, invite)
-    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    channel, _ = shared_channel(a, b, "line")
     join(c, invite_of(b, channel))  # B's invite names only B
     wait_until(lambda: synced(c, channel), 10, "C to receive the channel")
 
@@ -117,9 +115,7 @@ def test_offline_merge(spawn: Callable[..., NodeProcess]) -> None:
     port_a = free_udp_port()
     a = spawn("A", port_a)
     b = spawn("B")
-    channel, invite = create_channel(a, "merge")
-    join(b, invite)
-    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    channel, _ = shared_channel(a, b, "merge")
     assert 0 == b.stop()
 
     assert 0 == Burst(a, channel, [f"a{i}" for i in range(500)]).finish()
@@ -153,9 +149,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_message(
     port_a = free_udp_port()
     a = spawn("A", port_a)
     b = spawn("B")
-    channel, invite = create_channel(a, "crash")
-    join(b, invite)
-    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    channel, _ = shared_channel(a, b, "crash")
 
     burst = Burst(a, channel, [f"m{i}" for i in range(1000)])
     burst.wait_acked(300, 30)
@@ -174,9 +168,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_message(
 def test_edit_delete_react_replicate(spawn: Callable[..., NodeProcess]) -> None:
     a = spawn("A")
     b = spawn("B")
-    channel, invite = create_channel(a, "ops")
-    join(b, invite)
-    wait_until(lambda: synced(b, channel), 10, "B to receive the channel")
+    channel, _ = shared_channel(a, b, "ops")
     first = a.cli("send", channel, "frist").stdout.strip()
     second = a.cli("send", channel, "to be deleted").stdout.strip()
     assert 0 == a.cli("edit", channel, first, "first").returncode

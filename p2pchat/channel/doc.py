@@ -89,12 +89,11 @@ class SharedDocument:
         if got is None or got[0] != ObjType.Map:
             return None
         obj = got[1]
-        out: dict[str, Any] = {}
-        for field in self.doc.keys(obj, heads):
-            value = self.doc.get(obj, field, heads)
-            if value is not None and isinstance(value[0], tuple):
-                out[field] = value[0][1]
-        return out
+        # values() lists the fields in keys() order: two calls instead of one per field
+        return {field: value[1]
+                for field, (value, _) in zip(self.doc.keys(obj, heads),
+                                             self.doc.values(obj, heads), strict=True)
+                if isinstance(value, tuple)}
 
     def read_scalar(self, top: str, key: str, heads: list[bytes]) -> Any:
         parent = self.obj(top)

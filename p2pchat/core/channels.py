@@ -61,6 +61,8 @@ SYNC_WINDOW_BYTES = 2 * 1024 * 1024
 #: Envelope bytes per Envelopes frame: small frames let the receiver start applying
 #: (and keep its event loop responsive) while the rest of a window is in flight.
 MAX_BATCH_BYTES = 64 * 1024
+#: Own envelopes held back for one push (``SendRequested.hold``) before they go anyway.
+MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
 
 RandomBytes = Callable[[int], bytes]
@@ -102,6 +104,9 @@ class ChannelHub:
         self.snapshot_every = SNAPSHOT_EVERY
         #: emit IndexMessages for search (off when nothing stores them)
         self.index_messages = True
+        #: own envelopes of held writes, per channel, not pushed to links yet
+        self._held: dict[bytes, list[bytes]] = {}
+        self._held_count = 0
 
     # --- queries ------------------------------------------------------------------
 
@@ -216,7 +221,8 @@ class ChannelHub:
             env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True)
+        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True,
+                                    hold=ev.hold)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
@@ -235,8 +241,22 @@ class ChannelHub:
                 return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True)
+        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True,
+                                    hold=ev.hold)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
+        return effects
+
+    @property
+    def holding(self) -> bool:
+        return self._held_count > 0
+
+    def flush_held(self) -> list[Effect]:
+        """Push the envelopes of held writes: one frame per link and channel, not one each."""
+        held, self._held, self._held_count = self._held, {}, 0
+        effects: list[Effect] = []
+        for channel, raws in held.items():
+            if channel in self.channels:
+                effects += self._push(channel, raws, source=None, own=True)
         return effects
 
     # --- links --------------------------------------------------------------------
@@ -348,26 +368,37 @@ class ChannelHub:
 
     def _on_envelopes(self, lc: _LinkChannels, frame: Envelopes, now_ms: int) -> list[Effect]:
         channel = self._channel_of(lc, frame.topic)
-        state = self.channels[channel]
-        stored: list[tuple[bytes, bytes]] = []
-        pending_evidence: list[Effect] = []
-        parked = False
         try:
             envelopes = [decode_envelope(raw) for raw in frame.items]
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
+        state = self.channels[channel]
         fresh = [env for env in envelopes if not state.is_known(env.id)]
         verdicts = dict(zip((env.id for env in fresh), self.verify_batch(fresh), strict=True))
+        return self._apply_batch(lc, channel, frame.more, envelopes, verdicts, now_ms)
+
+    def _apply_batch(self, lc: _LinkChannels, channel: bytes, more: bool,
+                     envelopes: list[Envelope], verdicts: dict[bytes, bool], now_ms: int
+                     ) -> list[Effect]:
+        """Receive a frame's envelopes. A bad one closes the link; what came before it stays
+        (applied, stored and forwarded)."""
+        state = self.channels[channel]
+        stored: list[tuple[bytes, bytes]] = []
+        pending_evidence: list[Effect] = []
+        parked = False
+        error: RemoteProtocolError | None = None
         for env in envelopes:
             try:
                 result = state.receive(env, now_ms, verdicts.get(env.id))
             except Rejected as exc:
                 if "pending buffer full" in str(exc):
                     continue  # not the forwarder's fault; a later summary fetches it again
-                raise RemoteProtocolError(f"sent an invalid envelope: {exc}",
-                                          CloseCode.PROTOCOL_ERROR) from None
+                error = RemoteProtocolError(f"sent an invalid envelope: {exc}",
+                                            CloseCode.PROTOCOL_ERROR)
+                break
             except RemoteProtocolError as exc:
-                raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
+                error = RemoteProtocolError(f"sent an invalid envelope: {exc}")
+                break
             parked |= result.pending
             stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
             if result.equivocation:
@@ -376,13 +407,17 @@ class ChannelHub:
                             if (state.envs[i].author, state.envs[i].device)
                             in state.equivocators]
                 pending_evidence += self._send_envelopes(lc, channel, evidence)
-        effects = self._after_apply(state, stored, source=lc.link.link_id) + pending_evidence
-        if parked or frame.more:
+        effects = self._after_apply(state, stored, source=lc.link.link_id)
+        if error is not None:
+            return effects + lc.link.close(error.code, str(error))
+        effects += pending_evidence
+        if parked or more:
             effects.append(self._summary(lc, channel))
         return effects
 
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
-                     source: int | None, own: bool = False) -> list[Effect]:
+                     source: int | None, own: bool = False, hold: bool = False
+                     ) -> list[Effect]:
         if not stored:
             return []
         channel = state.channel_id
@@ -400,9 +435,21 @@ class ChannelHub:
         if self.snapshot_every and \
                 len(state.log) - self._snapshot_at.get(channel, 0) >= self.snapshot_every:
             effects += self.snapshots()
+        raws = [raw for _, raw in stored]
+        if not hold:
+            return effects + self._push(channel, raws, source, own)
+        self._held.setdefault(channel, []).extend(raws)
+        self._held_count += len(raws)
+        if self._held_count >= MAX_HELD_PUSH:
+            effects += self.flush_held()
+        return effects
+
+    def _push(self, channel: bytes, raws: list[bytes], source: int | None, own: bool
+              ) -> list[Effect]:
+        """Live push of applied envelopes to every other link that shares the channel."""
+        effects: list[Effect] = []
         targets = [lc for lid, lc in sorted(self._links.items())
                    if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
-        raws = [raw for _, raw in stored]
         for lc in targets:
             # ours and new: out only after the store has it (see Transmit)
             effects += self._batches(lc, channel, raws, after_store=own)

@@ -77,6 +77,11 @@ class DialFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class FlushHeld(Event):
+    """Push the envelopes that held writes (``hold=True``) left waiting: a burst is over."""
+
+
+@dataclass(frozen=True, slots=True)
 class TimerExpired(Event):
     """The deadline from :meth:`NodeCore.next_deadline` has passed."""
 
@@ -243,6 +248,9 @@ class SendRequested(Event):
     text: str
     wall_ms: int
     reply_to: str = ""
+    #: hold the live push of the new envelope until :class:`FlushHeld` (or any other
+    #: event), so a burst of writes leaves in shared frames and packets
+    hold: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +265,7 @@ class MessageOpRequested(Event):
     text: str = ""
     emoji: str = ""
     on: bool = True
+    hold: bool = False  # as SendRequested.hold
 
 
 @dataclass(frozen=True, slots=True)

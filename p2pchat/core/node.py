@@ -40,6 +40,7 @@ from p2pchat.core.events import (
     DisconnectRequested,
     Effect,
     Event,
+    FlushHeld,
     ForgetPeer,
     JoinRequested,
     LinkEstablished,
@@ -130,6 +131,15 @@ class NodeCore:
     # --- the one entry point ----------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        if self.hub.holding and not getattr(event, "hold", False):
+            # held pushes leave before anything else happens on the links, so frames keep
+            # the order they would have had without holding
+            return self.hub.flush_held() + self._handle(event, now)
+        return self._handle(event, now)
+
+    def _handle(self, event: Event, now: float) -> list[Effect]:
+        if isinstance(event, FlushHeld):
+            return []
         if isinstance(event, DataReceived):
             return self._on_data(event, now)
         if isinstance(event, TimerExpired):

@@ -254,7 +254,6 @@ class QuicTransport:
         self._dial_tasks: set[asyncio.Task[None]] = set()
         #: frames per connection not yet handed to aioquic (see send/flush)
         self._outbox: dict[LinkProtocol, bytearray] = {}
-        self._flush_scheduled = False
         #: client sockets still open (each outbound link owns its UDP socket)
         self._client_sockets: set[asyncio.BaseTransport] = set()
 
@@ -400,23 +399,6 @@ class QuicTransport:
             self._outbox[proto] = bytearray(data)
         else:
             queued += data
-
-    def flush_soon(self) -> None:
-        """Transmit what ``send`` queued after the callbacks already scheduled have run.
-
-        Two hops through the ready queue: a coroutine woken by this step (say, the next
-        ``send`` of a burst) gets to queue its frames too, so they share packets. aioquic
-        costs ~80 µs of CPU per packet, so this roughly halves packets in bursts while
-        adding only one event-loop turn of latency.
-        """
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self.flush()
 
     def flush(self) -> None:
         """Transmit what ``send`` queued: frames queued together share packets."""

@@ -74,7 +74,12 @@ def header_end(raw: bytes) -> int:
 def make_changes(seed: int, n_actors: int = 3, n_steps: int = 25) -> list:  # type: ignore[type-arg]
     """Changes from several actors with merges, so deps vary (0, 1 and several hashes)."""
     rng = random.Random(seed)
-    docs = [Document(actor_id=rng.randbytes(rng.choice([1, 8, 16, 32]))) for _ in range(n_actors)]
+    actors: list[bytes] = []
+    while len(actors) < n_actors:  # distinct: two docs with one actor id would clash
+        actor = rng.randbytes(rng.choice([1, 8, 16, 32]))
+        if actor not in actors:
+            actors.append(actor)
+    docs = [Document(actor_id=actor) for actor in actors]
     for step in range(n_steps):
         i = rng.randrange(n_actors)
         doc = docs[i]

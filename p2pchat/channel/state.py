@@ -44,6 +44,7 @@ from typing import Any
 
 import msgpack
 
+from p2pchat.channel import moderation as mod
 from p2pchat.channel.change import ChangeFormatError, ChangeHeader, parse_change
 from p2pchat.channel.doc import AuthoringDocument, SharedDocument
 from p2pchat.channel.envelope import (
@@ -52,10 +53,11 @@ from p2pchat.channel.envelope import (
     decode_envelope,
     seal_envelope,
 )
+from p2pchat.channel.moderation import ModEvent, ModState
 from p2pchat.channel.ulid import is_ulid, make_ulid, ulid_ms
 from p2pchat.crypto import DecryptionError, blake2b
-from p2pchat.errors import RemoteProtocolError
-from p2pchat.identity import Identity
+from p2pchat.errors import IdentityError, RemoteProtocolError
+from p2pchat.identity import Identity, public_key_from_did
 
 #: Envelopes waiting for missing dependencies, per channel.
 MAX_PENDING = 10_000
@@ -69,7 +71,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -155,6 +157,28 @@ class ReceiveResult:
     equivocation: bool = False
 
 
+def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
+                ) -> dict[str, Any] | str:
+    """The modlog fields of an action, or why it is malformed."""
+    if action not in mod.ACTIONS:
+        return f"unknown moderation action {str(action)[:32]!r}"
+    if type(reason) is not str or len(reason) > mod.MAX_REASON_LENGTH:
+        return f"reason must be at most {mod.MAX_REASON_LENGTH} characters"
+    if action in mod.TARGET_ACTIONS:
+        try:
+            public_key_from_did(target)
+        except (IdentityError, TypeError, AttributeError):
+            return f"{action} needs a member's DID"
+        return {"action": action, "target": target, "reason": reason}
+    if action == "topic":
+        if type(value) is not str or len(value) > mod.MAX_TOPIC_LENGTH:
+            return f"topic must be at most {mod.MAX_TOPIC_LENGTH} characters"
+        return {"action": action, "value": value, "reason": reason}
+    if value not in mod.MODES or type(on) is not bool:
+        return f"mode must be one of {', '.join(mod.MODES)}, set on or off"
+    return {"action": action, "value": value, "on": on, "reason": reason}
+
+
 class ChannelState:
     def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup) -> None:
         self.channel_id = channel_id
@@ -190,6 +214,10 @@ class ChannelState:
         self.current_epoch: bytes | None = None
         #: ids of messages whose visible content changed (drained by the node for indexing)
         self.changed: list[str] = []
+        #: well-formed modlog entries (authority is decided by the fold, over all of them)
+        self.mod_events: list[ModEvent] = []
+        self._mod_state: ModState | None = None
+        self._past_cache: dict[tuple[bytes, bytes], bool] = {}
 
     # --- authoring ------------------------------------------------------------------
 
@@ -248,6 +276,33 @@ class ChannelState:
                                                                            self._actor), on)
         return self._author({"op": "react", "target": target, "emoji": emoji, "on": on,
                              "ts": now_ms}, change, now_ms, randbytes)
+
+    def moderate(self, action: str, now_ms: int, randbytes: RandomBytes, *, target: str = "",
+                 value: str = "", on: bool = True, reason: str = "", check: bool = True
+                 ) -> tuple[Envelope, str]:
+        """Author a moderation action; refused here if it could not count (says why).
+
+        ``check=False`` publishes it anyway: every replica then records it as invalid,
+        with the reason (tests use this to play a hostile or stale author).
+        """
+        fields = _mod_fields(action, target, value, on, reason)
+        if isinstance(fields, str):
+            raise ValueError(fields)
+        state = self.moderation()
+        me = self.identity.did
+        my_rank = state.rank(me)
+        if action in mod.TARGET_ACTIONS:
+            target_rank = mod.OWNER if target == state.owner else state.rank(target)
+            why = mod.check_authority(ModEvent(b"", "", me, action, target), my_rank, target_rank)
+        else:
+            why = "" if my_rank >= mod.MODERATOR else f"{action} needs moderator rank"
+        if why and check:
+            raise ValueError(f"{action} would not count: {why}")
+        entry_id = make_ulid(now_ms, randbytes(10))
+        change = self.authoring.put_entry("modlog", entry_id, {**fields, "by": me})
+        env = self._author({"op": "mod", "id": entry_id, **fields, "ts": now_ms}, change,
+                           now_ms, randbytes)
+        return env, entry_id
 
     def _check_text(self, text: str) -> None:
         if not text or len(text) > MAX_TEXT_LENGTH:
@@ -510,6 +565,8 @@ class ChannelState:
             return self._fold_post(env, op, heads, eff, depth, trusted)
         if kind in ("edit", "delete"):
             return self._fold_edit(env, op, heads, kind)
+        if kind == "mod":
+            return self._fold_mod(env, op, heads)
         if kind == "react":
             target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")
             if not isinstance(target, str) or type(emoji) is not str \
@@ -565,6 +622,30 @@ class ChannelState:
         self.changed.append(msg_id)
         return ""
 
+    def _fold_mod(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        entry_id, action = op.get("id"), op.get("action")
+        if not is_ulid(entry_id) or type(action) is not str:
+            return "malformed moderation entry"
+        assert isinstance(entry_id, str)
+        if ulid_ms(entry_id) != op["ts"]:
+            return "entry id time does not match the operation's time"
+        fields = _mod_fields(action, op.get("target", ""), op.get("value", ""),
+                             op.get("on", True), op.get("reason", ""))
+        if isinstance(fields, str):
+            return fields
+        if self.doc.read_map("modlog", entry_id, heads) != {**fields, "by": env.author}:
+            return "document does not match the moderation entry"
+        if any(e.ulid == entry_id for e in self.mod_events):
+            return "moderation entry id already used"
+        self.mod_events.append(ModEvent(env.id, entry_id, env.author, action,
+                                        fields.get("target", ""), fields.get("value", ""),
+                                        fields.get("on", True), fields["reason"], op["ts"]))
+        self._mod_state = None
+        # visibility may change for the target's posts (or everyone's, for a mode)
+        self.changed += [r.id for r in self.posts.values()
+                         if action == "mode" or r.author == fields.get("target")]
+        return ""
+
     def _fold_edit(self, env: Envelope, op: dict[str, Any], heads: list[bytes], kind: str) -> str:
         msg_id = op.get("id")
         if not isinstance(msg_id, str) or msg_id not in self.messages:
@@ -604,6 +685,8 @@ class ChannelState:
             "reactions": [[t, e, a, d, [list(x) for x in states]]
                           for (t, e, a, d), states in self.reactions.items()],
             "equivocators": [[a, d, s] for (a, d), s in self.equivocators.items()],
+            "mod": [[e.env, e.ulid, e.author, e.action, e.target, e.value, e.on, e.reason, e.ts]
+                    for e in self.mod_events],
         }, use_bin_type=True)
 
     @classmethod
@@ -646,6 +729,7 @@ class ChannelState:
         state.reactions = {(t, e, a, d): [(x[0], x[1]) for x in states]
                            for t, e, a, d, states in snap["reactions"]}
         state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}
+        state.mod_events = [ModEvent(*row) for row in snap["mod"]]
         return state
 
     # --- views ------------------------------------------------------------------------
@@ -655,7 +739,62 @@ class ChannelState:
 
     def hidden(self, record: MessageRecord) -> bool:
         start = self._fork(record.author, record.device)
-        return start is not None and record.seq >= start
+        return (start is not None and record.seq >= start) or bool(self.hidden_why(record))
+
+    def hidden_why(self, record: MessageRecord) -> str:
+        """Why moderation hides this post ('' if it does not)."""
+        if not self.mod_events or record.author == self.founder:
+            return ""
+        return mod.hidden_by(record.author, record.env, self.moderation(), self.in_past)
+
+    def in_past(self, ancestor: bytes, env_id: bytes) -> bool:
+        """``ancestor`` is in the causal past of envelope ``env_id`` (both applied here)."""
+        key = (ancestor, env_id)
+        known = self._past_cache.get(key)
+        if known is None:
+            known = self._past_cache[key] = ancestor != env_id and self.in_causal_past(
+                ancestor, self.envs[env_id].deps)
+        return known
+
+    def moderation(self) -> ModState:
+        """The moderation fold over every modlog entry applied here (cached)."""
+        if self._mod_state is None:
+            self._mod_state = mod.fold(self.founder, self.mod_events, self.in_past)
+        return self._mod_state
+
+    def member_ranks(self) -> list[tuple[str, str]]:
+        """(did, rank) of every author and moderation target: owner, moderator, member,
+        muted or banned; kicked members are left out until they write again."""
+        state = self.moderation()
+        dids = set(self.members()) | {e.target for e in self.mod_events if e.target}
+        out = []
+        for did in sorted(dids):
+            if did in state.banned:
+                out.append((did, "banned"))
+            elif did in state.kicked and not self._wrote_after_kick(did, state):
+                continue
+            elif did in state.muted:
+                out.append((did, "muted"))
+            else:
+                out.append((did, mod.RANK_NAMES[state.rank(did)]))
+        return out
+
+    def _wrote_after_kick(self, did: str, state: ModState) -> bool:
+        kicks = [e.env for e in state.valid if e.action == "kick" and e.target == did]
+        return any(m.author == did and all(self.in_past(k, i) for k in kicks)
+                   for i, m in self.envs.items() if m.status is Status.APPLIED)
+
+    def modlog(self) -> list[dict[str, Any]]:
+        """Every moderation entry in causal order, with whether it counts and why not."""
+        state = self.moderation()
+        rows = []
+        for e in sorted(self.mod_events, key=lambda e: (self.envs[e.env].depth, e.ulid)):
+            verdict = state.verdicts[e.env]
+            rows.append({"id": e.ulid, "envelope": e.env.hex(), "action": e.action,
+                         "target": e.target, "value": e.value, "on": e.on, "by": e.author,
+                         "reason": e.reason, "ts": e.ts, "applied": verdict.applied,
+                         "why": verdict.why})
+        return rows
 
     def visible(self, record: MessageRecord) -> tuple[str, bool, int | None]:
         """(text, deleted, edited) counting only operations before any fork of the device."""

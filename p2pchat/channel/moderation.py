@@ -1,0 +1,231 @@
+"""The moderation fold: ranks, bans, mutes, modes and topic from the modlog (DESIGN §4).
+
+Theory of operation
+-------------------
+Every moderation action is an envelope (operation ``mod``) and a ``modlog``
+entry. :func:`fold` is a pure function of those events and the envelope DAG's
+"happened before" relation; it never looks at timestamps or arrival order, so
+every replica holding the same envelopes computes the same result.
+
+*Ranks.* owner (the founder; nobody outranks it) > moderator > member. Only an
+author who, **in the action's own causal past**, strictly outranks the target
+may act on it; granting moderator needs a rank strictly above moderator, so
+only the owner grants or revokes it. ``topic`` and ``mode`` need moderator.
+
+*Strata.* Because only the owner can make or unmake moderators, validity is
+decided in three strata without any cycle:
+
+1. the owner's actions: valid whenever well formed (no one can remove the owner);
+2. moderators' actions: the author's rank in the action's past follows from
+   valid owner actions alone; the action is **strongly removed** (invalid) if a
+   valid owner action that revokes the author (``deop``, ``ban``, ``kick``) is
+   concurrent with it -- which also defeats back-dating, since a back-dated
+   action is concurrent with the revocation it tries to slip under;
+3. members' actions: a member outranks no one, so every moderation action by a
+   plain member is invalid.
+
+*Resolving a flag* (banned, muted, moderator, a mode, the topic) over a set of
+valid events: take the *frontier*, the events that are not in the causal past
+of another event of the set. A revocation in the frontier wins (ban beats a
+concurrent unban, deop beats a concurrent op, mute beats unmute); an unban
+that causally follows the ban is itself the frontier, so it restores. Values
+without a "stronger" side (topic, mode on/off) take the frontier event with
+the greatest envelope id.
+
+*Hiding posts.* A post by X is hidden if X is banned or muted in the post's own
+causal past, or if a valid ban or mute of X is concurrent with the post (the
+post did not see it: strong removal again, so back-dated posts are hidden),
+or if the channel was ``moderated`` in its past and X was not a moderator.
+Posts in the ban's causal past stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+#: Actions and what they take: a target DID, or a value.
+TARGET_ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "op", "deop")
+VALUE_ACTIONS = ("topic", "mode")
+ACTIONS = TARGET_ACTIONS + VALUE_ACTIONS
+MODES = ("invite-only", "moderated")
+MAX_REASON_LENGTH = 500
+MAX_TOPIC_LENGTH = 500
+
+OWNER, MODERATOR, MEMBER = 3, 2, 1
+RANK_NAMES = {OWNER: "owner", MODERATOR: "moderator", MEMBER: "member"}
+#: actions that take a moderator's rank away (strong removal of its concurrent actions)
+REVOKES = ("deop", "ban", "kick")
+
+#: ``in_past(a, b)``: envelope ``a`` is in the causal past of envelope ``b`` (a != b)
+InPast = Callable[[bytes, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ModEvent:
+    """One well-formed modlog entry (structure already checked; authority not yet)."""
+
+    env: bytes  # envelope id: the attribution, and the tie-breaker
+    ulid: str
+    author: str
+    action: str
+    target: str = ""  # DID, for TARGET_ACTIONS
+    value: str = ""  # topic text or mode name
+    on: bool = True  # mode set or cleared
+    reason: str = ""
+    ts: int = 0  # author's clock: shown, never used to decide anything
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    applied: bool
+    why: str = ""
+
+
+@dataclass
+class ModState:
+    """The fold's result over the whole known DAG."""
+
+    owner: str
+    moderators: set[str] = field(default_factory=set)
+    banned: set[str] = field(default_factory=set)
+    muted: set[str] = field(default_factory=set)
+    kicked: set[str] = field(default_factory=set)
+    modes: dict[str, bool] = field(default_factory=dict)
+    topic: str = ""
+    verdicts: dict[bytes, Verdict] = field(default_factory=dict)
+    #: valid events, by envelope id (the input to post hiding)
+    valid: list[ModEvent] = field(default_factory=list)
+
+    def rank(self, did: str) -> int:
+        if did == self.owner:
+            return OWNER
+        return MODERATOR if did in self.moderators else MEMBER
+
+
+def _frontier(events: list[ModEvent], in_past: InPast) -> list[ModEvent]:
+    return [e for e in events
+            if not any(o is not e and in_past(e.env, o.env) for o in events)]
+
+
+def _flag(events: list[ModEvent], strong: str, weak: str, in_past: InPast) -> bool | None:
+    """Resolve ``strong``/``weak`` events (e.g. ban/unban): True, False, or None if none."""
+    relevant = [e for e in events if e.action in (strong, weak)]
+    if not relevant:
+        return None
+    return any(e.action == strong for e in _frontier(relevant, in_past))
+
+
+def _latest(events: list[ModEvent], in_past: InPast) -> ModEvent | None:
+    """The frontier event with the greatest envelope id (for values with no strong side)."""
+    front = _frontier(events, in_past)
+    return max(front, key=lambda e: e.env) if front else None
+
+
+def _is_moderator(did: str, owner_events: list[ModEvent], in_past: InPast) -> bool:
+    """Moderator rank from valid owner events: op, unless a revocation is in the frontier."""
+    relevant = [e for e in owner_events if e.target == did and e.action in ("op", *REVOKES)]
+    if not relevant:
+        return False
+    return all(e.action == "op" for e in _frontier(relevant, in_past))
+
+
+def check_authority(event: ModEvent, author_rank: int, target_rank: int) -> str:
+    """Why ``event`` may not count given the ranks in its past ('' if it may)."""
+    if event.action in VALUE_ACTIONS:
+        return "" if author_rank >= MODERATOR else f"{event.action} needs moderator rank"
+    if event.target == event.author:
+        return "acting on oneself"
+    if author_rank <= target_rank:
+        return (f"author ({RANK_NAMES[author_rank]}) does not outrank the target "
+                f"({RANK_NAMES[target_rank]})")
+    if event.action in ("op", "deop") and author_rank <= MODERATOR:
+        return "granting or revoking moderator needs a rank above moderator"
+    if author_rank < MODERATOR:
+        return "needs moderator rank"
+    return ""
+
+
+def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
+    """Validate every event against its causal past and resolve the state of the channel."""
+    todo = sorted(events, key=lambda e: e.env)
+    state = ModState(owner)
+    owner_valid: list[ModEvent] = []
+    rest: list[ModEvent] = []
+    # stratum 1: the owner outranks everyone, so only acting on itself is refused
+    for e in todo:
+        if e.author != owner:
+            rest.append(e)
+            continue
+        why = check_authority(e, OWNER, OWNER if e.target == owner else MEMBER) \
+            if e.action in TARGET_ACTIONS else ""
+        state.verdicts[e.env] = Verdict(not why, why)
+        if not why:
+            owner_valid.append(e)
+    # stratum 2 and 3: everyone else; ranks in an event's past come from owner events
+    others_valid: list[ModEvent] = []
+    for e in rest:
+        past_owner = [o for o in owner_valid if in_past(o.env, e.env)]
+        author_rank = MODERATOR if _is_moderator(e.author, past_owner, in_past) else MEMBER
+        if author_rank < MODERATOR:
+            why = "needs moderator rank"
+        else:
+            target_rank = (OWNER if e.target == owner else
+                           MODERATOR if _is_moderator(e.target, past_owner, in_past) else MEMBER)
+            if e.action not in TARGET_ACTIONS:
+                target_rank = MEMBER
+            why = check_authority(e, author_rank, target_rank)
+        if not why:
+            revoked = [r for r in owner_valid if r.target == e.author and r.action in REVOKES
+                       and not in_past(r.env, e.env) and not in_past(e.env, r.env)]
+            if revoked:
+                why = (f"author's rank was revoked ({revoked[0].action}) concurrently "
+                       "(strong removal)")
+        state.verdicts[e.env] = Verdict(not why, why)
+        if not why:
+            others_valid.append(e)
+    valid = sorted(owner_valid + others_valid, key=lambda e: e.env)
+    state.valid = valid
+    for did in {e.target for e in valid if e.target}:
+        mine = [e for e in valid if e.target == did]
+        if _is_moderator(did, owner_valid, in_past) and did != owner:
+            state.moderators.add(did)
+        if _flag(mine, "ban", "unban", in_past):
+            state.banned.add(did)
+        if _flag(mine, "mute", "unmute", in_past):
+            state.muted.add(did)
+        kicks = [e for e in mine if e.action == "kick"]
+        if kicks:
+            state.kicked.add(did)  # until they write again after it (see ChannelState)
+    for mode in MODES:
+        last = _latest([e for e in valid if e.action == "mode" and e.value == mode], in_past)
+        state.modes[mode] = bool(last and last.on)
+    topic = _latest([e for e in valid if e.action == "topic"], in_past)
+    state.topic = topic.value if topic else ""
+    return state
+
+
+def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str:
+    """Why moderation hides the post ``post`` by ``author`` ('' if it does not)."""
+    if author == state.owner:
+        return ""
+    mine = [e for e in state.valid if e.target == author]
+    for strong, weak in (("ban", "unban"), ("mute", "unmute")):
+        relevant = [e for e in mine if e.action in (strong, weak)]
+        if not relevant:
+            continue
+        past = [e for e in relevant if in_past(e.env, post)]
+        if _flag(past, strong, weak, in_past):
+            return f"author {strong}ned before posting"
+        if any(e.action == strong and not in_past(post, e.env) and not in_past(e.env, post)
+               for e in relevant):
+            return f"author {strong}ned concurrently (strong removal)"
+    moderated = [e for e in state.valid if e.action == "mode" and e.value == "moderated"
+                 and in_past(e.env, post)]
+    last = _latest(moderated, in_past)
+    if last is not None and last.on:
+        owner_events = [e for e in state.valid if e.author == state.owner
+                        and in_past(e.env, post)]
+        if not _is_moderator(author, owner_events, in_past):
+            return "channel was moderated and the author is not a moderator"
+    return ""

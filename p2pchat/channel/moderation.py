@@ -32,11 +32,18 @@ that causally follows the ban is itself the frontier, so it restores. Values
 without a "stronger" side (topic, mode on/off) take the frontier event with
 the greatest envelope id.
 
+*Membership.* In an open channel (the default) the channel key is the
+capability: anyone who writes is a member, and ``kick`` lists them as gone
+until they write again (IRC semantics). In ``invite-only`` mode a moderator
+``add``s each member; a post whose author was not added (or was kicked
+after the add) in the post's causal past is hidden, unless the author is a
+moderator or the owner there.
+
 *Hiding posts.* A post by X is hidden if X is banned or muted in the post's own
 causal past, or if a valid ban or mute of X is concurrent with the post (the
 post did not see it: strong removal again, so back-dated posts are hidden),
-or if the channel was ``moderated`` in its past and X was not a moderator.
-Posts in the ban's causal past stay.
+or if the channel was ``moderated`` in its past and X was not a moderator, or
+``invite-only`` and X was not a member. Posts in the ban's causal past stay.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 #: Actions and what they take: a target DID, or a value.
-TARGET_ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "op", "deop")
+TARGET_ACTIONS = ("add", "kick", "ban", "unban", "mute", "unmute", "op", "deop")
 VALUE_ACTIONS = ("topic", "mode")
 ACTIONS = TARGET_ACTIONS + VALUE_ACTIONS
 MODES = ("invite-only", "moderated")
@@ -220,12 +227,20 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
         if any(e.action == strong and not in_past(post, e.env) and not in_past(e.env, post)
                for e in relevant):
             return f"author {strong}ned concurrently (strong removal)"
-    moderated = [e for e in state.valid if e.action == "mode" and e.value == "moderated"
-                 and in_past(e.env, post)]
-    last = _latest(moderated, in_past)
+    modes = {mode: _latest([e for e in state.valid if e.action == "mode" and e.value == mode
+                            and in_past(e.env, post)], in_past) for mode in MODES}
+    if not any(last is not None and last.on for last in modes.values()):
+        return ""
+    owner_events = [e for e in state.valid if e.author == state.owner and in_past(e.env, post)]
+    if _is_moderator(author, owner_events, in_past):
+        return ""
+    last = modes["moderated"]
     if last is not None and last.on:
-        owner_events = [e for e in state.valid if e.author == state.owner
-                        and in_past(e.env, post)]
-        if not _is_moderator(author, owner_events, in_past):
-            return "channel was moderated and the author is not a moderator"
+        return "channel was moderated and the author is not a moderator"
+    last = modes["invite-only"]
+    if last is not None and last.on:
+        # a kick beats a concurrent add; None: never added
+        kicked = _flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
+        if kicked is not False:
+            return "channel was invite-only and the author was not added"
     return ""

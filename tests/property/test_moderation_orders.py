@@ -135,10 +135,30 @@ def modes_and_topic() -> World:
     return w
 
 
+def invite_only() -> World:
+    w = World(19)
+    w.act("op mod", "owner", "op", "mod")
+    w.post("open channel", "user2")
+    w.sync_all()
+    w.act("invite-only", "owner", "mode", value="invite-only")
+    w.sync_all()
+    w.act("add user", "mod", "add", "user")
+    w.sync_all()
+    w.post("added", "user")
+    w.post("not added", "user2")
+    w.sync_all()
+    w.act("kick user", "mod", "kick", "user")
+    w.act("add user again", "owner", "add", "user")  # concurrent: the kick wins
+    w.sync_all()
+    w.post("after kick", "user")
+    w.sync_all()
+    return w
+
+
 SCENARIOS: dict[str, Callable[[], World]] = {
     f.__name__: f for f in (concurrent_ban_and_unban, unban_after_ban, revoked_moderator,
                             back_dated_ban, mutual_bans, rank_rules, posts_around_a_ban,
-                            modes_and_topic)
+                            modes_and_topic, invite_only)
 }
 
 
@@ -213,6 +233,13 @@ def test_modes_and_topic() -> None:
     assert o.topic in ("owner's topic", "mod's topic")  # concurrent: decided by envelope id
     assert ("mod in moderated", "member again") == o.visible
     assert (("invite-only", False), ("moderated", False)) == o.modes
+
+
+def test_invite_only_shows_added_members_only() -> None:
+    o = outcome(w := played("invite_only"), w.replicas["user2"])
+    assert o.applied("add user") and o.applied("kick user") and o.applied("add user again")
+    assert ("open channel", "added") == o.visible
+    assert (("invite-only", True), ("moderated", False)) == o.modes
 
 
 def test_every_merged_replica_agrees() -> None:

@@ -115,7 +115,7 @@ def _frontier(events: list[ModEvent], in_past: InPast) -> list[ModEvent]:
             if not any(o is not e and in_past(e.env, o.env) for o in events)]
 
 
-def _flag(events: list[ModEvent], strong: str, weak: str, in_past: InPast) -> bool | None:
+def resolve_flag(events: list[ModEvent], strong: str, weak: str, in_past: InPast) -> bool | None:
     """Resolve ``strong``/``weak`` events (e.g. ban/unban): True, False, or None if none."""
     relevant = [e for e in events if e.action in (strong, weak)]
     if not relevant:
@@ -197,9 +197,9 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
         mine = [e for e in valid if e.target == did]
         if _is_moderator(did, owner_valid, in_past) and did != owner:
             state.moderators.add(did)
-        if _flag(mine, "ban", "unban", in_past):
+        if resolve_flag(mine, "ban", "unban", in_past):
             state.banned.add(did)
-        if _flag(mine, "mute", "unmute", in_past):
+        if resolve_flag(mine, "mute", "unmute", in_past):
             state.muted.add(did)
         kicks = [e for e in mine if e.action == "kick"]
         if kicks:
@@ -222,11 +222,12 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
         if not relevant:
             continue
         past = [e for e in relevant if in_past(e.env, post)]
-        if _flag(past, strong, weak, in_past):
-            return f"author {strong}ned before posting"
+        done = {"ban": "banned", "mute": "muted"}[strong]
+        if resolve_flag(past, strong, weak, in_past):
+            return f"author {done} before posting"
         if any(e.action == strong and not in_past(post, e.env) and not in_past(e.env, post)
                for e in relevant):
-            return f"author {strong}ned concurrently (strong removal)"
+            return f"author {done} concurrently (strong removal)"
     modes = {mode: _latest([e for e in state.valid if e.action == "mode" and e.value == mode
                             and in_past(e.env, post)], in_past) for mode in MODES}
     if not any(last is not None and last.on for last in modes.values()):
@@ -240,7 +241,7 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
     last = modes["invite-only"]
     if last is not None and last.on:
         # a kick beats a concurrent add; None: never added
-        kicked = _flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
+        kicked = resolve_flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
         if kicked is not False:
             return "channel was invite-only and the author was not added"
     return ""

@@ -92,6 +92,9 @@ class Status(Enum):
     APPLIED = "applied"
     INVALID = "invalid"  # applied to the document, but its operation broke a rule
     QUARANTINED = "quarantined"  # equivocation: kept as evidence, not applied
+    #: its author was banned in its causal past: kept (later envelopes may depend on it,
+    #: and sync must not fetch it again) but not applied, shown or pushed to peers
+    REFUSED = "refused"
 
 
 class Rejected(RemoteProtocolError):
@@ -152,6 +155,8 @@ class ReceiveResult:
     applied: list[Envelope] = field(default_factory=list)
     #: stored as evidence of an equivocation, not applied
     quarantined: list[Envelope] = field(default_factory=list)
+    #: stored but not applied: the author was banned in the envelope's causal past
+    refused: list[Envelope] = field(default_factory=list)
     pending: bool = False
     duplicate: bool = False
     equivocation: bool = False
@@ -217,6 +222,7 @@ class ChannelState:
         #: well-formed modlog entries (authority is decided by the fold, over all of them)
         self.mod_events: list[ModEvent] = []
         self._mod_state: ModState | None = None
+        self._recheck_refused = False
         self._past_cache: dict[tuple[bytes, bytes], bool] = {}
 
     # --- authoring ------------------------------------------------------------------
@@ -244,6 +250,7 @@ class ChannelState:
     def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
              ) -> tuple[Envelope, str]:
         self._check_text(text)
+        self._check_may_write()
         if reply_to and reply_to not in self.messages:
             raise ValueError(f"no message {reply_to} to reply to")
         msg_id = make_ulid(now_ms, randbytes(10))
@@ -255,12 +262,14 @@ class ChannelState:
 
     def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_text(text)
+        self._check_may_write()
         self._own_message(msg_id)
         change = self.authoring.update_entry("messages", msg_id, {"text": text, "edited": now_ms})
         return self._author({"op": "edit", "id": msg_id, "text": text, "ts": now_ms}, change,
                             now_ms, randbytes)
 
     def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
+        self._check_may_write(posting=False)
         self._own_message(msg_id)
         change = self.authoring.update_entry("messages", msg_id, {"text": "", "deleted": True})
         return self._author({"op": "delete", "id": msg_id, "ts": now_ms}, change, now_ms,
@@ -270,6 +279,7 @@ class ChannelState:
               ) -> Envelope:
         if target not in self.messages:
             raise ValueError(f"no message {target}")
+        self._check_may_write()
         if not emoji or len(emoji) > MAX_EMOJI_LENGTH or not emoji.isprintable():
             raise ValueError("invalid reaction")
         change = self.authoring.put_scalar("reactions", self._reaction_key(target, emoji,
@@ -288,6 +298,8 @@ class ChannelState:
         fields = _mod_fields(action, target, value, on, reason)
         if isinstance(fields, str):
             raise ValueError(fields)
+        if check:
+            self._check_may_write(posting=False)
         state = self.moderation()
         me = self.identity.did
         my_rank = state.rank(me)
@@ -320,6 +332,21 @@ class ChannelState:
     def _reaction_key(target: str, emoji: str, actor: bytes) -> str:
         return f"{target}:{emoji}:{actor.hex()}"
 
+    def _check_may_write(self, posting: bool = True) -> None:
+        """Refuse a write that every replica would refuse or hide (says why)."""
+        me = self.identity.did
+        if not self.mod_events or me == self.founder:
+            return
+        state = self.moderation()
+        if me in state.banned:
+            raise ValueError("you are banned from this channel")
+        if posting:
+            # a post after everything we know: everything valid is in its causal past
+            why = mod.hidden_by(me, b"", state, lambda a, b: b == b"" if b"" in (a, b)
+                                else self.in_past(a, b))
+            if why:
+                raise ValueError(f"your message would be hidden: {why.replace('author', 'you')}")
+
     def _author(self, op: dict[str, Any], change: bytes, now_ms: int,
                 randbytes: RandomBytes) -> Envelope:
         env = self._seal(op, change, randbytes)
@@ -332,6 +359,8 @@ class ChannelState:
         self._admit(env, op, change, header, result, trusted=True)
         if not result.applied or self.envs[env.id].status is not Status.APPLIED:
             raise RuntimeError(f"own envelope did not apply: {self.envs[env.id].why}")
+        if self._recheck_refused:  # our own unban, say: refused envelopes may apply now
+            self._readmit(ReceiveResult())
         return env
 
     def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes) -> Envelope:
@@ -390,7 +419,33 @@ class ChannelState:
         result = ReceiveResult()
         self._admit(env, op, change, header, result)
         self._drain(env.id, result)
+        if self._recheck_refused:
+            self._readmit(result)
         return result
+
+    def _refusal(self, env: Envelope) -> str:
+        """Why ``env`` (all deps here) is refused: its author was banned in its past."""
+        if not self.mod_events or env.author == self.founder:
+            return ""
+        bans = [e for e in self.moderation().valid
+                if e.target == env.author and e.action in ("ban", "unban")]
+        if not bans:
+            return ""
+        past = [e for e in bans if self.in_causal_past(e.env, env.deps)]
+        if mod.resolve_flag(past, "ban", "unban", self.in_past):
+            return "author was banned in the envelope's causal past"
+        return ""
+
+    def _readmit(self, result: ReceiveResult) -> None:
+        """The fold changed: apply refused envelopes whose author is no longer banned."""
+        self._recheck_refused = False
+        for env_id in [i for i in self.log if self.envs[i].status is Status.REFUSED]:
+            env = decode_envelope(self.raw[env_id])
+            if self._refusal(env):
+                continue
+            op, change, header = self._open(env)
+            meta = self.envs[env_id]
+            self._apply(env, op, change, header, result, meta.eff, meta.depth)
 
     def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes, ChangeHeader]:
         key = self._keys(env.epoch)
@@ -472,6 +527,15 @@ class ChannelState:
             result.quarantined.append(env)
             result.equivocation = True
             return
+        refusal = self._refusal(env)
+        if refusal:
+            self._record(env, header.hash, Status.REFUSED, eff, depth, refusal)
+            result.refused.append(env)
+            return
+        self._apply(env, op, change, header, result, eff, depth, trusted)
+
+    def _apply(self, env: Envelope, op: dict[str, Any], change: bytes, header: ChangeHeader,
+               result: ReceiveResult, eff: int, depth: int, trusted: bool = False) -> None:
         self.doc.apply(change)
         if header.hash not in self.doc.doc.get_heads():
             raise Rejected("automerge could not apply the change")  # document unchanged
@@ -479,7 +543,12 @@ class ChannelState:
         if (own or op["op"] == "genesis") and self._actor_change_missing(header.hash):
             self.authoring.apply(change)  # our authoring document: genesis + our changes
         why = self._fold(env, op, header.hash, eff, depth, trusted)
-        self._record(env, header.hash, Status.INVALID if why else Status.APPLIED, eff, depth, why)
+        status = Status.INVALID if why else Status.APPLIED
+        meta = self.envs.get(env.id)
+        if meta is not None:  # a refused envelope admitted after all (see _readmit)
+            meta.status, meta.why = status, why
+        else:
+            self._record(env, header.hash, status, eff, depth, why)
         if op["op"] == "genesis":
             self.genesis_id, self.genesis_hash = env.id, header.hash
         result.applied.append(env)
@@ -641,6 +710,7 @@ class ChannelState:
                                         fields.get("target", ""), fields.get("value", ""),
                                         fields.get("on", True), fields["reason"], op["ts"]))
         self._mod_state = None
+        self._recheck_refused = any(m.status is Status.REFUSED for m in self.envs.values())
         # visibility may change for the target's posts (or everyone's, for a mode)
         self.changed += [r.id for r in self.posts.values()
                          if action == "mode" or r.author == fields.get("target")]

@@ -367,7 +367,54 @@ def members(channel: ChannelArg, as_json: JsonOption = False) -> None:
         emit_json(result)
     else:
         for m in result:
-            typer.echo(f"{m['did']}  {m['rank']}")
+            typer.echo(f"{m['did']}  {m['rank']}{'  (online)' if m.get('online') else ''}")
+
+
+MOD_ACTIONS = ("add", "kick", "ban", "unban", "mute", "unmute", "op", "deop", "topic", "mode")
+
+
+@app.command("mod")
+def mod_command(
+    action: Annotated[str, typer.Argument(
+        metavar="ACTION", help="add kick ban unban mute unmute op deop, or topic, mode.")],
+    channel: ChannelArg,
+    arg: Annotated[str, typer.Argument(
+        metavar="DID|TEXT|MODE", help="The member's DID; the topic text for 'topic'; "
+        "'invite-only' or 'moderated' for 'mode'.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown in the modlog).")] = "",
+    off: Annotated[bool, typer.Option("--off", help="For 'mode': clear the mode.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Moderate a channel; refused with the reason if the action would not count."""
+    if action not in MOD_ACTIONS:
+        raise typer.BadParameter(f"ACTION must be one of {', '.join(MOD_ACTIONS)}",
+                                 param_hint="ACTION")
+    params: dict[str, Any] = {"channel": channel, "action": action, "reason": reason,
+                              "on": not off}
+    params["value" if action in ("topic", "mode") else "target"] = arg
+    result = control("mod", params)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"{action} recorded as {result['id']}")
+
+
+@app.command()
+def modlog(channel: ChannelArg, as_json: JsonOption = False) -> None:
+    """Every moderation action, in causal order, with whether it counts and why not."""
+    result = control("modlog", {"channel": channel})
+    if as_json:
+        emit_json(result)
+        return
+    import datetime
+
+    for e in result:
+        when = datetime.datetime.fromtimestamp(e["ts"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        what = e["target"] or (safe(e["value"]) + ("" if e["on"] else " off"))
+        verdict = "applied" if e["applied"] else f"INVALID: {e['why']}"
+        reason = f"  ({safe(e['reason'])})" if e["reason"] else ""
+        typer.echo(f"{when}  {e['by'][-8:]}  {e['action']} {what}{reason}  -> {verdict}"
+                   f"  [{e['id']}]")
 
 
 @app.command()

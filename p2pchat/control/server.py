@@ -57,6 +57,8 @@ class ControlServer:
             "history": self._history,
             "search": self._search,
             "members": self._members,
+            "mod": self._mod,
+            "modlog": self._modlog,
             "stop": self._stop,
         }
 
@@ -294,9 +296,32 @@ class ControlServer:
         return self._views(channel, set(ids), limit)
 
     async def _members(self, params: dict[str, Any]) -> Any:
+        channel = self._channel(params)
+        state = self.node.core.hub.get(channel)
+        online = set(self.node.core.hub.shared_with(channel)) | {self.node.identity.did}
+        return [{"did": did, "rank": rank, "online": did in online}
+                for did, rank in state.member_ranks()]
+
+    async def _mod(self, params: dict[str, Any]) -> Any:
+        channel = self._channel(params)
+        action = self._text(params, "action")
+        on = params.get("on", True)
+        if type(on) is not bool:
+            raise LocalError("on must be true or false")
+        reason = params.get("reason", "")
+        if not isinstance(reason, str):
+            raise LocalError("reason must be text")
+        target = params.get("target", "")
+        value = params.get("value", "")
+        if not isinstance(target, str) or not isinstance(value, str):
+            raise LocalError("target and value must be text")
+        result = await self.node.moderate(channel, action, target=target, value=value, on=on,
+                                          reason=reason)
+        return {"id": result["id"], "action": action, "channel": format_channel_id(channel)}
+
+    async def _modlog(self, params: dict[str, Any]) -> Any:
         state = self.node.core.hub.get(self._channel(params))
-        return [{"did": did, "rank": "owner" if did == state.founder else "member"}
-                for did in state.members()]
+        return state.modlog()
 
     async def _stop(self, params: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_soon(self._on_stop)

@@ -36,6 +36,7 @@ from p2pchat.core.events import (
     IndexMessages,
     JoinRequested,
     MessageOpRequested,
+    ModRequested,
     PersistChannel,
     PersistEnvelopes,
     PersistSnapshot,
@@ -85,6 +86,8 @@ class _LinkChannels:
     topics: dict[bytes, bytes]  # my topic -> channel id, for this link's session
     shared: set[bytes]
     by_channel: dict[bytes, bytes] = field(default_factory=dict)  # channel id -> topic
+    #: channels this peer is banned from: no sync, and its frames for them are ignored
+    refused: set[bytes] = field(default_factory=set)
 
 
 class ChannelHub:
@@ -107,6 +110,8 @@ class ChannelHub:
         #: own envelopes of held writes, per channel, not pushed to links yet
         self._held: dict[bytes, list[bytes]] = {}
         self._held_count = 0
+        #: channels whose held push carries a ban: cut the banned peers off after it
+        self._drop_after_flush: set[bytes] = set()
 
     # --- queries ------------------------------------------------------------------
 
@@ -246,9 +251,53 @@ class ChannelHub:
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
+    def moderate(self, ev: ModRequested) -> list[Effect]:
+        state = self.channels.get(ev.channel)
+        if state is None:
+            return [ChannelAnswer(ev.request_id, None, "unknown channel")]
+        if state.genesis_id is None:
+            return [ChannelAnswer(ev.request_id, None,
+                                  "channel not synced yet: no peer has sent its history")]
+        try:
+            env, entry = state.moderate(ev.action, ev.wall_ms, self._randbytes,
+                                        target=ev.target, value=ev.value, on=ev.on,
+                                        reason=ev.reason)
+        except ValueError as exc:
+            return [ChannelAnswer(ev.request_id, None, str(exc))]
+        effects = self._readmit_unbanned(ev.channel)
+        effects += self._after_apply(state, [(env.id, state.raw[env.id])], source=None,
+                                     own=True, hold=ev.hold)
+        if ev.hold:  # the push waits for FlushHeld: cut banned peers off after it
+            self._drop_after_flush.add(ev.channel)
+        else:
+            self._drop_banned(ev.channel)
+        effects.append(ChannelAnswer(ev.request_id, {"id": entry, "action": ev.action}, None))
+        return effects
+
+    def _readmit_unbanned(self, channel: bytes) -> list[Effect]:
+        """Resume syncing ``channel`` with peers no longer banned (before a push, so an
+        unban reaches the peer it concerns)."""
+        banned = self.channels[channel].moderation().banned
+        effects: list[Effect] = []
+        for lc in self._links.values():
+            if channel in lc.refused and lc.link.peer_did not in banned:
+                lc.refused.discard(channel)
+                lc.shared.add(channel)
+                effects.append(self._summary(lc, channel))
+        return effects
+
+    def _drop_banned(self, channel: bytes) -> None:
+        """Stop syncing ``channel`` with banned peers (after a push, so a ban reaches the
+        peer it concerns and its node knows why it is cut off)."""
+        banned = self.channels[channel].moderation().banned
+        for lc in self._links.values():
+            if channel in lc.shared and lc.link.peer_did in banned:
+                lc.shared.discard(channel)
+                lc.refused.add(channel)
+
     @property
     def holding(self) -> bool:
-        return self._held_count > 0
+        return self._held_count > 0 or bool(self._drop_after_flush)
 
     def flush_held(self) -> list[Effect]:
         """Push the envelopes of held writes: one frame per link and channel, not one each."""
@@ -257,6 +306,9 @@ class ChannelHub:
         for channel, raws in held.items():
             if channel in self.channels:
                 effects += self._push(channel, raws, source=None, own=True)
+        drop, self._drop_after_flush = self._drop_after_flush, set()
+        for channel in drop:
+            self._drop_banned(channel)
         return effects
 
     # --- links --------------------------------------------------------------------
@@ -287,6 +339,8 @@ class ChannelHub:
             return []
         if isinstance(frame, Subscribe):
             return self._on_subscribe(lc, frame)
+        if isinstance(frame, (Summary, Envelopes)) and lc.topics.get(frame.topic) in lc.refused:
+            return []
         if isinstance(frame, Summary):
             return self._on_summary(lc, frame)
         if isinstance(frame, Envelopes):
@@ -295,9 +349,12 @@ class ChannelHub:
 
     def _on_subscribe(self, lc: _LinkChannels, frame: Subscribe) -> list[Effect]:
         theirs = set(frame.topics)
-        newly = {c for t, c in lc.topics.items() if t in theirs} - lc.shared
-        lc.shared |= newly
-        return [self._summary(lc, c) for c in sorted(newly)]
+        newly = {c for t, c in lc.topics.items() if t in theirs} - lc.shared - lc.refused
+        # a peer banned from a channel gets nothing of it, and what it sends is ignored
+        refused = {c for c in newly if lc.link.peer_did in self.channels[c].moderation().banned}
+        lc.refused |= refused
+        lc.shared |= newly - refused
+        return [self._summary(lc, c) for c in sorted(newly - refused)]
 
     def _summary(self, lc: _LinkChannels, channel: bytes) -> Effect:
         state = self.channels[channel]
@@ -384,6 +441,8 @@ class ChannelHub:
         (applied, stored and forwarded)."""
         state = self.channels[channel]
         stored: list[tuple[bytes, bytes]] = []
+        refused: list[tuple[bytes, bytes]] = []  # stored, never pushed (banned authors)
+        mod_events = len(state.mod_events)
         pending_evidence: list[Effect] = []
         parked = False
         error: RemoteProtocolError | None = None
@@ -401,13 +460,20 @@ class ChannelHub:
                 break
             parked |= result.pending
             stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
+            refused += [(e.id, state.raw[e.id]) for e in result.refused]
             if result.equivocation:
                 # the source may hold only one branch: give it all the evidence we have
                 evidence = [i for i in state.log
                             if (state.envs[i].author, state.envs[i].device)
                             in state.equivocators]
                 pending_evidence += self._send_envelopes(lc, channel, evidence)
-        effects = self._after_apply(state, stored, source=lc.link.link_id)
+        moderated = len(state.mod_events) != mod_events
+        effects = self._readmit_unbanned(channel) if moderated else []
+        effects += self._after_apply(state, stored, source=lc.link.link_id)
+        if moderated:
+            self._drop_banned(channel)
+        if refused:
+            effects.append(PersistEnvelopes(channel, tuple(refused)))
         if error is not None:
             return effects + lc.link.close(error.code, str(error))
         effects += pending_evidence

@@ -269,6 +269,21 @@ class MessageOpRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ModRequested(Event):
+    """A moderation action by this node's user (DESIGN §4)."""
+
+    request_id: int
+    channel: bytes
+    action: str
+    wall_ms: int
+    target: str = ""  # a DID, for add/kick/ban/unban/mute/unmute/op/deop
+    value: str = ""  # the topic, or the mode's name
+    on: bool = True  # mode set (True) or cleared
+    reason: str = ""
+    hold: bool = False  # as SendRequested.hold
+
+
+@dataclass(frozen=True, slots=True)
 class PersistChannel(Effect):
     channel: bytes
     name: str

@@ -46,6 +46,7 @@ from p2pchat.core.events import (
     LinkEstablished,
     LinkLost,
     MessageOpRequested,
+    ModRequested,
     PeerConnected,
     PeerDisconnected,
     PingFinished,
@@ -164,6 +165,8 @@ class NodeCore:
             return self.hub.send(event)
         if isinstance(event, MessageOpRequested):
             return self.hub.message_op(event)
+        if isinstance(event, ModRequested):
+            return self.hub.moderate(event)
         if isinstance(event, ChannelCreateRequested):
             return self.hub.create(event)
         if isinstance(event, JoinRequested):

@@ -45,6 +45,7 @@ from p2pchat.core.events import (
     LinkEstablished,
     LinkLost,
     MessageOpRequested,
+    ModRequested,
     PeerConnected,
     PeerDisconnected,
     PersistChannel,
@@ -265,6 +266,12 @@ class Node:
         return await self._request(lambda r: MessageOpRequested(
             r, channel, op, msg_id, _wall_ms(), text, emoji, on, hold=True))
 
+    async def moderate(self, channel: bytes, action: str, *, target: str = "", value: str = "",
+                       on: bool = True, reason: str = "") -> dict[str, Any]:
+        """Publish a moderation action (refused with the reason if it would not count)."""
+        return await self._request(lambda r: ModRequested(
+            r, channel, action, _wall_ms(), target, value, on, reason, hold=True))
+
     def make_invite(self, channel: bytes) -> str:
         hub = self.core.hub
         key = hub.keys[channel]
@@ -329,7 +336,7 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
-        if isinstance(event, (SendRequested, MessageOpRequested)):
+        if isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
             self._cork()  # app writes come in bursts: let them share frames and packets
         else:
             self.transport.flush()  # answers to the network and pings go out at once

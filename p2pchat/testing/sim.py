@@ -114,6 +114,7 @@ from p2pchat.core.events import (
     JoinRequested,
     LinkEstablished,
     LinkLost,
+    ModRequested,
     PeerConnected,
     PeerDisconnected,
     PersistChannel,
@@ -554,6 +555,17 @@ class SimNetwork:
         msg_id = result["id"]
         assert isinstance(msg_id, str)
         return msg_id
+
+    def moderate(self, name: str, channel: bytes, action: str, target: str = "", *,
+                 value: str = "", on: bool = True, reason: str = "") -> str:
+        """``name`` publishes a moderation action (``target``: a node name); returns its id."""
+        rid = self._request_id()
+        did = self.nodes[target].did if target else ""
+        result = self._answer(name, ModRequested(rid, channel, action, self.wall_ms(name), did,
+                                                 value, on, reason), rid)
+        entry = result["id"]
+        assert isinstance(entry, str)
+        return entry
 
     # --- faults ------------------------------------------------------------------------------
 

@@ -81,6 +81,10 @@ class ModEvent:
     on: bool = True  # mode set or cleared
     reason: str = ""
     ts: int = 0  # author's clock: shown, never used to decide anything
+    #: the author's device and the envelope's seq on it, if known: a device's envelopes
+    #: form a chain, so of one device's events only the highest seq can be in a frontier
+    device: bytes = b""
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,8 @@ class ModState:
     verdicts: dict[bytes, Verdict] = field(default_factory=dict)
     #: valid events, by envelope id (the input to post hiding)
     valid: list[ModEvent] = field(default_factory=list)
+    #: valid events by their target DID
+    by_target: dict[str, list[ModEvent]] = field(default_factory=dict)
 
     def rank(self, did: str) -> int:
         if did == self.owner:
@@ -111,8 +117,19 @@ class ModState:
 
 
 def _frontier(events: list[ModEvent], in_past: InPast) -> list[ModEvent]:
-    return [e for e in events
-            if not any(o is not e and in_past(e.env, o.env) for o in events)]
+    """The events not in the causal past of another one."""
+    latest: dict[tuple[str, bytes], ModEvent] = {}
+    rest: list[ModEvent] = []
+    for e in events:  # a device's chain is linear: only its highest seq can be maximal
+        if e.seq:
+            key = (e.author, e.device)
+            if key not in latest or latest[key].seq < e.seq:
+                latest[key] = e
+        else:
+            rest.append(e)
+    candidates = list(latest.values()) + rest
+    return [e for e in candidates
+            if not any(o is not e and in_past(e.env, o.env) for o in candidates)]
 
 
 def resolve_flag(events: list[ModEvent], strong: str, weak: str, in_past: InPast) -> bool | None:
@@ -193,8 +210,10 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
             others_valid.append(e)
     valid = sorted(owner_valid + others_valid, key=lambda e: e.env)
     state.valid = valid
-    for did in {e.target for e in valid if e.target}:
-        mine = [e for e in valid if e.target == did]
+    for e in valid:
+        if e.target:
+            state.by_target.setdefault(e.target, []).append(e)
+    for did, mine in state.by_target.items():
         if _is_moderator(did, owner_valid, in_past) and did != owner:
             state.moderators.add(did)
         if resolve_flag(mine, "ban", "unban", in_past):
@@ -216,7 +235,7 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
     """Why moderation hides the post ``post`` by ``author`` ('' if it does not)."""
     if author == state.owner:
         return ""
-    mine = [e for e in state.valid if e.target == author]
+    mine = state.by_target.get(author, [])
     for strong, weak in (("ban", "unban"), ("mute", "unmute")):
         relevant = [e for e in mine if e.action in (strong, weak)]
         if not relevant:

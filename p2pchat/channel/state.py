@@ -71,7 +71,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSION = 4
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -223,7 +223,13 @@ class ChannelState:
         self.mod_events: list[ModEvent] = []
         self._mod_state: ModState | None = None
         self._recheck_refused = False
-        self._past_cache: dict[tuple[bytes, bytes], bool] = {}
+        #: authors whose devices get a slot in the causal clocks (moderation authors and
+        #: targets), and per applied envelope the highest seq of each watched device in
+        #: its causal past (itself included): "is A in B's past" in O(1) when A's device
+        #: is watched (see in_past)
+        self._watched: set[str] = set()
+        self._slots: dict[tuple[str, bytes], int] = {}
+        self._clocks: dict[bytes, tuple[int, ...]] = {}
 
     # --- authoring ------------------------------------------------------------------
 
@@ -431,7 +437,7 @@ class ChannelState:
                 if e.target == env.author and e.action in ("ban", "unban")]
         if not bans:
             return ""
-        past = [e for e in bans if self.in_causal_past(e.env, env.deps)]
+        past = [e for e in bans if self.in_past_of_deps(e.env, env.deps)]
         if mod.resolve_flag(past, "ban", "unban", self.in_past):
             return "author was banned in the envelope's causal past"
         return ""
@@ -593,6 +599,12 @@ class ChannelState:
         self.vector[device] = seq
         self.heads.difference_update(env.deps)
         self.heads.add(env.id)
+        if self._clocks:
+            if (env.author, env.device) not in self._slots and env.author in self._watched:
+                self._slots.clear()  # a new device of a watched author: rebuild lazily
+                self._clocks.clear()
+            else:
+                self._clocks[env.id] = self._clock_for(meta)
         return meta
 
     def _actor_change_missing(self, change_hash: bytes) -> bool:
@@ -708,7 +720,9 @@ class ChannelState:
             return "moderation entry id already used"
         self.mod_events.append(ModEvent(env.id, entry_id, env.author, action,
                                         fields.get("target", ""), fields.get("value", ""),
-                                        fields.get("on", True), fields["reason"], op["ts"]))
+                                        fields.get("on", True), fields["reason"], op["ts"],
+                                        env.device, env.seq))
+        self._watch(env.author, fields.get("target", ""))
         self._mod_state = None
         self._recheck_refused = any(m.status is Status.REFUSED for m in self.envs.values())
         # visibility may change for the target's posts (or everyone's, for a mode)
@@ -755,8 +769,8 @@ class ChannelState:
             "reactions": [[t, e, a, d, [list(x) for x in states]]
                           for (t, e, a, d), states in self.reactions.items()],
             "equivocators": [[a, d, s] for (a, d), s in self.equivocators.items()],
-            "mod": [[e.env, e.ulid, e.author, e.action, e.target, e.value, e.on, e.reason, e.ts]
-                    for e in self.mod_events],
+            "mod": [[e.env, e.ulid, e.author, e.action, e.target, e.value, e.on, e.reason, e.ts,
+                     e.device, e.seq] for e in self.mod_events],
         }, use_bin_type=True)
 
     @classmethod
@@ -800,6 +814,8 @@ class ChannelState:
                            for t, e, a, d, states in snap["reactions"]}
         state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}
         state.mod_events = [ModEvent(*row) for row in snap["mod"]]
+        for e in state.mod_events:
+            state._watch(e.author, e.target)
         return state
 
     # --- views ------------------------------------------------------------------------
@@ -818,13 +834,63 @@ class ChannelState:
         return mod.hidden_by(record.author, record.env, self.moderation(), self.in_past)
 
     def in_past(self, ancestor: bytes, env_id: bytes) -> bool:
-        """``ancestor`` is in the causal past of envelope ``env_id`` (both applied here)."""
-        key = (ancestor, env_id)
-        known = self._past_cache.get(key)
-        if known is None:
-            known = self._past_cache[key] = ancestor != env_id and self.in_causal_past(
-                ancestor, self.envs[env_id].deps)
-        return known
+        """``ancestor`` is in the causal past of envelope ``env_id`` (both recorded here)."""
+        if ancestor == env_id:
+            return False
+        meta = self.envs[ancestor]
+        slot = self._clock_slot(meta.author, meta.device)
+        if slot is None:
+            return self.in_causal_past(ancestor, self.envs[env_id].deps)
+        return self._clock(env_id)[slot] >= meta.seq
+
+    def in_past_of_deps(self, ancestor: bytes, deps: tuple[bytes, ...]) -> bool:
+        """``ancestor`` is among ``deps`` or their causal past (an envelope not recorded)."""
+        meta = self.envs[ancestor]
+        slot = self._clock_slot(meta.author, meta.device)
+        if slot is None:
+            return self.in_causal_past(ancestor, deps)
+        return any(self._clock(d)[slot] >= meta.seq for d in deps)
+
+    def _watch(self, *dids: str) -> None:
+        new = {d for d in dids if d} - self._watched
+        if new:
+            self._watched |= new
+            self._slots.clear()  # slots and clocks are rebuilt on the next query
+            self._clocks.clear()
+
+    def _clock_slot(self, author: str, device: bytes) -> int | None:
+        """The clock slot of a watched, non-forked device (forks break the chain)."""
+        if author not in self._watched or (author, device) in self.equivocators:
+            return None
+        if not self._slots:
+            self._rebuild_clocks()
+        return self._slots.get((author, device))
+
+    def _clock(self, env_id: bytes) -> tuple[int, ...]:
+        clock = self._clocks.get(env_id)
+        if clock is None:
+            self._rebuild_clocks()
+            clock = self._clocks[env_id]
+        return clock
+
+    def _rebuild_clocks(self) -> None:
+        devices = sorted({(m.author, m.device) for m in self.envs.values()
+                          if m.author in self._watched})
+        self._slots = {d: i for i, d in enumerate(devices)}
+        self._clocks = {}
+        for env_id in self.log:  # causal order: deps first
+            self._clocks[env_id] = self._clock_for(self.envs[env_id])
+
+    def _clock_for(self, meta: EnvMeta) -> tuple[int, ...]:
+        clock = [0] * len(self._slots)
+        for dep in meta.deps:
+            for i, seq in enumerate(self._clocks[dep]):
+                if seq > clock[i]:
+                    clock[i] = seq
+        slot = self._slots.get((meta.author, meta.device))
+        if slot is not None:
+            clock[slot] = max(clock[slot], meta.seq)
+        return tuple(clock)
 
     def moderation(self) -> ModState:
         """The moderation fold over every modlog entry applied here (cached)."""

@@ -61,6 +61,12 @@ def test_ban_takes_effect_on_every_node_and_the_modlog_explains(
     text = owner.cli("modlog", channel)
     assert 0 == text.returncode and "ban" in text.stdout and "applied" in text.stdout
 
+    # a SIGKILLed member restarts with the same ranks, modlog and history
+    before = (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel))
+    mod.kill()
+    mod.start()
+    assert before == (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel))
+
     # the owner unbans: the user may write again, and everyone sees it
     assert 0 == owner.cli("mod", "unban", channel, user.did).returncode
     wait_until(lambda: _ranks(user, channel).get(user.did) == "member", 10,

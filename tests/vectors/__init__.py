@@ -1,0 +1,1 @@
+"""Conformance vectors: language-neutral inputs and the results p2pchat computes."""

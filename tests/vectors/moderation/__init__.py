@@ -1,0 +1,1 @@
+"""Moderation conformance vectors (docs/protocol.md §11)."""

@@ -170,6 +170,35 @@ def check_authority(event: ModEvent, author_rank: int, target_rank: int) -> str:
     return ""
 
 
+def _decide(e: ModEvent, owner: str, owner_valid: list[ModEvent], in_past: InPast) -> str:
+    """Why a non-owner action does not count, from owner actions alone ('' if it may)."""
+    past_owner = [o for o in owner_valid if in_past(o.env, e.env)]
+    author_rank = MODERATOR if _is_moderator(e.author, past_owner, in_past) else MEMBER
+    if author_rank < MODERATOR:
+        return "needs moderator rank"
+    target_rank = MEMBER
+    if e.action in TARGET_ACTIONS:
+        target_rank = (OWNER if e.target == owner else
+                       MODERATOR if _is_moderator(e.target, past_owner, in_past) else MEMBER)
+    why = check_authority(e, author_rank, target_rank)
+    if why:
+        return why
+    revoked = _revoked_concurrently(e.author, e.env, owner_valid, in_past)
+    if revoked is not None:
+        return f"author's rank was revoked ({revoked.action}) concurrently (strong removal)"
+    return ""
+
+
+def _revoked_concurrently(did: str, env: bytes, owner_valid: list[ModEvent], in_past: InPast
+                          ) -> ModEvent | None:
+    """A valid owner revocation of ``did`` concurrent with envelope ``env``, if any."""
+    for r in owner_valid:
+        if r.target == did and r.action in REVOKES and not in_past(r.env, env) \
+                and not in_past(env, r.env):
+            return r
+    return None
+
+
 def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
     """Validate every event against its causal past and resolve the state of the channel."""
     todo = sorted(events, key=lambda e: e.env)
@@ -186,25 +215,32 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
         state.verdicts[e.env] = Verdict(not why, why)
         if not why:
             owner_valid.append(e)
-    # stratum 2 and 3: everyone else; ranks in an event's past come from owner events
+    # stratum 2 and 3: everyone else; ranks in an event's past come from owner events,
+    # and an author banned in the event's past (by anyone's valid ban) holds no rank.
+    # Deciding a ban only looks at bans in *its* past, so the recursion ends.
+    bans_of: dict[str, list[ModEvent]] = {}
+    for e in todo:
+        if e.action in ("ban", "unban"):
+            bans_of.setdefault(e.target, []).append(e)
+    why_of: dict[bytes, str] = {e.env: "" for e in owner_valid}
+
+    def decide(e: ModEvent) -> str:
+        known = why_of.get(e.env)
+        if known is not None:
+            return known
+        why = _decide(e, owner, owner_valid, in_past)
+        if not why:
+            past_bans = [b for b in bans_of.get(e.author, []) if in_past(b.env, e.env)]
+            valid_bans = [b for b in past_bans if (b.author == owner and b in owner_valid)
+                          or (b.author != owner and decide(b) == "")]
+            if resolve_flag(valid_bans, "ban", "unban", in_past):
+                why = "author was banned in the action's causal past"
+        why_of[e.env] = why
+        return why
+
     others_valid: list[ModEvent] = []
     for e in rest:
-        past_owner = [o for o in owner_valid if in_past(o.env, e.env)]
-        author_rank = MODERATOR if _is_moderator(e.author, past_owner, in_past) else MEMBER
-        if author_rank < MODERATOR:
-            why = "needs moderator rank"
-        else:
-            target_rank = (OWNER if e.target == owner else
-                           MODERATOR if _is_moderator(e.target, past_owner, in_past) else MEMBER)
-            if e.action not in TARGET_ACTIONS:
-                target_rank = MEMBER
-            why = check_authority(e, author_rank, target_rank)
-        if not why:
-            revoked = [r for r in owner_valid if r.target == e.author and r.action in REVOKES
-                       and not in_past(r.env, e.env) and not in_past(e.env, r.env)]
-            if revoked:
-                why = (f"author's rank was revoked ({revoked[0].action}) concurrently "
-                       "(strong removal)")
+        why = decide(e)
         state.verdicts[e.env] = Verdict(not why, why)
         if not why:
             others_valid.append(e)
@@ -214,15 +250,15 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
         if e.target:
             state.by_target.setdefault(e.target, []).append(e)
     for did, mine in state.by_target.items():
-        if _is_moderator(did, owner_valid, in_past) and did != owner:
-            state.moderators.add(did)
-        if resolve_flag(mine, "ban", "unban", in_past):
+        banned = bool(resolve_flag(mine, "ban", "unban", in_past))
+        if banned:
             state.banned.add(did)
+        elif _is_moderator(did, owner_valid, in_past) and did != owner:
+            state.moderators.add(did)  # a banned member holds no rank
         if resolve_flag(mine, "mute", "unmute", in_past):
             state.muted.add(did)
-        kicks = [e for e in mine if e.action == "kick"]
-        if kicks:
-            state.kicked.add(did)  # until they write again after it (see ChannelState)
+        if resolve_flag(mine, "kick", "add", in_past):
+            state.kicked.add(did)  # open channels: until they write again (ChannelState)
     for mode in MODES:
         last = _latest([e for e in valid if e.action == "mode" and e.value == mode], in_past)
         state.modes[mode] = bool(last and last.on)
@@ -251,6 +287,24 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
                             and in_past(e.env, post)], in_past) for mode in MODES}
     if not any(last is not None and last.on for last in modes.values()):
         return ""
+    owner_events = [e for e in state.valid if e.author == state.owner]
+    past_owner = [e for e in owner_events if in_past(e.env, post)]
+    if _is_moderator(author, past_owner, in_past) \
+            and _revoked_concurrently(author, post, owner_events, in_past) is None:
+        return ""  # a moderator whose rank was not revoked behind the post's back
+    last = modes["moderated"]
+    if last is not None and last.on:
+        return "channel was moderated and the author is not a moderator"
+    last = modes["invite-only"]
+    if last is not None and last.on:
+        # a kick beats a concurrent add; None: never added
+        kicked = resolve_flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
+        if kicked is not False:
+            return "channel was invite-only and the author was not added"
+        if any(e.action == "kick" and not in_past(e.env, post) and not in_past(post, e.env)
+               for e in mine):
+            return "author kicked concurrently (strong removal)"
+    return ""
     owner_events = [e for e in state.valid if e.author == state.owner and in_past(e.env, post)]
     if _is_moderator(author, owner_events, in_past):
         return ""

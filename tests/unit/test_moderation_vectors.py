@@ -234,6 +234,21 @@ def test_12_rank_revocations() -> None:
     assert {"mod"} == f.people("kicked")
 
 
+def test_13_removal_edges() -> None:
+    f = Facts("13-removal-edges")
+    assert f.applied("op user") and f.applied("ban user")
+    assert "author was banned in the action's causal past" == f.why("mute by banned user")
+    assert {"user"} == f.people("banned")
+    assert "user" not in f.people("moderators")
+    assert "" == f.hidden("added and posting")
+    assert "author kicked concurrently (strong removal)" == f.hidden("posted during the kick")
+    assert "user2" not in f.people("kicked")
+    assert "" == f.hidden("back after the re-add")
+    assert "mod2" not in f.people("moderators")
+    assert "moderated" in f.hidden("mod2 during the deop")
+    assert "" == f.hidden("mod during moderated")
+
+
 def test_every_vector_has_its_key_facts_test() -> None:
     tested = {name[5:7] for name in globals() if name.startswith("test_") and
               name[5:7].isdigit()}

@@ -325,10 +325,39 @@ def rank_revocations() -> Dag:
     return d
 
 
+def removal_edges() -> Dag:
+    d = Dag("13-removal-edges", """
+        Three edges of removal. (1) The owner ops user while mod concurrently bans user
+        (both valid): a banned member holds no rank, so user's mute written after seeing
+        both is invalid, and user is banned, not a moderator. (2) In invite-only mode mod
+        adds user2, then kicks user2 while user2 posts without seeing the kick: that post
+        is hidden (strong removal, like a ban); the owner re-adds user2 after the kick and
+        user2's next post is visible, and user2 is no longer listed as kicked. (3) In
+        moderated mode the owner deops mod2 while mod2 posts without seeing it: hidden,
+        although mod2 was a moderator in the post's own past.""")
+    d.mod("op mod", "owner", "op", "mod")
+    d.mod("op mod2", "owner", "op", "mod2", after=["op mod"])
+    d.mod("op user", "owner", "op", "user", after=["op mod2"])
+    d.mod("ban user", "mod", "ban", "user", after=["op mod2"])
+    d.mod("mute by banned user", "user", "mute", "user2", after=["op user", "ban user"])
+    d.mod("invite-only", "owner", "mode", value="invite-only", after=["op mod2"])
+    d.mod("add user2", "mod", "add", "user2", after=["invite-only"])
+    d.post("added and posting", "user2", after=["add user2"])
+    d.mod("kick user2", "mod", "kick", "user2", after=["added and posting"])
+    d.post("posted during the kick", "user2", after=["added and posting"])
+    d.mod("add user2 again", "owner", "add", "user2", after=["kick user2"])
+    d.post("back after the re-add", "user2", after=["add user2 again"])
+    d.mod("moderated", "owner", "mode", value="moderated", after=["op mod2"])
+    d.mod("deop mod2", "owner", "deop", "mod2", after=["moderated"])
+    d.post("mod2 during the deop", "mod2", after=["moderated"])
+    d.post("mod during moderated", "mod", after=["moderated"])
+    return d
+
+
 VECTORS: tuple[Callable[[], Dag], ...] = (
     concurrent_ban_unban, unban_after_ban, revoked_moderator, back_dated_ban, mutual_bans,
     rank_rules, posts_around_a_ban, moderated_mode, invite_only, concurrent_topics,
-    concurrent_modes, rank_revocations,
+    concurrent_modes, rank_revocations, removal_edges,
 )
 
 

@@ -35,9 +35,9 @@ the greatest envelope id.
 *Membership.* In an open channel (the default) the channel key is the
 capability: anyone who writes is a member, and ``kick`` lists them as gone
 until they write again (IRC semantics). In ``invite-only`` mode a moderator
-``add``s each member; a post whose author was not added (or was kicked
-after the add) in the post's causal past is hidden, unless the author is a
-moderator or the owner there.
+``add``s each new member; a post whose author was kicked, or neither added
+nor a writer before the channel became invite-only, in the post's causal
+past is hidden, unless the author is a moderator or the owner there.
 
 *Hiding posts.* A post by X is hidden if X is banned or muted in the post's own
 causal past, or if a valid ban or mute of X is concurrent with the post (the
@@ -66,6 +66,12 @@ REVOKES = ("deop", "ban", "kick")
 
 #: ``in_past(a, b)``: envelope ``a`` is in the causal past of envelope ``b`` (a != b)
 InPast = Callable[[bytes, bytes], bool]
+#: ``wrote_before(did, b)``: some envelope by ``did`` is in the causal past of envelope ``b``
+WroteBefore = Callable[[str, bytes], bool]
+
+
+def _never(did: str, env: bytes) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +146,7 @@ def resolve_flag(events: list[ModEvent], strong: str, weak: str, in_past: InPast
     return any(e.action == strong for e in _frontier(relevant, in_past))
 
 
-def _latest(events: list[ModEvent], in_past: InPast) -> ModEvent | None:
+def latest(events: list[ModEvent], in_past: InPast) -> ModEvent | None:
     """The frontier event with the greatest envelope id (for values with no strong side)."""
     front = _frontier(events, in_past)
     return max(front, key=lambda e: e.env) if front else None
@@ -260,14 +266,15 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
         if resolve_flag(mine, "kick", "add", in_past):
             state.kicked.add(did)  # open channels: until they write again (ChannelState)
     for mode in MODES:
-        last = _latest([e for e in valid if e.action == "mode" and e.value == mode], in_past)
+        last = latest([e for e in valid if e.action == "mode" and e.value == mode], in_past)
         state.modes[mode] = bool(last and last.on)
-    topic = _latest([e for e in valid if e.action == "topic"], in_past)
+    topic = latest([e for e in valid if e.action == "topic"], in_past)
     state.topic = topic.value if topic else ""
     return state
 
 
-def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str:
+def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast,
+              wrote_before: WroteBefore = _never) -> str:
     """Why moderation hides the post ``post`` by ``author`` ('' if it does not)."""
     if author == state.owner:
         return ""
@@ -283,7 +290,7 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
         if any(e.action == strong and not in_past(post, e.env) and not in_past(e.env, post)
                for e in relevant):
             return f"author {done} concurrently (strong removal)"
-    modes = {mode: _latest([e for e in state.valid if e.action == "mode" and e.value == mode
+    modes = {mode: latest([e for e in state.valid if e.action == "mode" and e.value == mode
                             and in_past(e.env, post)], in_past) for mode in MODES}
     if not any(last is not None and last.on for last in modes.values()):
         return ""
@@ -297,9 +304,10 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
         return "channel was moderated and the author is not a moderator"
     last = modes["invite-only"]
     if last is not None and last.on:
-        # a kick beats a concurrent add; None: never added
+        # a kick beats a concurrent add; None: never added, but someone who wrote before
+        # the channel became invite-only stays a member (IRC's +i: no new joins)
         kicked = resolve_flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
-        if kicked is not False:
+        if kicked or (kicked is None and not wrote_before(author, last.env)):
             return "channel was invite-only and the author was not added"
         if any(e.action == "kick" and not in_past(e.env, post) and not in_past(post, e.env)
                for e in mine):
@@ -313,8 +321,9 @@ def hidden_by(author: str, post: bytes, state: ModState, in_past: InPast) -> str
         return "channel was moderated and the author is not a moderator"
     last = modes["invite-only"]
     if last is not None and last.on:
-        # a kick beats a concurrent add; None: never added
+        # a kick beats a concurrent add; None: never added, but someone who wrote before
+        # the channel became invite-only stays a member (IRC's +i: no new joins)
         kicked = resolve_flag([e for e in mine if in_past(e.env, post)], "kick", "add", in_past)
-        if kicked is not False:
+        if kicked or (kicked is None and not wrote_before(author, last.env)):
             return "channel was invite-only and the author was not added"
     return ""

@@ -230,6 +230,7 @@ class ChannelState:
         self._watched: set[str] = set()
         self._slots: dict[tuple[str, bytes], int] = {}
         self._clocks: dict[bytes, tuple[int, ...]] = {}
+        self._wrote_cache: dict[tuple[str, bytes], bool] = {}
 
     # --- authoring ------------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class ChannelState:
         if posting:
             # a post after everything we know: everything valid is in its causal past
             why = mod.hidden_by(me, b"", state, lambda a, b: b == b"" if b"" in (a, b)
-                                else self.in_past(a, b))
+                                else self.in_past(a, b), self.wrote_before)
             if why:
                 raise ValueError(f"your message would be hidden: {why.replace('author', 'you')}")
 
@@ -831,7 +832,19 @@ class ChannelState:
         """Why moderation hides this post ('' if it does not)."""
         if not self.mod_events or record.author == self.founder:
             return ""
-        return mod.hidden_by(record.author, record.env, self.moderation(), self.in_past)
+        return mod.hidden_by(record.author, record.env, self.moderation(), self.in_past,
+                             self.wrote_before)
+
+    def wrote_before(self, did: str, env_id: bytes) -> bool:
+        """Some envelope by ``did`` is in the causal past of ``env_id`` (cached: a device's
+        first envelope is in that past if any of its envelopes is)."""
+        key = (did, env_id)
+        known = self._wrote_cache.get(key)
+        if known is None:
+            firsts = [i for (author, _, seq), i in self.slots.items()
+                      if author == did and seq == 1]
+            known = self._wrote_cache[key] = any(self.in_past(i, env_id) for i in firsts)
+        return known
 
     def in_past(self, ancestor: bytes, env_id: bytes) -> bool:
         """``ancestor`` is in the causal past of envelope ``env_id`` (both recorded here)."""
@@ -897,6 +910,23 @@ class ChannelState:
         if self._mod_state is None:
             self._mod_state = mod.fold(self.founder, self.mod_events, self.in_past)
         return self._mod_state
+
+    def may_sync(self, did: str) -> bool:
+        """May peer ``did`` sync this channel? Not if banned; in an ``invite-only``
+        channel only the owner, moderators and added members may."""
+        if not self.mod_events or did == self.founder:
+            return True
+        state = self.moderation()
+        if did in state.banned:
+            return False
+        if not state.modes.get("invite-only") or did in state.moderators:
+            return True
+        kicked = mod.resolve_flag(state.by_target.get(did, []), "kick", "add", self.in_past)
+        if kicked is None:  # never added: a member if it wrote before invite-only
+            modes = [e for e in state.valid if e.action == "mode" and e.value == "invite-only"]
+            last = mod.latest(modes, self.in_past)
+            return last is not None and self.wrote_before(did, last.env)
+        return not kicked
 
     def member_ranks(self) -> list[tuple[str, str]]:
         """(did, rank) of every author and moderation target: owner, moderator, member,

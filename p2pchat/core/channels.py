@@ -86,8 +86,11 @@ class _LinkChannels:
     topics: dict[bytes, bytes]  # my topic -> channel id, for this link's session
     shared: set[bytes]
     by_channel: dict[bytes, bytes] = field(default_factory=dict)  # channel id -> topic
-    #: channels this peer is banned from: no sync, and its frames for them are ignored
+    #: channels this peer may not sync (banned; not a member of an invite-only channel):
+    #: nothing is sent, and its frames for them are ignored
     refused: set[bytes] = field(default_factory=set)
+    #: the last summary it sent for a refused channel, answered if it may sync again
+    ignored: dict[bytes, Summary] = field(default_factory=dict)
 
 
 class ChannelHub:
@@ -275,23 +278,26 @@ class ChannelHub:
         return effects
 
     def _readmit_unbanned(self, channel: bytes) -> list[Effect]:
-        """Resume syncing ``channel`` with peers no longer banned (before a push, so an
-        unban reaches the peer it concerns)."""
-        banned = self.channels[channel].moderation().banned
+        """Resume syncing ``channel`` with peers that may sync it again (before a push, so
+        an unban or an add reaches the peer it concerns)."""
+        state = self.channels[channel]
         effects: list[Effect] = []
         for lc in self._links.values():
-            if channel in lc.refused and lc.link.peer_did not in banned:
+            if channel in lc.refused and state.may_sync(lc.link.peer_did or ""):
                 lc.refused.discard(channel)
                 lc.shared.add(channel)
                 effects.append(self._summary(lc, channel))
+                stashed = lc.ignored.pop(channel, None)
+                if stashed is not None:  # what it asked for while refused
+                    effects += self._on_summary(lc, stashed)
         return effects
 
     def _drop_banned(self, channel: bytes) -> None:
-        """Stop syncing ``channel`` with banned peers (after a push, so a ban reaches the
-        peer it concerns and its node knows why it is cut off)."""
-        banned = self.channels[channel].moderation().banned
+        """Stop syncing ``channel`` with peers that may not sync it (after a push, so a
+        ban reaches the peer it concerns and its node knows why it is cut off)."""
+        state = self.channels[channel]
         for lc in self._links.values():
-            if channel in lc.shared and lc.link.peer_did in banned:
+            if channel in lc.shared and not state.may_sync(lc.link.peer_did or ""):
                 lc.shared.discard(channel)
                 lc.refused.add(channel)
 
@@ -340,6 +346,8 @@ class ChannelHub:
         if isinstance(frame, Subscribe):
             return self._on_subscribe(lc, frame)
         if isinstance(frame, (Summary, Envelopes)) and lc.topics.get(frame.topic) in lc.refused:
+            if isinstance(frame, Summary):  # answered if the peer may sync again
+                lc.ignored[lc.topics[frame.topic]] = frame
             return []
         if isinstance(frame, Summary):
             return self._on_summary(lc, frame)
@@ -351,7 +359,7 @@ class ChannelHub:
         theirs = set(frame.topics)
         newly = {c for t, c in lc.topics.items() if t in theirs} - lc.shared - lc.refused
         # a peer banned from a channel gets nothing of it, and what it sends is ignored
-        refused = {c for c in newly if lc.link.peer_did in self.channels[c].moderation().banned}
+        refused = {c for c in newly if not self.channels[c].may_sync(lc.link.peer_did or "")}
         lc.refused |= refused
         lc.shared |= newly - refused
         return [self._summary(lc, c) for c in sorted(newly - refused)]

@@ -95,3 +95,28 @@ def test_concurrent_moderation_converges_through_partitions(seed: int) -> None:
     fold = net.core("other").hub.channels[channel].moderation()
     assert {net.did("user")} == fold.banned, f"seed={seed}: ban beats a concurrent unban"
     assert fold.topic in ("from the owner", "from the mod")
+
+
+def test_invite_only_channels_sync_only_with_members_and_an_add_lets_one_in() -> None:
+    seed = seed_from_env(67)
+    net = SimNetwork(seed, ["owner", "member", "newcomer"])
+    channel = net.create_channel("owner", "closed")
+    net.join("member", channel)
+    net.wait_for(lambda: net.synced("member", channel), what="the member to sync")
+    net.post("member", channel, "before the mode")
+    net.run_until_quiet()
+    net.moderate("owner", channel, "mode", value="invite-only")
+    net.run_until_quiet()
+    net.join("newcomer", channel)  # holds the key, but nobody syncs with it
+    net.run_until_quiet()
+    assert not net.synced("newcomer", channel), f"seed={seed}"
+    net.post("member", channel, "still a member")  # wrote before invite-only
+    net.run_until_quiet()
+    net.moderate("owner", channel, "add", "newcomer")
+    net.wait_for(lambda: net.synced("newcomer", channel), what="the newcomer to sync")
+    net.run_until_quiet()
+    net.post("newcomer", channel, "let in")
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert ["before the mode", "still a member", "let in"] == \
+        [m.text for m in net.history("owner", channel)], f"seed={seed}"

@@ -243,19 +243,23 @@ def moderated_mode() -> Dag:
 def invite_only() -> Dag:
     d = Dag("09-invite-only", """
         The owner sets invite-only; a moderator adds user. user2's post from before the mode
-        is visible; after it, user's post (added) and the moderator's post (moderators need
-        no add) are visible and user2's (never added) is hidden. Then a moderator kicks user
-        while the owner, concurrently, adds user again: both are valid and the kick wins, so
-        user's post after both is hidden. user is listed as kicked.""")
+        is visible, and so is user2's post after it: someone who wrote before the channel
+        became invite-only stays a member. After the mode, user's post (added) and the
+        moderator's post (moderators need no add) are visible, and mod2's (never added,
+        never wrote before) is hidden. Then a moderator kicks user while the owner,
+        concurrently, adds user again: both are valid and the kick wins, so user's post
+        after both is hidden. user is listed as kicked.""")
     d.mod("op mod", "owner", "op", "mod")
     d.post("open channel", "user2", after=["op mod"])
     d.mod("invite-only", "owner", "mode", after=["open channel"], value="invite-only")
     d.mod("add user", "mod", "add", "user", after=["invite-only"])
     d.post("mod in invite-only", "mod", after=["invite-only"])
     d.post("added", "user", after=["add user"])
-    d.post("not added", "user2", after=["add user"])
-    d.mod("kick user", "mod", "kick", "user", after=["added", "not added"])
-    d.mod("add user again", "owner", "add", "user", after=["added", "not added"])
+    d.post("wrote before", "user2", after=["add user"])
+    d.post("not added", "mod2", after=["add user"])
+    d.mod("kick user", "mod", "kick", "user", after=["added", "not added", "wrote before"])
+    d.mod("add user again", "owner", "add", "user", after=["added", "not added",
+                                                          "wrote before"])
     d.post("after kick", "user", after=["kick user", "add user again"])
     return d
 

@@ -313,6 +313,11 @@ def evaluate(owner: str, nodes: Sequence[Node],
     def in_past(a: bytes, b: bytes) -> bool:
         return a in by_env[b]
 
+    authors = {bytes.fromhex(n.id): n.author for n in nodes}
+
+    def wrote_before(did: str, b: bytes) -> bool:
+        return any(authors[a] == did for a in by_env[b])
+
     events = [mod_event(n) for n in nodes if n.kind == "mod"]
     if mod_order is not None:
         events = [events[i] for i in mod_order]
@@ -320,7 +325,7 @@ def evaluate(owner: str, nodes: Sequence[Node],
     hidden = {}
     for n in nodes:
         if n.kind == "post":
-            why = mod.hidden_by(n.author, bytes.fromhex(n.id), state, in_past)
+            why = mod.hidden_by(n.author, bytes.fromhex(n.id), state, in_past, wrote_before)
             if why:
                 hidden[n.id] = why
     return {

@@ -228,21 +228,35 @@ def fold(owner: str, events: Iterable[ModEvent], in_past: InPast) -> ModState:
     for e in todo:
         if e.action in ("ban", "unban"):
             bans_of.setdefault(e.target, []).append(e)
+    owner_set = {e.env for e in owner_valid}
     why_of: dict[bytes, str] = {e.env: "" for e in owner_valid}
+    base: dict[bytes, str] = {}  # verdicts from owner actions alone
 
-    def decide(e: ModEvent) -> str:
-        known = why_of.get(e.env)
-        if known is not None:
-            return known
-        why = _decide(e, owner, owner_valid, in_past)
-        if not why:
-            past_bans = [b for b in bans_of.get(e.author, []) if in_past(b.env, e.env)]
-            valid_bans = [b for b in past_bans if (b.author == owner and b in owner_valid)
-                          or (b.author != owner and decide(b) == "")]
-            if resolve_flag(valid_bans, "ban", "unban", in_past):
-                why = "author was banned in the action's causal past"
-        why_of[e.env] = why
-        return why
+    def decide(root: ModEvent) -> str:
+        # depth-first over "bans of my author in my past" (acyclic: always further back),
+        # with an explicit stack, so a long history of bans cannot exhaust the recursion
+        stack = [root]
+        while stack:
+            e = stack[-1]
+            if e.env in why_of:
+                stack.pop()
+                continue
+            if e.env not in base:
+                base[e.env] = _decide(e, owner, owner_valid, in_past)
+            why = base[e.env]
+            if not why:
+                past_bans = [b for b in bans_of.get(e.author, []) if in_past(b.env, e.env)]
+                undecided = [b for b in past_bans if b.author != owner and b.env not in why_of]
+                if undecided:
+                    stack.extend(undecided)
+                    continue
+                valid_bans = [b for b in past_bans if b.env in owner_set
+                              or (b.author != owner and why_of[b.env] == "")]
+                if resolve_flag(valid_bans, "ban", "unban", in_past):
+                    why = "author was banned in the action's causal past"
+            why_of[e.env] = why
+            stack.pop()
+        return why_of[root.env]
 
     others_valid: list[ModEvent] = []
     for e in rest:

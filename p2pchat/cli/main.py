@@ -370,13 +370,15 @@ def members(channel: ChannelArg, as_json: JsonOption = False) -> None:
             typer.echo(f"{m['did']}  {m['rank']}{'  (online)' if m.get('online') else ''}")
 
 
-MOD_ACTIONS = ("add", "kick", "ban", "unban", "mute", "unmute", "op", "deop", "topic", "mode")
+MOD_ACTIONS = ("add", "invite", "kick", "ban", "unban", "mute", "unmute", "op", "deop", "topic",
+               "mode")
 
 
 @app.command("mod")
 def mod_command(
     action: Annotated[str, typer.Argument(
-        metavar="ACTION", help="add kick ban unban mute unmute op deop, or topic, mode.")],
+        metavar="ACTION", help="add (or invite) kick ban unban mute unmute op deop, or topic, "
+        "mode.")],
     channel: ChannelArg,
     arg: Annotated[str, typer.Argument(
         metavar="DID|TEXT|MODE", help="The member's DID; the topic text for 'topic'; "
@@ -389,6 +391,7 @@ def mod_command(
     if action not in MOD_ACTIONS:
         raise typer.BadParameter(f"ACTION must be one of {', '.join(MOD_ACTIONS)}",
                                  param_hint="ACTION")
+    action = "add" if action == "invite" else action  # add a member = invite them by DID
     params: dict[str, Any] = {"channel": channel, "action": action, "reason": reason,
                               "on": not off}
     params["value" if action in ("topic", "mode") else "target"] = arg

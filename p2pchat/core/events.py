@@ -109,6 +109,18 @@ class PingRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PeerDiscovered(Event):
+    """A discovery mechanism saw ``did`` at ``address``: dial it unless already connected.
+
+    ``source`` says how it was found (``mdns``, ``bootstrap``); shown by ``peers``.
+    """
+
+    did: str
+    address: Address
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class WantedPeersLoaded(Event):
     """Peers the node should keep connected to, as stored by earlier runs."""
 

@@ -49,6 +49,7 @@ from p2pchat.core.events import (
     ModRequested,
     PeerConnected,
     PeerDisconnected,
+    PeerDiscovered,
     PingFinished,
     PingRequested,
     RandomSource,
@@ -74,6 +75,8 @@ class _Wanted:
     next_dial_at: float | None = None
     dial_id: int | None = None
     requests: list[int] = field(default_factory=list)
+    #: how the node learnt of this address: manual, invite, stored, mdns, bootstrap
+    source: str = "manual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class PeerInfo:
     outbound: bool
     rtt: float | None
     connected_for: float
+    #: how this peer was found (``_Wanted.source``), or ``inbound`` if it dialled us
+    found_by: str = "inbound"
 
 
 class NodeCore:
@@ -117,9 +122,12 @@ class NodeCore:
         for did, link_id in sorted(self._by_did.items()):
             link = self._links[link_id]
             assert link.opened_at is not None
+            wanted = self._wanted.get(link.address) if link.outbound else None
+            found_by = wanted.source if wanted is not None else \
+                "manual" if link.outbound else "inbound"
             out.append(
                 PeerInfo(did, link.peer_name, link.address, link.outbound, link.rtt,
-                         now - link.opened_at)
+                         now - link.opened_at, found_by)
             )
         return out
 
@@ -157,6 +165,8 @@ class NodeCore:
             return self._on_ping(event, now)
         if isinstance(event, DisconnectRequested):
             return self._on_disconnect(event, now)
+        if isinstance(event, PeerDiscovered):
+            return self._on_discovered(event, now)
         if isinstance(event, WantedPeersLoaded):
             return self._on_loaded(event, now)
         if isinstance(event, ShutdownRequested):
@@ -304,18 +314,29 @@ class NodeCore:
                 break
             # invite peers are kept, stored and retried: the user asked to reach this
             # channel, and a restart before the first contact must not lose the way there
-            wanted = _Wanted(address, did, persistent=True)
+            wanted = _Wanted(address, did, persistent=True, source="invite")
             self._wanted[address] = wanted
             effects.append(SavePeer(address, did))
             effects += self._dial(wanted)
         return effects
+
+    def _on_discovered(self, ev: PeerDiscovered, now: float) -> list[Effect]:
+        if self._shutting_down or ev.did == self.identity.did or ev.did in self._by_did \
+                or ev.address in self._wanted \
+                or len(self._wanted) >= self.config.max_wanted_peers:
+            return []
+        # dialled once, with the DID it must prove; forgotten if that fails (discovery
+        # will offer it again), and not stored: it is found afresh after a restart
+        wanted = _Wanted(ev.address, ev.did, persistent=False, source=ev.source)
+        self._wanted[ev.address] = wanted
+        return self._dial(wanted)
 
     def _on_loaded(self, ev: WantedPeersLoaded, now: float) -> list[Effect]:
         effects: list[Effect] = []
         for address, did in ev.peers:
             if address in self._wanted or len(self._wanted) >= self.config.max_wanted_peers:
                 continue
-            wanted = _Wanted(address, did, persistent=True)
+            wanted = _Wanted(address, did, persistent=True, source="stored")
             self._wanted[address] = wanted
             effects += self._dial(wanted)
         return effects

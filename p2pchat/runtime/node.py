@@ -48,6 +48,7 @@ from p2pchat.core.events import (
     ModRequested,
     PeerConnected,
     PeerDisconnected,
+    PeerDiscovered,
     PersistChannel,
     PersistEnvelopes,
     PersistSnapshot,
@@ -86,6 +87,8 @@ class PeerView:
     outbound: bool
     rtt_ms: float | None
     connected_for_s: float
+    found_by: str = "inbound"
+    path: str = "direct"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,7 +96,23 @@ class PeerView:
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
             "direction": "outbound" if self.outbound else "inbound",
             "connected_for_s": round(self.connected_for_s, 1),
+            "found_by": self.found_by, "path": self.path,
         }
+
+
+def path_of(address: Address) -> str:
+    """How a direct link reaches a peer: ``loopback``, ``lan`` or ``internet``."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address[0])
+    except ValueError:
+        return "internet"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_private or ip.is_link_local:
+        return "lan"
+    return "internet"
 
 
 class _SystemRandom(random.SystemRandom):
@@ -272,6 +291,11 @@ class Node:
         return await self._request(lambda r: ModRequested(
             r, channel, action, _wall_ms(), target, value, on, reason, hold=True))
 
+    def discovered(self, did: str, address: Address, source: str) -> None:
+        """A discovery adapter (mDNS, bootstrap lookup) found ``did`` at ``address``."""
+        if not self._stopped.is_set():
+            self._dispatch(PeerDiscovered(did, address, source))
+
     def make_invite(self, channel: bytes) -> str:
         hub = self.core.hub
         key = hub.keys[channel]
@@ -307,7 +331,8 @@ class Node:
     @staticmethod
     def _view(p: PeerInfo) -> PeerView:
         return PeerView(p.did, p.name, format_address(p.address), p.outbound,
-                        None if p.rtt is None else p.rtt * 1000.0, p.connected_for)
+                        None if p.rtt is None else p.rtt * 1000.0, p.connected_for,
+                        p.found_by, path_of(p.address))
 
     # --- LinkEvents (called by the transport) -------------------------------------------
 

@@ -161,3 +161,117 @@ class Envelopes(Frame):
     items: tuple[bytes, ...] = limits(min_len=1, max_len=MAX_ENVELOPE_BYTES,
                                       max_items=MAX_BATCH_ITEMS)
     more: bool = False
+
+
+# --- bootstrap services (DESIGN §8; docs/protocol.md §12) ------------------------------------
+#
+# A node talks to a bootstrap server over an ordinary link. Topics here are *server
+# topics*: BLAKE2b-256 of the channel id under a fixed personalisation (see
+# p2pchat.bootstrap_proto.server_topic), the same on every link, so members meet
+# under them while the server never sees a channel id in a lookup.
+
+SERVER_TOPIC_SIZE = 32
+MAX_RECORD_BYTES = 2048
+MAX_PEER_RECORDS = 32
+MAX_ADDRESSES = 8
+MAX_STORED_ITEMS = 256
+MAX_REASON_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord(Record):
+    """A signed rendezvous record: msgpack ``[1, topic, did, [[host, port]...], expires_ms]``
+    signed by ``did`` in domain ``p2pchat/v1/rendezvous``."""
+
+    record: bytes = limits(min_len=1, max_len=MAX_RECORD_BYTES)
+    signature: bytes = limits(min_len=64, max_len=64)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem(Record):
+    """One stored envelope and the server's sequence number for it in its topic."""
+
+    seq: int = limits(lo=1)
+    envelope: bytes = limits(min_len=1, max_len=MAX_ENVELOPE_BYTES)
+
+
+@frame("announce")
+@dataclass(frozen=True, slots=True)
+class Announce(Frame):
+    """Client to server: where I can be reached for this topic (until the record expires)."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    peer: PeerRecord = limits()  # noqa: RUF009 (a field() with metadata, not a default)
+
+
+@frame("lookup")
+@dataclass(frozen=True, slots=True)
+class Lookup(Frame):
+    """Client to server: who announced this topic? Answered with ``peers``."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+
+
+@frame("peers")
+@dataclass(frozen=True, slots=True)
+class Peers(Frame):
+    """Server to client: unexpired records of a topic (the asker's own left out)."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    records: tuple[PeerRecord, ...] = limits(max_items=MAX_PEER_RECORDS)
+
+
+@frame("upload")
+@dataclass(frozen=True, slots=True)
+class Upload(Frame):
+    """Client to server: store these envelopes (each signature is verified; duplicates are
+    ignored). Answered with ``uploaded`` or ``refused``."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    items: tuple[bytes, ...] = limits(min_len=1, max_len=MAX_ENVELOPE_BYTES,
+                                      max_items=MAX_BATCH_ITEMS)
+
+
+@frame("uploaded")
+@dataclass(frozen=True, slots=True)
+class Uploaded(Frame):
+    """Server to client: how an ``upload`` went; ``last`` is the topic's newest seq."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    accepted: int = limits()
+    duplicates: int = limits()
+    last: int = limits()
+
+
+@frame("watch")
+@dataclass(frozen=True, slots=True)
+class Watch(Frame):
+    """Client to server: send every stored envelope of the topic after ``cursor`` (0: all),
+    in ``stored`` batches, then each new one as it arrives (a firehose with backfill)."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    cursor: int = limits()
+
+
+@frame("stored")
+@dataclass(frozen=True, slots=True)
+class Stored(Frame):
+    """Server to client: envelopes of a watched topic in seq order. ``backfill``: more
+    stored ones follow; False once the client is live."""
+
+    topic: bytes = limits(min_len=SERVER_TOPIC_SIZE, max_len=SERVER_TOPIC_SIZE)
+    items: tuple[StoredItem, ...] = limits(max_items=MAX_STORED_ITEMS)
+    backfill: bool = False
+
+
+@frame("refused")
+@dataclass(frozen=True, slots=True)
+class Refused(Frame):
+    """Server to client: a request was not carried out (over a quota or rate limit, an
+    envelope failed verification, …). ``request`` is the refused frame's tag; the link
+    stays open."""
+
+    request: str = limits(min_len=1, max_len=32, printable=True)
+    topic: bytes = limits(max_len=SERVER_TOPIC_SIZE)
+    code: str = limits(min_len=1, max_len=32, printable=True)
+    reason: str = limits(max_len=MAX_REASON_LENGTH, printable=True)

@@ -212,9 +212,13 @@ def channel_list(as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def invite(channel: ChannelArg, as_json: JsonOption = False) -> None:
+def invite(channel: ChannelArg,
+           no_peers: Annotated[bool, typer.Option(
+               "--no-peers", help="Leave addresses out: the joiner finds members through "
+               "mDNS or bootstrap servers.")] = False,
+           as_json: JsonOption = False) -> None:
     """Print an invite link for a channel (it carries the channel key: share it privately)."""
-    result = control("invite", {"channel": channel})
+    result = control("invite", {"channel": channel, "peers": not no_peers})
     if as_json:
         emit_json(result)
     else:

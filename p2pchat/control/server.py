@@ -244,7 +244,11 @@ class ControlServer:
 
     async def _invite(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)
-        return {"channel": format_channel_id(channel), "invite": self.node.make_invite(channel)}
+        peers = params.get("peers", True)
+        if type(peers) is not bool:
+            raise LocalError("peers must be true or false")
+        return {"channel": format_channel_id(channel),
+                "invite": self.node.make_invite(channel, with_peers=peers)}
 
     async def _join(self, params: dict[str, Any]) -> Any:
         invite = parse_invite(self._text(params, "invite"))

@@ -296,11 +296,13 @@ class Node:
         if not self._stopped.is_set():
             self._dispatch(PeerDiscovered(did, address, source))
 
-    def make_invite(self, channel: bytes) -> str:
+    def make_invite(self, channel: bytes, with_peers: bool = True) -> str:
         hub = self.core.hub
         key = hub.keys[channel]
         peers: list[tuple[str, str, int]] = []
-        if self.listen_address and self.listen_address[0] not in ("0.0.0.0", "::"):
+        if not with_peers:
+            pass  # found through mDNS or bootstrap servers instead
+        elif self.listen_address and self.listen_address[0] not in ("0.0.0.0", "::"):
             # the inviter vouches for itself; its own address is the one to give out
             peers.append((self.identity.did, *self.listen_address))
         else:

@@ -107,12 +107,17 @@ class Settings:
 
     listen: tuple[str, int] = DEFAULT_LISTEN
     node: NodeConfig = field(default_factory=NodeConfig)
+    #: advertise and browse on the LAN (``--no-mdns`` turns it off for one run)
+    mdns: bool = True
+    #: bootstrap servers (``--bootstrap`` replaces them for one run)
+    bootstrap: tuple[tuple[str, int], ...] = ()
 
 
 _LINK_KEYS = {"handshake_timeout", "keepalive_interval", "idle_timeout", "max_frames_per_second",
               "frame_burst", "max_frame_size"}
 _NODE_KEYS = {"max_links", "dial_timeout", "reconnect_base", "reconnect_max", "max_wanted_peers",
-              "listen"}
+              "listen", "mdns", "bootstrap"}
+MAX_BOOTSTRAP_SERVERS = 8
 
 
 def parse_settings(text: str, origin: str = CONFIG_FILE) -> Settings:
@@ -141,12 +146,24 @@ def parse_settings(text: str, origin: str = CONFIG_FILE) -> Settings:
             listen = parse_listen(value)
         except LocalError as exc:
             raise ConfigError(f"{origin}: node.listen: {exc}") from exc
+    mdns = node_raw.pop("mdns", True)
+    if not isinstance(mdns, bool):
+        raise ConfigError(f"{origin}: node.mdns must be true or false")
+    servers = node_raw.pop("bootstrap", [])
+    if not isinstance(servers, list) or not all(isinstance(v, str) for v in servers) \
+            or len(servers) > MAX_BOOTSTRAP_SERVERS:
+        raise ConfigError(f"{origin}: node.bootstrap must be a list of at most "
+                          f"{MAX_BOOTSTRAP_SERVERS} \"HOST:PORT\" strings")
+    try:
+        bootstrap = tuple(parse_listen(v) for v in servers)
+    except LocalError as exc:
+        raise ConfigError(f"{origin}: node.bootstrap: {exc}") from exc
     try:
         link = LinkConfig(**link_raw)
         node = NodeConfig(link=link, **node_raw)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from exc
-    return Settings(listen=listen, node=node)
+    return Settings(listen=listen, node=node, mdns=mdns, bootstrap=bootstrap)
 
 
 class NodeHome:

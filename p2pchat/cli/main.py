@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import sys
@@ -103,6 +104,11 @@ def run(
         "node.listen in config.toml). Use 0.0.0.0:PORT to accept LAN peers.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning, error.")
                          ] = "info",
+    bootstrap: Annotated[list[str] | None, typer.Option(
+        "--bootstrap", help="HOST:PORT of a bootstrap server (repeatable; replaces "
+        "node.bootstrap in config.toml).")] = None,
+    no_mdns: Annotated[bool, typer.Option(
+        "--no-mdns", help="Neither advertise nor browse on the LAN.")] = False,
 ) -> None:
     """Run the node in the foreground (creates an identity on first start)."""
     from p2pchat.runtime.serve import run_node
@@ -113,7 +119,9 @@ def run(
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     address = guarded(lambda: parse_listen(listen)) if listen else None
-    guarded(lambda: asyncio.run(run_node(state.home, address)))
+    servers = tuple(guarded(functools.partial(parse_listen, v)) for v in bootstrap or [])
+    guarded(lambda: asyncio.run(run_node(state.home, address, mdns=not no_mdns,
+                                         bootstrap=servers)))
 
 
 @app.command()

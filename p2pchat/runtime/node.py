@@ -122,8 +122,13 @@ class _SystemRandom(random.SystemRandom):
 class Node:
     """A running node: core + QUIC transport + store. Not thread-safe; one event loop."""
 
-    def __init__(self, identity: Identity, config: NodeConfig, store: Store | None = None) -> None:
+    def __init__(self, identity: Identity, config: NodeConfig, store: Store | None = None,
+                 *, bootstrap: tuple[Address, ...] = ()) -> None:
         self.identity = identity
+        #: bootstrap servers to keep links to (DESIGN §8)
+        self.bootstrap = bootstrap
+        #: the mDNS adapter, if running (``doctor`` reports its status)
+        self.mdns: Any = None
         self.config = config
         self.store = store
         # Signature checks of catch-up batches run on worker threads (libsodium releases

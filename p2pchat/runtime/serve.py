@@ -14,6 +14,7 @@ from typing import TextIO
 
 from p2pchat.control.server import ControlServer
 from p2pchat.core.events import format_address
+from p2pchat.discovery.mdns import MdnsDiscovery
 from p2pchat.errors import LocalError
 from p2pchat.home import NodeHome
 from p2pchat.runtime.node import Node
@@ -36,8 +37,8 @@ def home_lock(home: NodeHome) -> Iterator[None]:
         os.close(fd)
 
 
-async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO = sys.stdout
-                   ) -> None:
+async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO = sys.stdout,
+                   *, mdns: bool = True, bootstrap: tuple[tuple[str, int], ...] = ()) -> None:
     os.umask(0o077)  # everything the node writes (db, WAL, socket) is user-only
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic logs every handshake at INFO
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # logs every statement at DEBUG
@@ -50,13 +51,20 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
         settings = home.load_settings()
         host, port = listen or settings.listen
         store = await Store.open(home.db_path)
-        node = Node(identity, settings.node, store)
+        node = Node(identity, settings.node, store, bootstrap=bootstrap or settings.bootstrap)
         stop = asyncio.Event()
+        discovery: MdnsDiscovery | None = None
         try:
             address = await node.start(host, port)
+            if mdns and settings.mdns:
+                discovery = MdnsDiscovery(node, address)
+                await discovery.start()
+            node.mdns = discovery
             control = ControlServer(node, home.socket_path, stop.set)
             await control.start()
         except BaseException:
+            if discovery is not None:
+                await discovery.close()
             await node.stop()
             raise
         loop = asyncio.get_running_loop()
@@ -71,5 +79,7 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             await control.close()
+            if discovery is not None:
+                await discovery.close()
             await node.stop()
             log.info("stopped")

@@ -1,0 +1,1 @@
+"""Discovery adapters: they find peers and hand them to the node (``Node.discovered``)."""

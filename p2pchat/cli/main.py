@@ -415,6 +415,30 @@ def mod_command(
 
 
 @app.command()
+def doctor(as_json: JsonOption = False) -> None:
+    """Connectivity check: listen address, mDNS, bootstrap servers, reachable members."""
+    result = control("doctor")
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"node      {result['did']}")
+    typer.echo(f"listening {result['listen']}")
+    typer.echo(f"mDNS      {result['mdns']}")
+    typer.echo(f"peers     {result['peers']} connected")
+    if not result["bootstrap"]:
+        typer.echo("bootstrap none configured (run --bootstrap HOST:PORT)")
+    for s in result["bootstrap"]:
+        state = (f"reachable, rtt {s['rtt_ms']} ms" if s["reachable"]
+                 else f"UNREACHABLE{': ' + safe(s['last_error']) if s['last_error'] else ''}")
+        typer.echo(f"bootstrap {s['address']}  {state}  (uploaded {s['uploaded']}, "
+                   f"received {s['received']})")
+    for c in result["channels"]:
+        typer.echo(f"channel   #{safe(c['name'])}  {c['reachable']} of {c['members']} other "
+                   f"members reachable, {c['linked_peers']} peers linked"
+                   f"{'' if c['synced'] else ', waiting for history'}")
+
+
+@app.command()
 def modlog(channel: ChannelArg, as_json: JsonOption = False) -> None:
     """Every moderation action, in causal order, with whether it counts and why not."""
     result = control("modlog", {"channel": channel})

@@ -58,6 +58,7 @@ class ControlServer:
             "search": self._search,
             "members": self._members,
             "mod": self._mod,
+            "doctor": self._doctor,
             "modlog": self._modlog,
             "stop": self._stop,
         }
@@ -322,6 +323,41 @@ class ControlServer:
         result = await self.node.moderate(channel, action, target=target, value=value, on=on,
                                           reason=reason)
         return {"id": result["id"], "action": action, "channel": format_channel_id(channel)}
+
+    async def _doctor(self, params: dict[str, Any]) -> Any:
+        node = self.node
+        core = node.core
+        peers = {p.did: p for p in node.peers()}
+        servers = []
+        for status in core.bootstrap.servers.values():
+            peer = peers.get(status.did or "") if status.link_id is not None else None
+            servers.append({
+                "address": format_address(status.address), "did": status.did,
+                "reachable": peer is not None,
+                "rtt_ms": None if peer is None or peer.rtt_ms is None else round(peer.rtt_ms, 3),
+                "last_error": status.last_error or None,
+                "uploaded": status.uploaded, "received": status.received})
+        channels = []
+        hub = core.hub
+        for channel, state in sorted(hub.channels.items()):
+            members = [did for did, rank in state.member_ranks()
+                       if rank != "banned" and did != node.identity.did]
+            linked = set(hub.shared_with(channel))
+            channels.append({
+                "channel": format_channel_id(channel), "name": hub.name_of(channel),
+                "synced": state.genesis_id is not None, "members": len(members),
+                "reachable": len([d for d in members if d in linked]),
+                "linked_peers": len(linked),
+                "bootstrap_servers": sum(1 for s in servers if s["reachable"])})
+        mdns = node.mdns
+        return {
+            "did": node.identity.did,
+            "listen": format_address(node.listen_address) if node.listen_address else None,
+            "mdns": getattr(mdns, "status", "off") if mdns is not None else "off",
+            "peers": len(peers),
+            "bootstrap": servers,
+            "channels": channels,
+        }
 
     async def _modlog(self, params: dict[str, Any]) -> Any:
         state = self.node.core.hub.get(self._channel(params))

@@ -115,6 +115,8 @@ class ChannelHub:
         self._held_count = 0
         #: channels whose held push carries a ban: cut the banned peers off after it
         self._drop_after_flush: set[bytes] = set()
+        #: own envelopes written since NodeCore last looked (it uploads them to servers)
+        self.own_written: list[tuple[bytes, bytes]] = []
 
     # --- queries ------------------------------------------------------------------
 
@@ -489,12 +491,54 @@ class ChannelHub:
             effects.append(self._summary(lc, channel))
         return effects
 
+    def own_envelopes(self, channel: bytes) -> list[bytes]:
+        """This device's envelopes of ``channel``, in log order (what it uploads)."""
+        state = self.channels[channel]
+        me = (self.identity.did, self.identity.device_salt)
+        return [state.raw[i] for i in state.log
+                if (state.envs[i].author, state.envs[i].device) == me]
+
+    def receive_stored(self, channel: bytes, raws: list[bytes], now_ms: int) -> list[Effect]:
+        """Envelopes from a bootstrap server: verified and applied like a peer's, but a bad
+        one is skipped (the server checked only its signature; there is no link to blame)."""
+        state = self.channels.get(channel)
+        if state is None:
+            return []
+        envelopes = []
+        for raw in raws:
+            try:
+                envelopes.append(decode_envelope(raw))
+            except RemoteProtocolError:
+                continue
+        fresh = [env for env in envelopes if not state.is_known(env.id)]
+        verdicts = dict(zip((env.id for env in fresh), self.verify_batch(fresh), strict=True))
+        stored: list[tuple[bytes, bytes]] = []
+        refused: list[tuple[bytes, bytes]] = []
+        mod_events = len(state.mod_events)
+        for env in envelopes:
+            try:
+                result = state.receive(env, now_ms, verdicts.get(env.id))
+            except RemoteProtocolError:
+                continue
+            stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
+            refused += [(e.id, state.raw[e.id]) for e in result.refused]
+        moderated = len(state.mod_events) != mod_events
+        effects = self._readmit_unbanned(channel) if moderated else []
+        effects += self._after_apply(state, stored, source=None)
+        if moderated:
+            self._drop_banned(channel)
+        if refused:
+            effects.append(PersistEnvelopes(channel, tuple(refused)))
+        return effects
+
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
                      source: int | None, own: bool = False, hold: bool = False
                      ) -> list[Effect]:
         if not stored:
             return []
         channel = state.channel_id
+        if own:
+            self.own_written += [(channel, raw) for _, raw in stored]
         effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))]
         if state.changed and not self.index_messages:
             state.changed.clear()

@@ -109,6 +109,16 @@ class PingRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Started(Event):
+    """The runtime listens at ``listen``: dial the bootstrap servers, announce there."""
+
+    listen: Address
+    wall_ms: int  # the wall clock now, in Unix ms (peer records carry expiry times)
+    #: (server DID, server topic, cursor) as stored by earlier runs
+    cursors: tuple[tuple[str, bytes, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PeerDiscovered(Event):
     """A discovery mechanism saw ``did`` at ``address``: dial it unless already connected.
 
@@ -293,6 +303,16 @@ class ModRequested(Event):
     on: bool = True  # mode set (True) or cleared
     reason: str = ""
     hold: bool = False  # as SendRequested.hold
+
+
+@dataclass(frozen=True, slots=True)
+class PersistCursor(Effect):
+    """Remember how far the node has read a bootstrap server's topic (after the
+    envelopes before it are stored: effects are written in order)."""
+
+    server_did: str
+    topic: bytes
+    cursor: int
 
 
 @dataclass(frozen=True, slots=True)

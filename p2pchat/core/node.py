@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pchat.core.bootstrap import BootstrapClient
 from p2pchat.core.channels import BatchVerifier, ChannelHub, verify_in_order
 from p2pchat.core.config import NodeConfig
 from p2pchat.core.events import (
@@ -56,6 +57,7 @@ from p2pchat.core.events import (
     SavePeer,
     SendRequested,
     ShutdownRequested,
+    Started,
     TimerExpired,
     WantedPeersLoaded,
     format_address,
@@ -96,7 +98,7 @@ class NodeCore:
 
     def __init__(
         self, identity: Identity, config: NodeConfig, rng: RandomSource, agent: str = "p2pchat",
-        verify_batch: BatchVerifier = verify_in_order,
+        verify_batch: BatchVerifier = verify_in_order, bootstrap: tuple[Address, ...] = (),
     ) -> None:
         self.identity = identity
         self.config = config
@@ -108,13 +110,20 @@ class NodeCore:
         self._dials: dict[int, Address] = {}
         self._next_dial_id = 1
         self._shutting_down = False
+        self._channels_started: set[bytes] = set()
+        self._wall_offset_ms = 0
+        self._last_now = 0.0
         self.hub = ChannelHub(identity, rng.randbytes, verify_batch)
+        self.bootstrap = BootstrapClient(identity, bootstrap)
 
     # --- queries -----------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         times = [d for link in self._links.values() if (d := link.deadline()) is not None]
         times += [w.next_dial_at for w in self._wanted.values() if w.next_dial_at is not None]
+        server = self.bootstrap.next_deadline()
+        if server is not None:
+            times.append(server)
         return min(times, default=None)
 
     def peers(self, now: float) -> list[PeerInfo]:
@@ -140,15 +149,27 @@ class NodeCore:
     # --- the one entry point ----------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        self._last_now = now
+        effects: list[Effect] = []
         if self.hub.holding and not getattr(event, "hold", False):
             # held pushes leave before anything else happens on the links, so frames keep
             # the order they would have had without holding
-            return self.hub.flush_held() + self._handle(event, now)
-        return self._handle(event, now)
+            effects = self.hub.flush_held()
+        effects += self._handle(event, now)
+        if self.hub.own_written:  # own envelopes also go to the bootstrap servers
+            written, self.hub.own_written = self.hub.own_written, []
+            by_channel: dict[bytes, list[bytes]] = {}
+            for channel, raw in written:
+                by_channel.setdefault(channel, []).append(raw)
+            for channel, raws in by_channel.items():
+                effects += self.bootstrap.upload(channel, raws)
+        return effects
 
     def _handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, FlushHeld):
             return []
+        if isinstance(event, Started):
+            return self._on_started(event, now)
         if isinstance(event, DataReceived):
             return self._on_data(event, now)
         if isinstance(event, TimerExpired):
@@ -178,7 +199,10 @@ class NodeCore:
         if isinstance(event, ModRequested):
             return self.hub.moderate(event)
         if isinstance(event, ChannelCreateRequested):
-            return self.hub.create(event)
+            effects = self.hub.create(event)
+            for channel in set(self.hub.channels) - self._channels_started:
+                effects += self._channel_started(channel)
+            return effects
         if isinstance(event, JoinRequested):
             return self._on_join(event, now)
         if isinstance(event, ChannelsLoaded):
@@ -231,6 +255,9 @@ class NodeCore:
         for wanted in list(self._wanted.values()):
             if wanted.next_dial_at is not None and wanted.next_dial_at <= now:
                 effects += self._dial(wanted)
+        deadline = self.bootstrap.next_deadline()
+        if deadline is not None and deadline <= now:
+            effects += self.bootstrap.on_timer(now, self._wall_ms(now))
         return effects
 
     def _on_lost(self, ev: LinkLost, now: float) -> list[Effect]:
@@ -305,8 +332,37 @@ class NodeCore:
         effects.append(DisconnectFinished(ev.request_id, closed, tuple(sorted(forgotten))))
         return effects
 
+    def _channel_started(self, channel: bytes) -> list[Effect]:
+        self._channels_started.add(channel)
+        return self.bootstrap.on_channel(channel, self.hub.own_envelopes(channel),
+                                         self._wall_ms())
+
+    def _wall_ms(self, now: float | None = None) -> int:
+        """Wall-clock milliseconds from the monotonic ``now`` (offset given by Started)."""
+        if now is None:
+            now = self._last_now
+        return int(now * 1000) + self._wall_offset_ms
+
+    def _on_started(self, ev: Started, now: float) -> list[Effect]:
+        self._wall_offset_ms = ev.wall_ms - int(now * 1000)
+        self._channels_started |= set(self.hub.channels)
+        host = ev.listen[0]
+        if host not in ("0.0.0.0", "::"):
+            self.bootstrap.listen = ev.listen
+        self.bootstrap.cursors.update({(s, t): c for s, t, c in ev.cursors})
+        effects: list[Effect] = []
+        for address in self.bootstrap.servers:
+            if address in self._wanted or len(self._wanted) >= self.config.max_wanted_peers:
+                continue
+            wanted = _Wanted(address, None, persistent=True, source="bootstrap-server")
+            self._wanted[address] = wanted
+            effects += self._dial(wanted)
+        return effects
+
     def _on_join(self, ev: JoinRequested, now: float) -> list[Effect]:
         effects = self.hub.join(ev)
+        if ev.channel not in self._channels_started:
+            effects += self._channel_started(ev.channel)
         for did, address in ev.peers:
             if did == self.identity.did or address in self._wanted or did in self._by_did:
                 continue
@@ -400,18 +456,32 @@ class NodeCore:
         if link.is_open and not link.announced:
             effects += self._on_link_open(link, now)
             if link.announced and link.is_open:
-                effects += self.hub.on_link_open(link)
+                if self.bootstrap.is_server(link):
+                    effects += self.bootstrap.on_server_open(
+                        link, sorted(self.hub.channels), self.hub.own_envelopes, now,
+                        self._wall_ms(now))
+                else:
+                    effects += self.hub.on_link_open(link)
         if link.inbox:
             frames, link.inbox = link.inbox, []
+            server = self.bootstrap.is_server_link(link.link_id)
             for frame in frames:
                 if not link.is_open:
                     break
                 try:
-                    effects += self.hub.on_frame(link, frame, 0)
+                    if server:
+                        effects += self.bootstrap.on_frame(
+                            link, frame, self._wall_ms(now),
+                            lambda c, raws: self.hub.receive_stored(c, raws, 0),
+                            lambda did, address: self._on_discovered(
+                                PeerDiscovered(did, address, "bootstrap"), now))
+                    else:
+                        effects += self.hub.on_frame(link, frame, 0)
                 except RemoteProtocolError as exc:
                     effects += link.close(exc.code, str(exc))
         if link.state.value == "closed" and link.link_id in self._links:
             self.hub.on_link_closed(link.link_id)
+            self.bootstrap.on_link_closed(link.link_id, link.close_reason or "closed")
             effects += self._on_link_closed(link, now)
         return effects
 
@@ -425,7 +495,8 @@ class NodeCore:
             wanted.did = did
             wanted.attempts = 0
             wanted.persistent = True
-            effects.append(SavePeer(wanted.address, did))
+            if wanted.source not in ("mdns", "bootstrap", "bootstrap-server"):
+                effects.append(SavePeer(wanted.address, did))  # found again after a restart
             effects += [ConnectFinished(r, did, None) for r in wanted.requests]
             wanted.requests.clear()
         current_id = self._by_did.get(did)

@@ -50,6 +50,7 @@ from p2pchat.core.events import (
     PeerDisconnected,
     PeerDiscovered,
     PersistChannel,
+    PersistCursor,
     PersistEnvelopes,
     PersistSnapshot,
     PingFinished,
@@ -57,6 +58,7 @@ from p2pchat.core.events import (
     SavePeer,
     SendRequested,
     ShutdownRequested,
+    Started,
     TimerExpired,
     Transmit,
     WantedPeersLoaded,
@@ -138,7 +140,7 @@ class Node:
         self._verifier = ThreadPoolExecutor(max_workers=VERIFY_THREADS,
                                             thread_name_prefix="p2pchat-verify")
         self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT,
-                             verify_batch=self._verify_batch)
+                             verify_batch=self._verify_batch, bootstrap=bootstrap)
         if store is None:  # nothing would keep snapshots or a search index
             self.core.hub.snapshot_every = 0
             self.core.hub.index_messages = False
@@ -185,6 +187,8 @@ class Node:
             peers = await self.store.load_peers()
             if peers:
                 self._dispatch(WantedPeersLoaded(tuple(peers)))
+        cursors = await self.store.load_cursors() if self.store is not None else []
+        self._dispatch(Started(self.listen_address, _wall_ms(), tuple(cursors)))
         return self.listen_address
 
     async def stop(self, reason: str = "node shutting down") -> None:
@@ -446,7 +450,7 @@ class Node:
             log.info("peer disconnected %s: %s", effect.did, effect.reason)
             self._notify(effect)
         elif isinstance(effect, (SavePeer, ForgetPeer, PersistEnvelopes, PersistSnapshot,
-                                 IndexMessages, PersistChannel)):
+                                 IndexMessages, PersistChannel, PersistCursor)):
             if self.store is not None:
                 self._enqueue_write(effect)
         elif isinstance(effect, DisconnectFinished):

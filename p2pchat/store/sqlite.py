@@ -26,6 +26,7 @@ from p2pchat.core.events import (
     ForgetPeer,
     IndexMessages,
     PersistChannel,
+    PersistCursor,
     PersistEnvelopes,
     PersistSnapshot,
     SavePeer,
@@ -75,6 +76,15 @@ MIGRATIONS: tuple[str, ...] = (
         channel BLOB PRIMARY KEY REFERENCES channels(id),
         covered INTEGER NOT NULL,
         data BLOB NOT NULL
+    );
+    """,
+    # 4: how far each bootstrap server's topic has been read
+    """
+    CREATE TABLE server_cursors (
+        server TEXT NOT NULL,
+        topic BLOB NOT NULL,
+        cursor INTEGER NOT NULL,
+        PRIMARY KEY (server, topic)
     );
     """,
 )
@@ -147,6 +157,17 @@ class Store:
         ) as cur:
             rows = await cur.fetchall()
         return [((str(h), int(p)), str(d)) for h, p, d in rows]
+
+    async def save_cursor(self, server: str, topic: bytes, cursor: int) -> None:
+        await self._db.execute(
+            "INSERT INTO server_cursors (server, topic, cursor) VALUES (?, ?, ?) "
+            "ON CONFLICT (server, topic) DO UPDATE SET cursor = max(cursor, excluded.cursor)",
+            (server, topic, cursor))
+
+    async def load_cursors(self) -> list[tuple[str, bytes, int]]:
+        async with self._db.execute("SELECT server, topic, cursor FROM server_cursors") as cur:
+            rows = await cur.fetchall()
+        return [(str(s), bytes(t), int(c)) for s, t, c in rows]
 
     async def forget_peer(self, address: Address) -> None:
         await self._db.execute("DELETE FROM peers WHERE host = ? AND port = ?", address)
@@ -269,6 +290,8 @@ class Store:
             return lambda: self.save_peer(effect.address, effect.did, now)
         if isinstance(effect, ForgetPeer):
             return lambda: self.forget_peer(effect.address)
+        if isinstance(effect, PersistCursor):
+            return lambda: self.save_cursor(effect.server_did, effect.topic, effect.cursor)
         raise TypeError(f"not a persistence effect: {effect!r}")
 
     async def close(self) -> None:

@@ -58,6 +58,22 @@ MAX_UPLOAD_BYTES = 256 * 1024
 Cursors = dict[tuple[str, bytes], int]
 
 
+def _upload_batches(raws: list[bytes]) -> list[tuple[bytes, ...]]:
+    """``raws`` cut into ``upload`` frames of at most MAX_BATCH_ITEMS and MAX_UPLOAD_BYTES."""
+    batches: list[tuple[bytes, ...]] = []
+    batch: list[bytes] = []
+    size = 0
+    for raw in raws:
+        if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_UPLOAD_BYTES):
+            batches.append(tuple(batch))
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw)
+    if batch:
+        batches.append(tuple(batch))
+    return batches
+
+
 @dataclass
 class ServerStatus:
     """What the node knows about one configured server (for ``doctor``)."""
@@ -75,6 +91,8 @@ class _ServerLink:
     link: Link
     status: ServerStatus
     topics: dict[bytes, bytes] = field(default_factory=dict)  # server topic -> channel
+    #: per topic, the item counts of uploads not yet answered (the server answers in order)
+    unanswered: dict[bytes, list[int]] = field(default_factory=dict)
 
 
 class BootstrapClient:
@@ -84,6 +102,9 @@ class BootstrapClient:
         self.cursors: Cursors = {}
         self.listen: Address | None = None
         self._open: dict[int, _ServerLink] = {}
+        #: (server DID, server topic) -> how many of our own envelopes (in log order) that
+        #: server has acknowledged in this process's lifetime: a reconnect uploads the rest
+        self.acked: dict[tuple[str, bytes], int] = {}
         self._next_announce: float | None = None
         self._next_lookup: float | None = None
 
@@ -138,7 +159,7 @@ class BootstrapClient:
         assert sl.link.peer_did is not None
         cursor = self.cursors.get((sl.link.peer_did, topic), 0)
         effects = [sl.link.send(Watch(topic=topic, cursor=cursor))]
-        effects += self._uploads(sl, topic, own)
+        effects += self._uploads(sl, topic, own[self.acked.get((sl.link.peer_did, topic), 0):])
         effects += self._announce(sl, topic, now_ms)
         effects.append(sl.link.send(Lookup(topic=topic)))
         return effects
@@ -155,19 +176,10 @@ class BootstrapClient:
         return effects
 
     def _uploads(self, sl: _ServerLink, topic: bytes, raws: list[bytes]) -> list[Effect]:
-        effects: list[Effect] = []
-        batch: list[bytes] = []
-        size = 0
-        for raw in raws:
-            if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_UPLOAD_BYTES):
-                effects.append(sl.link.send(Upload(topic=topic, items=tuple(batch))))
-                batch, size = [], 0
-            batch.append(raw)
-            size += len(raw)
-        if batch:
-            effects.append(sl.link.send(Upload(topic=topic, items=tuple(batch))))
+        batches = _upload_batches(raws)
+        sl.unanswered.setdefault(topic, []).extend(len(b) for b in batches)
         sl.status.uploaded += len(raws)
-        return effects
+        return [sl.link.send(Upload(topic=topic, items=batch)) for batch in batches]
 
     def _announce(self, sl: _ServerLink, topic: bytes, now_ms: int) -> list[Effect]:
         if self.listen is None:
@@ -223,8 +235,15 @@ class BootstrapClient:
                     effects += discovered(record.did, address)
             return effects
         if isinstance(frame, Uploaded):
+            pending = sl.unanswered.get(frame.topic)
+            if pending:
+                assert link.peer_did is not None
+                key = (link.peer_did, frame.topic)
+                self.acked[key] = self.acked.get(key, 0) + pending.pop(0)
             return []
         if isinstance(frame, Refused):
             sl.status.last_error = f"{frame.request} refused: {frame.code}: {frame.reason}"
+            if frame.request == Upload.TAG and sl.unanswered.get(frame.topic):
+                sl.unanswered[frame.topic].pop(0)  # not stored: uploaded again next time
             return []
         return []

@@ -42,6 +42,7 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
     os.umask(0o077)  # everything the node writes (db, WAL, socket) is user-only
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic logs every handshake at INFO
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # logs every statement at DEBUG
+    logging.getLogger("zeroconf").setLevel(logging.INFO)  # logs every packet at DEBUG
     home.ensure()
     home.check_socket_path()
     with home_lock(home):

@@ -1,0 +1,225 @@
+"""Inputs to and outputs of the bootstrap service (:mod:`bootstrap.service`).
+
+They extend p2pchat's :class:`~p2pchat.core.events.Event` / ``Effect`` bases, so the
+server core hands them through the same ``handle(event, now) -> [effects]`` loop as
+the link layer's. Events are facts (past tense); effects are commands the runtime
+carries out in order. Store effects are *ports* (automerge-repo style): the SQLite
+adapter and the in-memory one in :mod:`bootstrap.testing` answer each with the
+event named in its docstring, in the order the effects were emitted (reads of stored
+envelopes excepted: they may be answered in any order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pchat.core.events import Address, Effect, Event
+from p2pchat.wire import Frame
+
+
+class ServiceEvent(Event):
+    """Marker base of the service's own events (ServerCore routes them to the service)."""
+
+    __slots__ = ()
+
+
+# --- from the link layer (ServerCore) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLinked(ServiceEvent):
+    """A link finished its handshake: ``did`` is proven."""
+
+    link_id: int
+    did: str
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class FrameArrived(ServiceEvent):
+    link_id: int
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGone(ServiceEvent):
+    link_id: int
+
+
+# --- from the store ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """A topic as stored: newest seq assigned, and how much it holds."""
+
+    topic: bytes
+    last_seq: int
+    count: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    topic: bytes
+    did: str
+    record: bytes
+    signature: bytes
+    expires_ms: int
+    announced_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLoaded(ServiceEvent):
+    """What the store holds at start (records already expired are left out)."""
+
+    topics: tuple[TopicState, ...]
+    #: stored envelope bytes per uploader DID
+    usage: tuple[tuple[str, int], ...]
+    records: tuple[StoredRecord, ...]
+    #: seqs of a topic created from now on start above this (see ``PruneDone.emptied``)
+    seq_floor: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdsChecked(ServiceEvent):
+    """Answer to :class:`CheckIds`: the ids the topic already holds."""
+
+    op: int
+    known: frozenset[bytes]
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDone(ServiceEvent):
+    """Answer to :class:`AppendEnvelopes`: committed (``error`` empty) or rolled back."""
+
+    op: int
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRead(ServiceEvent):
+    """Answer to :class:`ReadStored`: ``items`` as (seq, envelope), in seq order; the read
+    covered every seq up to ``reached`` (``upto`` unless a size limit cut it short)."""
+
+    read: int
+    items: tuple[tuple[int, bytes], ...]
+    reached: int
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """Envelopes deleted by retention, per (topic, uploader)."""
+
+    topic: bytes
+    uploader: str
+    count: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneDone(ServiceEvent):
+    """Answer to :class:`PruneOlder` and :class:`TrimTopic`. ``emptied``: topics left
+    without envelopes, whose rows the store deleted (raising its seq floor to their last
+    seq); ``more``: an age prune stopped at its row limit."""
+
+    op: int
+    removed: tuple[Removal, ...]
+    emptied: tuple[bytes, ...] = ()
+    more: bool = False
+    error: str = ""
+
+
+# --- effects ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIds(Effect):
+    """Which of ``ids`` does ``topic`` hold? Answered with :class:`IdsChecked`."""
+
+    op: int
+    topic: bytes
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    seq: int
+    id: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEnvelopes(Effect):
+    """Store ``rows`` (new to the topic, seqs increasing) in one transaction, and record
+    ``rows[-1].seq`` as the topic's last seq. Answered with :class:`AppendDone`."""
+
+    op: int
+    topic: bytes
+    rows: tuple[StoredRow, ...]
+    uploader: str
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStored(Effect):
+    """Envelopes of ``topic`` with ``after < seq <= upto``, oldest first, at most
+    ``max_items`` and ``max_bytes`` (but at least one). Answered with :class:`StoredRead`.
+    ``link_id`` lets the runtime pace the read to that link's send backlog."""
+
+    read: int
+    link_id: int
+    topic: bytes
+    after: int
+    upto: int
+    max_items: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneOlder(Effect):
+    """Delete envelopes received before ``cutoff_ms`` (at most ``max_rows``, oldest first).
+    Answered with :class:`PruneDone`."""
+
+    op: int
+    cutoff_ms: int
+    max_rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrimTopic(Effect):
+    """Delete ``topic``'s oldest envelopes until at least ``count`` of them and ``size``
+    bytes are gone. Answered with :class:`PruneDone`."""
+
+    op: int
+    topic: bytes
+    count: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRecord(Effect):
+    """Store (replace) ``did``'s peer record for ``topic``. No answer."""
+
+    record: StoredRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRecords(Effect):
+    """Delete peer records that expire at or before ``expired_ms``. No answer."""
+
+    expired_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note(Effect):
+    """Something worth a structured log line: ``event`` and its fields."""
+
+    level: str  # "debug" | "info" | "warning" | "error"
+    event: str
+    fields: tuple[tuple[str, object], ...] = ()
+
+
+STORE_WRITES = (CheckIds, AppendEnvelopes, PruneOlder, TrimTopic, SaveRecord, DeleteRecords)

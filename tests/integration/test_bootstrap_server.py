@@ -186,6 +186,7 @@ def test_upload_watch_crash_restart_and_metrics(server: ServerProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server.metrics_url.replace("/metrics", "/other"), timeout=5)
     assert 404 == info.value.code
+    info.value.close()
 
     server.kill_hard()  # no shutdown, no checkpoint: what was acknowledged must be there
     server.restart()

@@ -62,7 +62,7 @@ from p2pchat.core.events import (
 from p2pchat.errors import LocalError
 from p2pchat.home import NodeHome
 from p2pchat.identity import Identity
-from p2pchat.transport.quic import QuicTransport, unacked_bytes
+from p2pchat.transport.quic import QuicTransport
 
 log = logging.getLogger("bootstrap")
 AGENT = f"p2pchat-bootstrap/{__version__}"
@@ -234,15 +234,8 @@ class BootstrapServer:
                 return
 
     def _backlog(self, link_id: int) -> int | None:
-        """Bytes a link has not had acknowledged or not yet handed to aioquic (None: gone).
-
-        QuicTransport exposes no backlog query, so this reads the same internals its own
-        send limit uses (``unacked_bytes`` and its outbox)."""
-        proto = self.transport._links.get(link_id)
-        if proto is None:
-            return None
-        queued = self.transport._outbox.get(proto)
-        return unacked_bytes(proto._quic) + (len(queued) if queued is not None else 0)
+        """Bytes a link has not had acknowledged or not yet handed to aioquic (None: gone)."""
+        return self.transport.backlog(link_id)
 
     async def _read(self, effect: ReadStored) -> None:
         while True:  # polled: the transport has no "drained" callback to wait on

@@ -381,6 +381,16 @@ class QuicTransport:
 
     # --- commands -----------------------------------------------------------------
 
+    def backlog(self, link_id: int) -> int | None:
+        """Bytes written to a link and not yet acknowledged by the peer, including those
+        still in the outbox (None: no such link). Lets a caller pace bulk writes below
+        MAX_UNACKED_SEND_BYTES."""
+        proto = self._links.get(link_id)
+        if proto is None:
+            return None
+        queued = self._outbox.get(proto)
+        return unacked_bytes(proto._quic) + (len(queued) if queued is not None else 0)
+
     def send(self, link_id: int, data: bytes) -> None:
         proto = self._links.get(link_id)
         if proto is None or proto.closed_reason is not None:

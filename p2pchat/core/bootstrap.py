@@ -168,6 +168,8 @@ class BootstrapClient:
 
     def upload(self, channel: bytes, raws: list[bytes]) -> list[Effect]:
         """Own envelopes just written: to every open server link."""
+        if not self._open:
+            return []
         topic = server_topic(channel)
         effects: list[Effect] = []
         for sl in self._open.values():

@@ -158,6 +158,8 @@ class NodeCore:
         effects += self._handle(event, now)
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
+            if not self.bootstrap.servers:
+                return effects
             by_channel: dict[bytes, list[bytes]] = {}
             for channel, raw in written:
                 by_channel.setdefault(channel, []).append(raw)

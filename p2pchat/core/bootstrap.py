@@ -181,7 +181,10 @@ class BootstrapClient:
         batches = _upload_batches(raws)
         sl.unanswered.setdefault(topic, []).extend(len(b) for b in batches)
         sl.status.uploaded += len(raws)
-        return [sl.link.send(Upload(topic=topic, items=batch)) for batch in batches]
+        # own envelopes leave only after their commit: a server must never hold what a
+        # crash could make this node forget (a restart would reuse the seq: a fork)
+        return [sl.link.send(Upload(topic=topic, items=batch), after_store=True)
+                for batch in batches]
 
     def _announce(self, sl: _ServerLink, topic: bytes, now_ms: int) -> list[Effect]:
         if self.listen is None:

@@ -215,8 +215,9 @@ def channel_list(as_json: JsonOption = False) -> None:
         typer.echo("no channels")
     for c in result:
         state = "" if c["synced"] else "  (waiting for history)"
+        topic = f"  topic: {safe(c['topic'])}" if c.get("topic") else ""
         typer.echo(f"#{safe(c['name'])}  {c['channel']}  {c['messages']} messages, "
-                   f"{c['peers']} peers{state}")
+                   f"{c['peers']} peers{state}{topic}")
 
 
 @app.command()

@@ -240,7 +240,8 @@ class ControlServer:
             out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
                         "synced": state.genesis_id is not None,
                         "messages": len(state.history()),
-                        "peers": len(hub.shared_with(channel))})
+                        "peers": len(hub.shared_with(channel)),
+                        "topic": state.moderation().topic if state.mod_events else ""})
         return sorted(out, key=lambda c: (c["name"], c["channel"]))
 
     async def _invite(self, params: dict[str, Any]) -> Any:

@@ -67,6 +67,11 @@ def test_ban_takes_effect_on_every_node_and_the_modlog_explains(
     mod.start()
     assert before == (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel))
 
+    # the topic is the fold's, shown by channel list everywhere
+    assert 0 == mod.cli("mod", "topic", channel, "be nice").returncode
+    wait_until(lambda: [c.get("topic") for c in json.loads(
+        owner.cli("channel", "list", "--json").stdout)] == ["be nice"], 10, "the topic")
+
     # the owner unbans: the user may write again, and everyone sees it
     assert 0 == owner.cli("mod", "unban", channel, user.did).returncode
     wait_until(lambda: _ranks(user, channel).get(user.did) == "member", 10,

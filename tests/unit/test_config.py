@@ -85,3 +85,22 @@ def test_configs_are_frozen() -> None:
     config = NodeConfig()
     with pytest.raises(AttributeError):
         config.max_links = 3  # type: ignore[misc]
+
+
+def test_discovery_settings_parse_and_validate() -> None:
+    from p2pchat.home import parse_settings
+
+    settings = parse_settings('[node]\nmdns = false\nbootstrap = ["127.0.0.1:7446", '
+                              '"[::1]:7447"]\n')
+    assert settings.mdns is False
+    assert (("127.0.0.1", 7446), ("::1", 7447)) == settings.bootstrap
+    assert parse_settings("").mdns is True
+    assert () == parse_settings("").bootstrap
+    for bad, message in (('mdns = "yes"', "node.mdns must be true or false"),
+                         ('bootstrap = "127.0.0.1:1"', "node.bootstrap must be a list"),
+                         ("bootstrap = [1]", "node.bootstrap must be a list"),
+                         ('bootstrap = ["nope"]', "node.bootstrap"),
+                         ("bootstrap = [" + ", ".join(['"127.0.0.1:1"'] * 9) + "]",
+                          "at most 8")):
+        with pytest.raises(ConfigError, match=message):
+            parse_settings(f"[node]\n{bad}\n")

@@ -86,6 +86,8 @@ class _LinkChannels:
     topics: dict[bytes, bytes]  # my topic -> channel id, for this link's session
     shared: set[bytes]
     by_channel: dict[bytes, bytes] = field(default_factory=dict)  # channel id -> topic
+    #: per channel, the envelope ids of the last sync window sent (maybe still in flight)
+    in_flight: dict[bytes, set[bytes]] = field(default_factory=dict)
     #: channels this peer may not sync (banned; not a member of an invite-only channel):
     #: nothing is sent, and its frames for them are ignored
     refused: set[bytes] = field(default_factory=set)
@@ -398,15 +400,25 @@ class ChannelHub:
             have = set(ids)
             ids += [i for i in state.log if i not in have
                     and (state.envs[i].author, state.envs[i].device) in forked]
-        raws: list[bytes] = []
+        # The window answered last is still on its way (the peer asks for the next one
+        # as soon as it has applied that window's first frame): do not send it twice.
+        # The stream is ordered, so anything older reached the peer before this summary
+        # was written, and what it still lacks of that is sent again.
+        in_flight = lc.in_flight.get(channel, set())
+        window: list[bytes] = []
         size = 0
+        more = False
         for env_id in ids:
+            if env_id in in_flight:
+                continue
             raw = state.raw[env_id]
-            if raws and size + len(raw) > SYNC_WINDOW_BYTES:
-                return self._batches(lc, channel, raws, more=True)
-            raws.append(raw)
+            if window and size + len(raw) > SYNC_WINDOW_BYTES:
+                more = True
+                break
+            window.append(env_id)
             size += len(raw)
-        return self._batches(lc, channel, raws)
+        lc.in_flight[channel] = set(window)
+        return self._batches(lc, channel, [state.raw[i] for i in window], more=more)
 
     def _send_envelopes(self, lc: _LinkChannels, channel: bytes, ids: list[bytes]
                         ) -> list[Effect]:
@@ -428,8 +440,9 @@ class ChannelHub:
             size += len(raw)
         if batch:
             frames.append(tuple(batch))
-        last = len(frames) - 1
-        return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == last),
+        # ``more`` rides on the first frame: the receiver asks for the next window once it
+        # has applied that one, so windows overlap in flight instead of waiting a round trip
+        return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == 0),
                              after_store)
                 for i, items in enumerate(frames)]
 

@@ -1,0 +1,40 @@
+"""Sync windows overlap in flight, and no envelope crosses a link twice."""
+
+from __future__ import annotations
+
+from p2pchat.core.channels import SYNC_WINDOW_BYTES
+from p2pchat.core.events import ChannelAnswer, ChannelCreateRequested, JoinRequested, SendRequested
+from p2pchat.wire import Envelopes, Summary
+from tests.unit.corenet import Net, sent_frames
+
+WALL = 1_800_000_000_000
+TEXT = "x" * 15_000  # ~15 KB envelopes: a few hundred fill several windows
+
+
+def test_a_large_backlog_arrives_once_with_overlapping_windows() -> None:
+    net = Net()
+    net.add("a")
+    net.add("b")
+    created = net.handle("a", ChannelCreateRequested(1, "big", WALL))
+    answer = next(e for e in created if isinstance(e, ChannelAnswer))
+    assert answer.result is not None
+    channel = answer.result["channel"]
+    for i in range(400):
+        net.handle("a", SendRequested(10 + i, channel, f"{i} {TEXT}", WALL + i))
+    state_a = net.cores["a"].hub.channels[channel]
+    total = sum(len(state_a.raw[i]) for i in state_a.log)
+    assert total > 3 * SYNC_WINDOW_BYTES  # several windows
+    net.handle("b", JoinRequested(2, channel, net.cores["a"].hub.keys[channel], "big", (),
+                                  WALL))
+    la, lb = net.establish("b", "a")
+    net.settle()
+    state_b = net.cores["b"].hub.channels[channel]
+    assert state_a.log == state_b.log
+    sent = [f for f in sent_frames(net.effects["a"], lb) if isinstance(f, Envelopes)]
+    items = [raw for f in sent for raw in f.items]
+    assert len(state_a.log) == len(items) == len(set(items)), "an envelope was sent twice"
+    # ``more`` marks the first frame of every window that is not the last one
+    flagged = [i for i, f in enumerate(sent) if f.more]
+    assert len(flagged) >= 3 and 0 == flagged[0]
+    asked = [f for f in sent_frames(net.effects["b"], la) if isinstance(f, Summary)]
+    assert len(asked) == len(flagged) + 1  # the first summary, then one per flagged frame

@@ -71,7 +71,8 @@ from p2pchat.transport.quic import QuicTransport
 
 log = logging.getLogger("p2pchat.node")
 AGENT = f"p2pchat/{__version__}"
-#: Threads that check envelope signatures of large batches (catch-up sync).
+#: Threads that check envelope signatures of large batches (catch-up sync): the loop's
+#: own thread and VERIFY_THREADS - 1 workers.
 VERIFY_THREADS = 2
 #: Batches smaller than this are checked on the event loop's thread (no hand-off cost).
 PARALLEL_VERIFY_MIN = 16
@@ -137,7 +138,7 @@ class Node:
         # the GIL); the core just receives the verdicts. (Checking them while the loop
         # applies earlier batches was tried and is slower: the busy loop thread keeps the
         # GIL, and the workers wait up to a switch interval after every signature.)
-        self._verifier = ThreadPoolExecutor(max_workers=VERIFY_THREADS,
+        self._verifier = ThreadPoolExecutor(max_workers=VERIFY_THREADS - 1,
                                             thread_name_prefix="p2pchat-verify")
         self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT,
                              verify_batch=self._verify_batch, bootstrap=bootstrap)
@@ -210,8 +211,9 @@ class Node:
             return verify_in_order(envelopes)
         # one slice per thread (ThreadPoolExecutor.map would make a future per item)
         slices = [envelopes[i::VERIFY_THREADS] for i in range(VERIFY_THREADS)]
-        results = [f.result() for f in [self._verifier.submit(verify_in_order, s)
-                                        for s in slices]]
+        # the loop's thread checks the first slice itself instead of waiting idle
+        futures = [self._verifier.submit(verify_in_order, s) for s in slices[1:]]
+        results = [verify_in_order(slices[0])] + [f.result() for f in futures]
         verdicts = [False] * len(envelopes)
         for i, result in enumerate(results):
             verdicts[i::VERIFY_THREADS] = result

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pchat.bootstrap_proto import RecordError, make_record, open_record, server_topic
+from p2pchat.core.channels import cut_batches
 from p2pchat.core.events import Address, Effect, PersistCursor
 from p2pchat.core.link import Link
 from p2pchat.identity import Identity
@@ -56,22 +57,6 @@ MAX_UPLOAD_BYTES = 256 * 1024
 
 #: (server DID, server topic) -> last stored seq received
 Cursors = dict[tuple[str, bytes], int]
-
-
-def _upload_batches(raws: list[bytes]) -> list[tuple[bytes, ...]]:
-    """``raws`` cut into ``upload`` frames of at most MAX_BATCH_ITEMS and MAX_UPLOAD_BYTES."""
-    batches: list[tuple[bytes, ...]] = []
-    batch: list[bytes] = []
-    size = 0
-    for raw in raws:
-        if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_UPLOAD_BYTES):
-            batches.append(tuple(batch))
-            batch, size = [], 0
-        batch.append(raw)
-        size += len(raw)
-    if batch:
-        batches.append(tuple(batch))
-    return batches
 
 
 @dataclass
@@ -178,7 +163,7 @@ class BootstrapClient:
         return effects
 
     def _uploads(self, sl: _ServerLink, topic: bytes, raws: list[bytes]) -> list[Effect]:
-        batches = _upload_batches(raws)
+        batches = cut_batches(raws, MAX_BATCH_ITEMS, MAX_UPLOAD_BYTES)
         sl.unanswered.setdefault(topic, []).extend(len(b) for b in batches)
         sl.status.uploaded += len(raws)
         # own envelopes leave only after their commit: a server must never hold what a

@@ -72,6 +72,23 @@ RandomBytes = Callable[[int], bytes]
 BatchVerifier = Callable[[list[Envelope]], list[bool]]
 
 
+def cut_batches(raws: list[bytes], max_items: int, max_bytes: int) -> list[tuple[bytes, ...]]:
+    """``raws`` in order, cut into runs of at most ``max_items`` and ``max_bytes`` (a single
+    larger item goes alone)."""
+    batches: list[tuple[bytes, ...]] = []
+    batch: list[bytes] = []
+    size = 0
+    for raw in raws:
+        if batch and (len(batch) >= max_items or size + len(raw) > max_bytes):
+            batches.append(tuple(batch))
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw)
+    if batch:
+        batches.append(tuple(batch))
+    return batches
+
+
 def verify_in_order(envelopes: list[Envelope]) -> list[bool]:
     return [env.verify_signature() for env in envelopes]
 
@@ -429,17 +446,7 @@ class ChannelHub:
                  more: bool = False, after_store: bool = False) -> list[Effect]:
         """``Envelopes`` frames for ``raws``, in order, within the item and byte limits."""
         topic = self._topic(lc, channel)
-        frames: list[tuple[bytes, ...]] = []
-        batch: list[bytes] = []
-        size = 0
-        for raw in raws:
-            if batch and (len(batch) >= MAX_BATCH_ITEMS or size + len(raw) > MAX_BATCH_BYTES):
-                frames.append(tuple(batch))
-                batch, size = [], 0
-            batch.append(raw)
-            size += len(raw)
-        if batch:
-            frames.append(tuple(batch))
+        frames = cut_batches(raws, MAX_BATCH_ITEMS, MAX_BATCH_BYTES)
         # ``more`` rides on the first frame: the receiver asks for the next window once it
         # has applied that one, so windows overlap in flight instead of waiting a round trip
         return [lc.link.send(Envelopes(topic=topic, items=items, more=more and i == 0),

@@ -90,7 +90,7 @@ class SharedDocument:
             return None
         obj = got[1]
         # values() lists the fields in keys() order: two calls instead of one per field
-        return {field: value[1]
+        return {field: _scalar(value)
                 for field, (value, _) in zip(self.doc.keys(obj, heads),
                                              self.doc.values(obj, heads), strict=True)
                 if isinstance(value, tuple)}
@@ -179,6 +179,12 @@ class AuthoringDocument:
     @classmethod
     def load(cls, actor: bytes, data: bytes) -> AuthoringDocument:
         return cls(actor, Document.load(data))
+
+
+def _scalar(value: tuple[Any, Any]) -> Any:
+    """A scalar as Python sees it: the binding hands bytes back as a list of ints."""
+    kind, data = value
+    return bytes(data) if kind == ScalarType.Bytes else data
 
 
 def _top(doc: Document, name: str) -> bytes:

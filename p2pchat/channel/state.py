@@ -53,6 +53,7 @@ from p2pchat.channel.envelope import (
     decode_envelope,
     seal_envelope,
 )
+from p2pchat.channel.keys import KeyError_, Prekey, open_prekey
 from p2pchat.channel.moderation import ModEvent, ModState
 from p2pchat.channel.ulid import is_ulid, make_ulid, ulid_ms
 from p2pchat.crypto import DecryptionError, blake2b
@@ -71,7 +72,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 4
+SNAPSHOT_VERSION = 5
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -86,6 +87,14 @@ def channel_id_for(founder: str, name: str, nonce: bytes) -> bytes:
 def epoch_id_for(key: bytes) -> bytes:
     """The id of the epoch whose group secret is ``key`` (a commitment to it)."""
     return blake2b(b"epoch", key=key, person=_EPOCH_PERSON)
+
+
+def clear_key(channel_id: bytes) -> bytes:
+    """The key of the *clear epoch*: derived from the channel id alone, so whoever knows
+    the channel (members, joiners without a group key yet, servers) can read what is
+    sealed under it. Only public material goes there: published prekeys (and, with the
+    E2EE issue, key bundles, which are sealed per recipient anyway)."""
+    return blake2b(b"clear", key=channel_id, person=b"p2pchat-clear")
 
 
 class Status(Enum):
@@ -162,6 +171,10 @@ class ReceiveResult:
     equivocation: bool = False
 
 
+def _prekey_key(prekey_id: bytes) -> str:
+    return f"prekey:{prekey_id.hex()}"
+
+
 def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
                 ) -> dict[str, Any] | str:
     """The modlog fields of an action, or why it is malformed."""
@@ -189,6 +202,10 @@ class ChannelState:
         self.channel_id = channel_id
         self.identity = identity
         self._keys = keys
+        self._clear_key = clear_key(channel_id)
+        self.clear_epoch = epoch_id_for(self._clear_key)
+        #: published prekeys by member: prekey id -> Prekey (valid when published)
+        self.prekeys: dict[str, dict[bytes, Prekey]] = {}
         self.doc = SharedDocument()
         self._actor = actor_id(identity.did, identity.device_salt)
         self.authoring = AuthoringDocument(self._actor)
@@ -323,6 +340,24 @@ class ChannelState:
                            now_ms, randbytes)
         return env, entry_id
 
+    def publish_prekey(self, record: bytes, now_ms: int, randbytes: RandomBytes) -> Envelope:
+        """Publish one of this member's signed prekeys, in the clear epoch."""
+        try:
+            prekey = open_prekey(record, now_ms)
+        except KeyError_ as exc:
+            raise ValueError(str(exc)) from None
+        if prekey.did != self.identity.did:
+            raise ValueError("a member publishes only its own prekeys")
+        change = self.authoring.put_entry("keys", _prekey_key(prekey.prekey_id),
+                                          {"record": record})
+        return self._author({"op": "prekey", "record": record, "ts": now_ms}, change, now_ms,
+                            randbytes, clear=True)
+
+    def prekey_of(self, did: str, now_ms: int) -> Prekey | None:
+        """The member's published prekey that lives longest, if any is still valid."""
+        live = [p for p in self.prekeys.get(did, {}).values() if p.expires_ms > now_ms]
+        return max(live, key=lambda p: (p.expires_ms, p.prekey_id), default=None)
+
     def _check_text(self, text: str) -> None:
         if not text or len(text) > MAX_TEXT_LENGTH:
             raise ValueError(f"message text must be 1..{MAX_TEXT_LENGTH} characters")
@@ -355,8 +390,8 @@ class ChannelState:
                 raise ValueError(f"your message would be hidden: {why.replace('author', 'you')}")
 
     def _author(self, op: dict[str, Any], change: bytes, now_ms: int,
-                randbytes: RandomBytes) -> Envelope:
-        env = self._seal(op, change, randbytes)
+                randbytes: RandomBytes, clear: bool = False) -> Envelope:
+        env = self._seal(op, change, randbytes, clear)
         # We just made, signed and encrypted it: skip the signature and decryption checks
         # (the rules of _apply still run, so our own invalid operations are caught too).
         result = ReceiveResult()
@@ -370,21 +405,25 @@ class ChannelState:
             self._readmit(ReceiveResult())
         return env
 
-    def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes) -> Envelope:
-        if self.current_epoch is None:
+    def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes,
+              clear: bool = False) -> Envelope:
+        epoch = self.clear_epoch if clear else self.current_epoch
+        if epoch is None:
             raise RuntimeError("no epoch key to write with")
         if (self.identity.did, self.identity.device_salt) in self.equivocators:
             raise ValueError("this device has forked its own history (restored from an old "
                              "copy of the node home?); it can no longer write to this channel")
-        key = self._keys(self.current_epoch)
+        key = self._key_for(epoch)
         assert key is not None
         me = (self.identity.did, self.identity.device_salt)
         seq = self.vector.get(me, 0) + 1
         deps = self._deps_for_new(me)
         plaintext = msgpack.packb({**op, "change": change}, use_bin_type=True)
         return seal_envelope(self.identity, channel=self.channel_id, seq=seq, deps=deps,
-                             epoch=self.current_epoch, key=key, nonce=randbytes(24),
-                             plaintext=plaintext)
+                             epoch=epoch, key=key, nonce=randbytes(24), plaintext=plaintext)
+
+    def _key_for(self, epoch: bytes) -> bytes | None:
+        return self._clear_key if epoch == self.clear_epoch else self._keys(epoch)
 
     def _deps_for_new(self, me: tuple[str, bytes]) -> tuple[bytes, ...]:
         from p2pchat.channel.envelope import MAX_ENVELOPE_DEPS
@@ -455,7 +494,7 @@ class ChannelState:
             self._apply(env, op, change, header, result, meta.eff, meta.depth)
 
     def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes, ChangeHeader]:
-        key = self._keys(env.epoch)
+        key = self._key_for(env.epoch)
         if key is None:
             raise Rejected("envelope uses an unknown epoch key")
         try:
@@ -649,6 +688,8 @@ class ChannelState:
             return self._fold_edit(env, op, heads, kind)
         if kind == "mod":
             return self._fold_mod(env, op, heads)
+        if kind == "prekey":
+            return self._fold_prekey(env, op, heads)
         if kind == "react":
             target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")
             if not isinstance(target, str) or type(emoji) is not str \
@@ -702,6 +743,21 @@ class ChannelState:
         self.posts[(msg_id, env.author, env.device)] = record
         self._add_claim(record)  # a concurrent claim on the same id: both posts are shown
         self.changed.append(msg_id)
+        return ""
+
+    def _fold_prekey(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        record = op.get("record")
+        if type(record) is not bytes:
+            return "malformed prekey"
+        try:
+            prekey = open_prekey(record, op["ts"])  # valid when it was published
+        except KeyError_ as exc:
+            return f"invalid prekey: {exc}"
+        if prekey.did != env.author:
+            return "prekey of another member"
+        if self.doc.read_map("keys", _prekey_key(prekey.prekey_id), heads) != {"record": record}:
+            return "document does not match the prekey"
+        self.prekeys.setdefault(env.author, {})[prekey.prekey_id] = prekey
         return ""
 
     def _fold_mod(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
@@ -772,6 +828,8 @@ class ChannelState:
             "equivocators": [[a, d, s] for (a, d), s in self.equivocators.items()],
             "mod": [[e.env, e.ulid, e.author, e.action, e.target, e.value, e.on, e.reason, e.ts,
                      e.device, e.seq] for e in self.mod_events],
+            "prekeys": [[p.did, p.prekey_id, p.public, p.expires_ms]
+                        for keys in self.prekeys.values() for p in keys.values()],
         }, use_bin_type=True)
 
     @classmethod
@@ -815,6 +873,9 @@ class ChannelState:
                            for t, e, a, d, states in snap["reactions"]}
         state.equivocators = {(a, d): s for a, d, s in snap["equivocators"]}
         state.mod_events = [ModEvent(*row) for row in snap["mod"]]
+        for did, prekey_id, public, expires in snap["prekeys"]:
+            state.prekeys.setdefault(did, {})[prekey_id] = Prekey(did, prekey_id, public,
+                                                                  expires)
         for e in state.mod_events:
             state._watch(e.author, e.target)
         return state

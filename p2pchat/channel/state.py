@@ -348,6 +348,7 @@ class ChannelState:
             raise ValueError(str(exc)) from None
         if prekey.did != self.identity.did:
             raise ValueError("a member publishes only its own prekeys")
+        self._check_may_write(posting=False)
         change = self.authoring.put_entry("keys", _prekey_key(prekey.prekey_id),
                                           {"record": record})
         return self._author({"op": "prekey", "record": record, "ts": now_ms}, change, now_ms,

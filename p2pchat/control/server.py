@@ -305,8 +305,13 @@ class ControlServer:
         channel = self._channel(params)
         state = self.node.core.hub.get(channel)
         online = set(self.node.core.hub.shared_with(channel)) | {self.node.identity.did}
-        return [{"did": did, "rank": rank, "online": did in online}
-                for did, rank in state.member_ranks()]
+        now_ms = int(time.time() * 1000)
+        out = []
+        for did, rank in state.member_ranks():
+            prekey = state.prekey_of(did, now_ms)
+            out.append({"did": did, "rank": rank, "online": did in online,
+                        "prekey": prekey.prekey_id.hex() if prekey is not None else None})
+        return out
 
     async def _mod(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)

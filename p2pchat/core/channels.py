@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pchat.channel.envelope import Envelope, decode_envelope
+from p2pchat.channel.keys import KeyError_, Prekey, make_prekey, open_prekey
 from p2pchat.channel.state import ChannelState, Rejected, epoch_id_for
 from p2pchat.core.events import (
     ChannelAnswer,
@@ -39,6 +40,7 @@ from p2pchat.core.events import (
     ModRequested,
     PersistChannel,
     PersistEnvelopes,
+    PersistPrekey,
     PersistSnapshot,
     SendRequested,
     StoredChannel,
@@ -62,6 +64,8 @@ SYNC_WINDOW_BYTES = 2 * 1024 * 1024
 #: Envelope bytes per Envelopes frame: small frames let the receiver start applying
 #: (and keep its event loop responsive) while the rest of a window is in flight.
 MAX_BATCH_BYTES = 64 * 1024
+#: Publish a fresh prekey this long before the current one expires (it lives 7 days).
+PREKEY_RENEW_MS = 2 * 24 * 3600 * 1000
 #: Own envelopes held back for one push (``SendRequested.hold``) before they go anyway.
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
@@ -136,6 +140,12 @@ class ChannelHub:
         self._drop_after_flush: set[bytes] = set()
         #: own envelopes written since NodeCore last looked (it uploads them to servers)
         self.own_written: list[tuple[bytes, bytes]] = []
+        #: prekeys: off until the runtime starts (``load_prekeys``); the private keys by id
+        #: with their expiry, the record published now, and channels still without it
+        self.prekeys_on = False
+        self.prekey_privates: dict[bytes, tuple[bytes, int]] = {}
+        self.own_prekey: tuple[bytes, Prekey] | None = None
+        self._prekey_missing: set[bytes] = set()
 
     # --- queries ------------------------------------------------------------------
 
@@ -161,6 +171,8 @@ class ChannelHub:
         state.current_epoch = epoch
         self.channels[channel] = state
         self.keys[channel] = key
+        if self.prekeys_on:
+            self._prekey_missing.add(channel)
         return state
 
     def on_loaded(self, ev: ChannelsLoaded, now_ms: int) -> list[Effect]:
@@ -221,6 +233,8 @@ class ChannelHub:
         self.channels[state.channel_id] = state
         self.keys[state.channel_id] = key
         self.names[state.channel_id] = state.name
+        if self.prekeys_on:
+            self._prekey_missing.add(state.channel_id)
         state.changed.clear()
         effects: list[Effect] = [
             PersistChannel(state.channel_id, state.name, key),
@@ -321,6 +335,59 @@ class ChannelHub:
             if channel in lc.shared and not state.may_sync(lc.link.peer_did or ""):
                 lc.shared.discard(channel)
                 lc.refused.add(channel)
+
+    # --- prekeys (E2EE groundwork: published now, used by key bundles next) -----------
+
+    def load_prekeys(self, items: tuple[tuple[bytes, bytes], ...], now_ms: int) -> None:
+        """This node's prekeys kept by earlier runs; turns prekey maintenance on."""
+        for record, private in items:
+            try:
+                prekey = open_prekey(record, now_ms)
+            except KeyError_:
+                continue
+            if prekey.did != self.identity.did:
+                continue
+            self.prekey_privates[prekey.prekey_id] = (private, prekey.expires_ms)
+            if self.own_prekey is None or prekey.expires_ms > self.own_prekey[1].expires_ms:
+                self.own_prekey = (record, prekey)
+        self.prekeys_on = True
+        self._prekey_missing = set(self.channels)
+
+    def prekey_work(self, now_ms: int) -> bool:
+        return self.prekeys_on and (bool(self._prekey_missing) or self.own_prekey is None
+                                    or self.own_prekey[1].expires_ms - now_ms
+                                    < PREKEY_RENEW_MS)
+
+    def maintain_prekeys(self, now_ms: int) -> list[Effect]:
+        """Make a fresh prekey when due, and publish the current one where it is missing."""
+        effects: list[Effect] = []
+        if self.own_prekey is None or self.own_prekey[1].expires_ms - now_ms < PREKEY_RENEW_MS:
+            record, private = make_prekey(self.identity, self._randbytes, now_ms)
+            prekey = open_prekey(record, now_ms)
+            self.own_prekey = (record, prekey)
+            self.prekey_privates[prekey.prekey_id] = (private, prekey.expires_ms)
+            self.prekey_privates = {i: v for i, v in self.prekey_privates.items()
+                                    if v[1] > now_ms}
+            effects.append(PersistPrekey(prekey.prekey_id, record, private, prekey.expires_ms))
+            self._prekey_missing = set(self.channels)
+        record, prekey = self.own_prekey
+        for channel in sorted(self._prekey_missing):
+            state = self.channels.get(channel)
+            if state is None:
+                self._prekey_missing.discard(channel)
+                continue
+            if state.genesis_id is None:
+                continue  # after the history arrives
+            if prekey.prekey_id not in state.prekeys.get(self.identity.did, {}):
+                try:
+                    env = state.publish_prekey(record, now_ms, self._randbytes)
+                except (ValueError, RuntimeError):
+                    pass  # e.g. banned here: nothing to publish into
+                else:
+                    effects += self._after_apply(state, [(env.id, state.raw[env.id])],
+                                                 source=None, own=True)
+            self._prekey_missing.discard(channel)
+        return effects
 
     @property
     def holding(self) -> bool:

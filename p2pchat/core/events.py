@@ -116,6 +116,8 @@ class Started(Event):
     wall_ms: int  # the wall clock now, in Unix ms (peer records carry expiry times)
     #: (server DID, server topic, cursor) as stored by earlier runs
     cursors: tuple[tuple[str, bytes, int], ...] = ()
+    #: this node's prekeys kept by earlier runs: (record, private key)
+    prekeys: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +315,17 @@ class PersistCursor(Effect):
     server_did: str
     topic: bytes
     cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersistPrekey(Effect):
+    """Keep a prekey's private key (until it has expired) with its published record.
+    Written before the record is published: effects are written in order."""
+
+    prekey_id: bytes
+    record: bytes
+    private: bytes
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True)

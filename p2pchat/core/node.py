@@ -156,6 +156,9 @@ class NodeCore:
             # the order they would have had without holding
             effects = self.hub.flush_held()
         effects += self._handle(event, now)
+        if self.hub.prekeys_on and self.hub.prekey_work(self._wall_ms(now)) \
+                and not isinstance(event, ShutdownRequested):
+            effects += self.hub.maintain_prekeys(self._wall_ms(now))
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
             if not self.bootstrap.servers:
@@ -352,6 +355,7 @@ class NodeCore:
         if host not in ("0.0.0.0", "::"):
             self.bootstrap.listen = ev.listen
         self.bootstrap.cursors.update({(s, t): c for s, t, c in ev.cursors})
+        self.hub.load_prekeys(ev.prekeys, ev.wall_ms)
         effects: list[Effect] = []
         for address in self.bootstrap.servers:
             if address in self._wanted or len(self._wanted) >= self.config.max_wanted_peers:

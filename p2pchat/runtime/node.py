@@ -52,6 +52,7 @@ from p2pchat.core.events import (
     PersistChannel,
     PersistCursor,
     PersistEnvelopes,
+    PersistPrekey,
     PersistSnapshot,
     PingFinished,
     PingRequested,
@@ -189,7 +190,9 @@ class Node:
             if peers:
                 self._dispatch(WantedPeersLoaded(tuple(peers)))
         cursors = await self.store.load_cursors() if self.store is not None else []
-        self._dispatch(Started(self.listen_address, _wall_ms(), tuple(cursors)))
+        prekeys = await self.store.load_prekeys(_wall_ms()) if self.store is not None else []
+        self._dispatch(Started(self.listen_address, _wall_ms(), tuple(cursors),
+                               tuple(prekeys)))
         return self.listen_address
 
     async def stop(self, reason: str = "node shutting down") -> None:
@@ -452,7 +455,8 @@ class Node:
             log.info("peer disconnected %s: %s", effect.did, effect.reason)
             self._notify(effect)
         elif isinstance(effect, (SavePeer, ForgetPeer, PersistEnvelopes, PersistSnapshot,
-                                 IndexMessages, PersistChannel, PersistCursor)):
+                                 IndexMessages, PersistChannel, PersistCursor,
+                                 PersistPrekey)):
             if self.store is not None:
                 self._enqueue_write(effect)
         elif isinstance(effect, DisconnectFinished):

@@ -28,6 +28,7 @@ from p2pchat.core.events import (
     PersistChannel,
     PersistCursor,
     PersistEnvelopes,
+    PersistPrekey,
     PersistSnapshot,
     SavePeer,
     StoredChannel,
@@ -85,6 +86,15 @@ MIGRATIONS: tuple[str, ...] = (
         topic BLOB NOT NULL,
         cursor INTEGER NOT NULL,
         PRIMARY KEY (server, topic)
+    );
+    """,
+    # 5: this node's prekeys (private keys: the file is 0600)
+    """
+    CREATE TABLE prekeys (
+        id BLOB PRIMARY KEY,
+        record BLOB NOT NULL,
+        private BLOB NOT NULL,
+        expires INTEGER NOT NULL
     );
     """,
 )
@@ -168,6 +178,20 @@ class Store:
         async with self._db.execute("SELECT server, topic, cursor FROM server_cursors") as cur:
             rows = await cur.fetchall()
         return [(str(s), bytes(t), int(c)) for s, t, c in rows]
+
+    async def save_prekey(self, prekey_id: bytes, record: bytes, private: bytes,
+                          expires: int) -> None:
+        await self._db.execute(
+            "INSERT INTO prekeys (id, record, private, expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING", (prekey_id, record, private, expires))
+
+    async def load_prekeys(self, now_ms: int) -> list[tuple[bytes, bytes]]:
+        """(record, private) of the prekeys that have not expired; expired ones go."""
+        await self._db.execute("DELETE FROM prekeys WHERE expires <= ?", (now_ms,))
+        async with self._db.execute(
+                "SELECT record, private FROM prekeys ORDER BY expires") as cur:
+            rows = await cur.fetchall()
+        return [(bytes(r), bytes(p)) for r, p in rows]
 
     async def forget_peer(self, address: Address) -> None:
         await self._db.execute("DELETE FROM peers WHERE host = ? AND port = ?", address)
@@ -290,6 +314,9 @@ class Store:
             return lambda: self.save_peer(effect.address, effect.did, now)
         if isinstance(effect, ForgetPeer):
             return lambda: self.forget_peer(effect.address)
+        if isinstance(effect, PersistPrekey):
+            return lambda: self.save_prekey(effect.prekey_id, effect.record, effect.private,
+                                            effect.expires_ms)
         if isinstance(effect, PersistCursor):
             return lambda: self.save_cursor(effect.server_did, effect.topic, effect.cursor)
         raise TypeError(f"not a persistence effect: {effect!r}")

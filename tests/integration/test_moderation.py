@@ -61,11 +61,20 @@ def test_ban_takes_effect_on_every_node_and_the_modlog_explains(
     text = owner.cli("modlog", channel)
     assert 0 == text.returncode and "ban" in text.stdout and "applied" in text.stdout
 
-    # a SIGKILLed member restarts with the same ranks, modlog and history
-    before = (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel))
+    # every member published a prekey (E2EE groundwork), seen by the others
+    def prekeys(node: NodeProcess) -> dict[str, object]:
+        result = node.cli("members", channel, "--json")
+        return {m["did"]: m["prekey"] for m in json.loads(result.stdout)}
+
+    wait_until(lambda: all(prekeys(owner).values()), 10, "every member's prekey")
+
+    # a SIGKILLed member restarts with the same ranks, modlog, history and prekey
+    before = (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel),
+              prekeys(mod))
     mod.kill()
     mod.start()
-    assert before == (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel))
+    assert before == (_ranks(mod, channel), _modlog(mod, channel), history(mod, channel),
+                      prekeys(mod))
 
     # the topic is the fold's, shown by channel list everywhere
     assert 0 == mod.cli("mod", "topic", channel, "be nice").returncode

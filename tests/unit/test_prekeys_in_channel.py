@@ -66,3 +66,46 @@ def test_prekeys_survive_a_snapshot_and_any_delivery_order() -> None:
     restored = ChannelState.restore(observer.channel_id, observer.identity, kit.keys,
                                     kit.epoch, observer.snapshot(), dict(observer.raw))
     assert observer.prekeys == restored.prekeys
+
+
+def test_a_started_node_publishes_one_prekey_per_channel_and_renews_it() -> None:
+    import random
+
+    from p2pchat.core import NodeConfig, NodeCore
+    from p2pchat.core.channels import PREKEY_RENEW_MS
+    from p2pchat.core.events import (
+        ChannelCreateRequested,
+        PersistEnvelopes,
+        PersistPrekey,
+        Started,
+        TimerExpired,
+    )
+    from tests.unit.corenet import make_identity
+
+    core = NodeCore(make_identity(5, "n"), NodeConfig(), random.Random(5))
+    created = core.handle(ChannelCreateRequested(1, "keys", T0), 10.0)
+    assert not [e for e in created if isinstance(e, PersistPrekey)]  # off until started
+    started = core.handle(Started(("127.0.0.1", 7445), T0), 10.0)
+    kept = [e for e in started if isinstance(e, PersistPrekey)]
+    assert 1 == len(kept)
+    published = [e for e in started if isinstance(e, PersistEnvelopes)]
+    assert 1 == len(published)
+    assert started.index(kept[0]) < started.index(published[0])  # private key first
+    (state,) = core.hub.channels.values()
+    me = core.identity.did
+    first = state.prekey_of(me, T0)
+    assert first is not None and first.prekey_id == kept[0].prekey_id
+    assert [] == [e for e in core.handle(TimerExpired(), 11.0)
+                  if isinstance(e, (PersistPrekey, PersistEnvelopes))]  # nothing due
+    # five and a bit days later the prekey is renewed and published again
+    later = 10.0 + (PREKEY_TTL_MS - PREKEY_RENEW_MS) / 1000 + 1
+    renewed = core.handle(TimerExpired(), later)
+    assert 1 == len([e for e in renewed if isinstance(e, PersistPrekey)])
+    second = state.prekey_of(me, T0 + int((later - 10.0) * 1000))
+    assert second is not None and second.prekey_id != first.prekey_id
+    assert first.prekey_id in core.hub.prekey_privates  # still valid: kept
+    # a restart with the stored prekeys publishes nothing new
+    again = NodeCore(core.identity, NodeConfig(), random.Random(6))
+    restarted = again.handle(Started(("127.0.0.1", 7445), T0,
+                                     prekeys=((kept[0].record, kept[0].private),)), 10.0)
+    assert not [e for e in restarted if isinstance(e, PersistPrekey)]

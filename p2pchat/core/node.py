@@ -158,6 +158,8 @@ class NodeCore:
         effects += self._handle(event, now)
         if self.hub.prekeys_on and self.hub.prekey_work(self._wall_ms(now)) \
                 and not isinstance(event, ShutdownRequested):
+            if self.hub.holding:  # a prekey goes out at once: what is held goes first
+                effects += self.hub.flush_held()
             effects += self.hub.maintain_prekeys(self._wall_ms(now))
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []

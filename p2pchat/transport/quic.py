@@ -386,8 +386,9 @@ class QuicTransport:
         still in the outbox (None: no such link). Lets a caller pace bulk writes below
         MAX_UNACKED_SEND_BYTES."""
         proto = self._links.get(link_id)
-        if proto is None:
-            return None
+        return None if proto is None else self._backlog_of(proto)
+
+    def _backlog_of(self, proto: LinkProtocol) -> int:
         queued = self._outbox.get(proto)
         return unacked_bytes(proto._quic) + (len(queued) if queued is not None else 0)
 
@@ -395,9 +396,7 @@ class QuicTransport:
         proto = self._links.get(link_id)
         if proto is None or proto.closed_reason is not None:
             return
-        queued = self._outbox.get(proto)
-        held = len(queued) if queued is not None else 0
-        if unacked_bytes(proto._quic) + held + len(data) > MAX_UNACKED_SEND_BYTES:
+        if self._backlog_of(proto) + len(data) > MAX_UNACKED_SEND_BYTES:
             reason = f"peer is not reading ({MAX_UNACKED_SEND_BYTES} bytes unacknowledged)"
             self.close(link_id, CloseCode.RATE_LIMITED, reason)
             self._sink.lost(link_id, reason)
@@ -405,6 +404,7 @@ class QuicTransport:
         # Held back from aioquic until flush(): aioquic transmits whatever stream data it
         # has whenever a datagram (say, an ACK) arrives, which would split a burst into
         # one packet per frame.
+        queued = self._outbox.get(proto)
         if queued is None:
             self._outbox[proto] = bytearray(data)
         else:

@@ -187,8 +187,9 @@ def bench_reconcile(shared: int, diverged: int) -> dict[str, Any]:
     created = pair.a.request(lambda r: ChannelCreateRequested(r, "reconcile", wall_ms()))
     channel = created["channel"]
     assert isinstance(channel, bytes)
-    key = pair.a.core.hub.keys[channel]
-    pair.b.request(lambda r: JoinRequested(r, channel, key, "reconcile", (), wall_ms()))
+    inv = pair.a.core.hub.invite_for(channel, wall_ms())
+    pair.b.request(lambda r: JoinRequested(r, channel, "reconcile", (), wall_ms(), inv.cap,
+                                           inv.grant, inv.grant_signature, inv.genesis))
     pair.connect()
     pair.run()
     _post(pair.a, channel, shared, 0)

@@ -2,11 +2,19 @@
 
 ``p2pchat://join/<channel-id>?i=<payload>`` where the channel id is base58 and the
 payload is base64url(msgpack ``[signed, signature]``), ``signed`` being msgpack
-``[version, channel, key, name, inviter, peers]`` with ``peers`` a list of
-``[did, host, port]``. The inviter signs in domain ``p2pchat/v1/invite``, so a
-tampered invite (other peers, other key) is refused. The key inside is the
-channel's read/write capability: whoever holds the invite can join (the E2EE
-issue replaces this with DID-signed group keys).
+``[version, channel, cap, name, inviter, peers, grant, grant signature, genesis]`` with
+``peers`` a list of ``[did, host, port]``. The inviter signs in domain
+``p2pchat/v1/invite``, so a tampered invite (other peers, other capability) is refused.
+
+An invite carries a **capability, not a key** (DESIGN §5). ``cap`` is the 32-byte seed
+of a one-off Ed25519 key; the *grant* is the inviter's signature (domain
+``p2pchat/v1/join``) over ``[tag, channel, cap public key, inviter, expires_ms]``. To
+join, the invitee writes a ``join`` operation into the channel carrying the grant and a
+*proof*: the capability key's signature over ``[tag, channel, invitee DID]``, so a
+server or peer that sees the join cannot reuse it for another identity. A member who
+may admit checks both and answers with a history share sealed to the invitee's prekey.
+``genesis`` is the channel's genesis envelope (public, in the clear epoch), so the
+invitee can author its join before it has synced anything.
 """
 
 from __future__ import annotations
@@ -19,11 +27,16 @@ from urllib.parse import parse_qs, urlsplit
 import base58
 import msgpack
 
-from p2pchat.crypto import Domain, verify
+from p2pchat.crypto import Domain, public_key_from_bytes, secret_key_from_seed, verify
 from p2pchat.errors import IdentityError, LocalError
 from p2pchat.identity import Identity, public_key_from_did
 
-INVITE_VERSION = 1
+INVITE_VERSION = 2
+#: An invite's capability is good for this long (the grant carries the expiry).
+INVITE_TTL_MS = 30 * 24 * 3600 * 1000
+_GRANT_TAG = b"p2pchat/v1/grant"
+_PROOF_TAG = b"p2pchat/v1/join-proof"
+MAX_GRANT_SIZE = 512
 SCHEME = "p2pchat"
 MAX_INVITE_LENGTH = 8192
 MAX_INVITE_PEERS = 16
@@ -51,14 +64,18 @@ def parse_channel_id(text: str) -> bytes:
 @dataclass(frozen=True)
 class Invite:
     channel: bytes
-    key: bytes
+    cap: bytes  # seed of the one-off capability key
     name: str
     inviter: str
     peers: tuple[tuple[str, str, int], ...]
+    grant: bytes = b""
+    grant_signature: bytes = b""
+    genesis: bytes = b""
 
     def to_uri(self, identity: Identity) -> str:
-        signed = msgpack.packb([INVITE_VERSION, self.channel, self.key, self.name, self.inviter,
-                                [list(p) for p in self.peers]], use_bin_type=True)
+        signed = msgpack.packb([INVITE_VERSION, self.channel, self.cap, self.name, self.inviter,
+                                [list(p) for p in self.peers], self.grant,
+                                self.grant_signature, self.genesis], use_bin_type=True)
         sig = identity.sign(Domain.INVITE, signed)
         payload = base64.urlsafe_b64encode(msgpack.packb([signed, sig], use_bin_type=True))
         return f"{SCHEME}://join/{format_channel_id(self.channel)}?i={payload.decode().rstrip('=')}"
@@ -80,7 +97,8 @@ def parse_invite(uri: str) -> Invite:
         outer = msgpack.unpackb(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)),
                                 raw=False)
         signed, sig = outer
-        version, chan, key, name, inviter, peers = msgpack.unpackb(signed, raw=False)
+        version, chan, key, name, inviter, peers, grant, grant_sig, genesis = \
+            msgpack.unpackb(signed, raw=False)
     except (ValueError, TypeError, binascii.Error, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError):
         raise InviteError("invite payload is malformed") from None
@@ -88,7 +106,9 @@ def parse_invite(uri: str) -> Invite:
         raise InviteError(f"unsupported invite version {version!r}")
     if chan != channel:
         raise InviteError("invite payload names another channel")
-    if type(key) is not bytes or len(key) != 32 or type(name) is not str or len(name) > 100:
+    if type(key) is not bytes or len(key) != 32 or type(name) is not str or len(name) > 100 \
+            or type(grant) is not bytes or type(grant_sig) is not bytes \
+            or type(genesis) is not bytes:
         raise InviteError("invite payload is malformed")
     try:
         if type(inviter) is not str or type(sig) is not bytes or not verify(
@@ -109,4 +129,55 @@ def parse_invite(uri: str) -> Invite:
         except IdentityError:
             raise InviteError("invite peer has an invalid DID") from None
         out.append((p[0], p[1], p[2]))
-    return Invite(channel, key, name, inviter, tuple(out))
+    try:
+        check_grant(channel, grant, grant_sig)
+    except ValueError as exc:
+        raise InviteError(f"invite capability is invalid: {exc}") from None
+    return Invite(channel, key, name, inviter, tuple(out), grant, grant_sig, genesis)
+
+
+# --- capabilities ---------------------------------------------------------------------
+
+
+def make_grant(inviter: Identity, channel: bytes, cap_seed: bytes, expires_ms: int
+               ) -> tuple[bytes, bytes]:
+    """The inviter's signed grant for capability key ``cap_seed``: (grant, signature)."""
+    cap_public = secret_key_from_seed(cap_seed).public_key.raw
+    grant: bytes = msgpack.packb([_GRANT_TAG, channel, cap_public, inviter.did, expires_ms],
+                                 use_bin_type=True)
+    return grant, inviter.sign(Domain.JOIN, grant)
+
+
+def check_grant(channel: bytes, grant: bytes, signature: bytes) -> tuple[str, bytes, int]:
+    """(inviter, capability public key, expires_ms) of a grant; ValueError if bad."""
+    if len(grant) > MAX_GRANT_SIZE:
+        raise ValueError("grant too large")
+    try:
+        tag, chan, cap_public, inviter, expires = msgpack.unpackb(grant, raw=False)
+    except Exception:
+        raise ValueError("malformed grant") from None
+    if tag != _GRANT_TAG or chan != channel or type(cap_public) is not bytes \
+            or len(cap_public) != 32 or type(inviter) is not str or type(expires) is not int:
+        raise ValueError("malformed grant")
+    try:
+        if not verify(public_key_from_did(inviter), Domain.JOIN, grant, signature):
+            raise ValueError("grant signature does not verify")
+    except IdentityError:
+        raise ValueError("grant names an invalid inviter") from None
+    return inviter, cap_public, expires
+
+
+def make_proof(cap_seed: bytes, channel: bytes, joiner: str) -> bytes:
+    """The capability key's signature binding this join to the joiner's DID."""
+    from p2pchat.crypto import sign
+
+    message = msgpack.packb([_PROOF_TAG, channel, joiner], use_bin_type=True)
+    return sign(secret_key_from_seed(cap_seed), Domain.JOIN, message)
+
+
+def check_proof(cap_public: bytes, channel: bytes, joiner: str, proof: bytes) -> bool:
+    message = msgpack.packb([_PROOF_TAG, channel, joiner], use_bin_type=True)
+    try:
+        return verify(public_key_from_bytes(cap_public), Domain.JOIN, message, proof)
+    except Exception:
+        return False

@@ -150,10 +150,10 @@ def epoch_id(bundle: bytes) -> bytes:
     return blake2b(bundle, person=b"p2pchat-epoch")
 
 
-def _aad(channel: bytes, parents: tuple[bytes, ...], distributor: str, recipient: str,
-         prekey_id: bytes, commitment: bytes) -> bytes:
-    data: bytes = msgpack.packb([b"p2pchat/v1/wrap", channel, list(parents), distributor,
-                                 recipient, prekey_id, commitment], use_bin_type=True)
+def _aad(tag: bytes, channel: bytes, parents: tuple[bytes, ...], distributor: str,
+         recipient: str, prekey_id: bytes, commitment: bytes) -> bytes:
+    data: bytes = msgpack.packb([tag, channel, list(parents), distributor, recipient, prekey_id,
+                                 commitment], use_bin_type=True)
     return data
 
 
@@ -161,14 +161,17 @@ def _wrap_key(shared: bytes, ephemeral: bytes, prekey: bytes) -> bytes:
     return blake2b(shared + ephemeral + prekey, person=b"p2pchat-wrap")
 
 
-def seal_bundle(distributor: Identity, channel: bytes, parents: tuple[bytes, ...],
-                secret: bytes, recipients: list[Prekey], randbytes: RandomBytes,
-                now_ms: int) -> bytes:
-    """Seal ``secret`` to every recipient's prekey; signed by ``distributor``."""
+_BUNDLE_TAG = b"p2pchat/v1/wrap"
+_SHARE_TAG = b"p2pchat/v1/share"
+
+
+def _seal_wraps(domain: Domain, tag: bytes, distributor: Identity, channel: bytes,
+                parents: tuple[bytes, ...], secret: bytes, recipients: list[Prekey],
+                randbytes: RandomBytes, now_ms: int, extra: list[bytes]) -> bytes:
     if len(secret) != SECRET_SIZE:
         raise ValueError("an epoch secret is 32 bytes")
-    if len(recipients) > MAX_BUNDLE_RECIPIENTS or len(parents) > MAX_BUNDLE_PARENTS:
-        raise ValueError("too many recipients or parents for one bundle")
+    if len(recipients) > MAX_BUNDLE_RECIPIENTS:
+        raise ValueError("too many recipients for one bundle")
     commitment = key_commitment(secret)
     eph_private, eph_public = x25519_keypair(randbytes)
     wraps = []
@@ -176,30 +179,43 @@ def seal_bundle(distributor: Identity, channel: bytes, parents: tuple[bytes, ...
         raise ValueError("a prekey is named twice")
     for r in sorted(recipients, key=lambda p: p.prekey_id):
         key = _wrap_key(x25519(eph_private, r.public), eph_public, r.public)
-        aad = _aad(channel, parents, distributor.did, r.did, r.prekey_id, commitment)
+        aad = _aad(tag, channel, parents, distributor.did, r.did, r.prekey_id, commitment)
         wraps.append([r.prekey_id, seal(key, _ZERO_NONCE, secret, aad)])
     body = msgpack.packb([BUNDLE_VERSION, channel, list(parents), distributor.did, now_ms,
-                          eph_public, commitment, wraps], use_bin_type=True)
-    bundle: bytes = msgpack.packb([body, distributor.sign(Domain.BUNDLE, body)],
-                                  use_bin_type=True)
+                          eph_public, commitment, wraps, *extra], use_bin_type=True)
+    bundle: bytes = msgpack.packb([body, distributor.sign(domain, body)], use_bin_type=True)
     return bundle
 
 
-def _parse(bundle: bytes) -> tuple[BundleHeader, bytes, list[tuple[bytes, bytes]]]:
+def seal_bundle(distributor: Identity, channel: bytes, parents: tuple[bytes, ...],
+                secret: bytes, recipients: list[Prekey], randbytes: RandomBytes,
+                now_ms: int) -> bytes:
+    """Seal ``secret`` to every recipient's prekey; signed by ``distributor``."""
+    if len(parents) > MAX_BUNDLE_PARENTS:
+        raise ValueError("too many parents for one bundle")
+    return _seal_wraps(Domain.BUNDLE, _BUNDLE_TAG, distributor, channel, parents, secret,
+                       recipients, randbytes, now_ms, [])
+
+
+def _parse(bundle: bytes, domain: Domain = Domain.BUNDLE, max_parents: int = MAX_BUNDLE_PARENTS,
+           extra: int = 0
+           ) -> tuple[BundleHeader, bytes, list[tuple[bytes, bytes]], list[bytes]]:
     try:
         body, signature = msgpack.unpackb(bundle, raw=False)
-        version, channel, parents, distributor, created, eph, commitment, wraps = \
-            msgpack.unpackb(body, raw=False)
+        fields = msgpack.unpackb(body, raw=False)
+        version, channel, parents, distributor, created, eph, commitment, wraps, *more = \
+            fields
     except Exception:
         raise KeyError_("bundle is malformed") from None
     if version != BUNDLE_VERSION or type(channel) is not bytes or len(channel) != 32 \
-            or not isinstance(parents, list) or len(parents) > MAX_BUNDLE_PARENTS \
+            or not isinstance(parents, list) or len(parents) > max_parents \
             or not all(type(p) is bytes and len(p) == 32 for p in parents) \
             or type(distributor) is not str or len(distributor) > MAX_DID_LENGTH \
             or type(created) is not int or type(eph) is not bytes or len(eph) != 32 \
             or type(commitment) is not bytes or len(commitment) != 32 \
             or not isinstance(wraps, list) or len(wraps) > MAX_BUNDLE_RECIPIENTS \
-            or type(signature) is not bytes:
+            or type(signature) is not bytes or len(more) != extra \
+            or not all(type(m) is bytes for m in more):
         raise KeyError_("bundle is malformed")
     parsed = []
     for w in wraps:
@@ -210,11 +226,11 @@ def _parse(bundle: bytes) -> tuple[BundleHeader, bytes, list[tuple[bytes, bytes]
         parsed.append((w[0], w[1]))
     if len({p for p, _ in parsed}) != len(parsed):
         raise KeyError_("bundle names a prekey twice")
-    if not _signed_by(distributor, Domain.BUNDLE, body, signature):
+    if not _signed_by(distributor, domain, body, signature):
         raise KeyError_("bundle signature does not verify")
     header = BundleHeader(epoch_id(bundle), channel, tuple(parents), distributor, created,
                           tuple(p for p, _ in parsed), commitment)
-    return header, eph, parsed
+    return header, eph, parsed, more
 
 
 def read_bundle(bundle: bytes) -> BundleHeader:
@@ -226,13 +242,18 @@ def open_bundle(bundle: bytes, me: str, private_for: Callable[[bytes], bytes | N
                 ) -> tuple[BundleHeader, bytes]:
     """(header, epoch secret) for recipient ``me``, whose prekey private keys come from
     ``private_for(prekey id)``. Raises :class:`KeyError_` if it cannot be opened."""
-    header, eph, wraps = _parse(bundle)
+    header, eph, wraps, _ = _parse(bundle)
+    return header, _unwrap(_BUNDLE_TAG, header, eph, wraps, me, private_for)
+
+
+def _unwrap(tag: bytes, header: BundleHeader, eph: bytes, wraps: list[tuple[bytes, bytes]],
+            me: str, private_for: Callable[[bytes], bytes | None]) -> bytes:
     for prekey_id, wrapped in wraps:
         private = private_for(prekey_id)
         if private is None:
             continue  # not one of ours (or one we no longer have)
         key = _wrap_key(x25519(private, eph), eph, x25519_public(private))
-        aad = _aad(header.channel, header.parents, header.distributor, me, prekey_id,
+        aad = _aad(tag, header.channel, header.parents, header.distributor, me, prekey_id,
                    header.commitment)
         try:
             secret = open_sealed(key, _ZERO_NONCE, wrapped, aad)
@@ -240,8 +261,60 @@ def open_bundle(bundle: bytes, me: str, private_for: Callable[[bytes], bytes | N
             raise KeyError_("bundle wrap does not open") from None
         if key_commitment(secret) != header.commitment:
             raise KeyError_("bundle key commitment does not match")
-        return header, secret
+        return secret
     raise KeyError_("bundle is not sealed to any prekey this node has")
+
+
+# --- history shares ------------------------------------------------------------------------
+
+#: Most epoch secrets one history share carries (larger histories take several shares).
+MAX_SHARE_EPOCHS = 512
+
+
+def _share_payload_aad(header: BundleHeader) -> bytes:
+    data: bytes = msgpack.packb([_SHARE_TAG, header.channel, list(header.parents),
+                                 header.distributor, header.commitment], use_bin_type=True)
+    return data
+
+
+def seal_share(distributor: Identity, channel: bytes, secrets: dict[bytes, bytes],
+               recipients: list[Prekey], randbytes: RandomBytes, now_ms: int) -> bytes:
+    """A *history share*: the secrets of existing epochs (``epoch id -> secret``) for
+    some recipients. Built like a bundle (the "parents" are the shared epoch ids, the
+    wrapped secret a one-time share key) but signed in another domain, so a share is
+    never taken for an epoch; the secrets travel encrypted under the share key."""
+    if not 0 < len(secrets) <= MAX_SHARE_EPOCHS:
+        raise ValueError(f"a share carries 1..{MAX_SHARE_EPOCHS} epoch secrets")
+    if any(len(s) != SECRET_SIZE or len(e) != 32 for e, s in secrets.items()):
+        raise ValueError("malformed epoch secret")
+    epochs = tuple(sorted(secrets))
+    share_key = randbytes(SECRET_SIZE)
+    header = BundleHeader(b"", channel, epochs, distributor.did, now_ms, (),
+                          key_commitment(share_key))
+    payload = seal(share_key, _ZERO_NONCE, b"".join(secrets[e] for e in epochs),
+                   _share_payload_aad(header))
+    return _seal_wraps(Domain.SHARE, _SHARE_TAG, distributor, channel, epochs, share_key,
+                       recipients, randbytes, now_ms, [payload])
+
+
+def read_share(share: bytes) -> BundleHeader:
+    """Check a share's signature and structure (``parents`` are the shared epochs)."""
+    return _parse(share, Domain.SHARE, MAX_SHARE_EPOCHS, extra=1)[0]
+
+
+def open_share(share: bytes, me: str, private_for: Callable[[bytes], bytes | None]
+               ) -> tuple[BundleHeader, dict[bytes, bytes]]:
+    """(header, epoch id -> secret) for recipient ``me``; raises :class:`KeyError_`."""
+    header, eph, wraps, (payload,) = _parse(share, Domain.SHARE, MAX_SHARE_EPOCHS, extra=1)
+    share_key = _unwrap(_SHARE_TAG, header, eph, wraps, me, private_for)
+    try:
+        joined = open_sealed(share_key, _ZERO_NONCE, payload, _share_payload_aad(header))
+    except DecryptionError:
+        raise KeyError_("share payload does not open") from None
+    if len(joined) != SECRET_SIZE * len(header.parents):
+        raise KeyError_("share payload is malformed")
+    return header, {e: joined[i * SECRET_SIZE:(i + 1) * SECRET_SIZE]
+                    for i, e in enumerate(header.parents)}
 
 
 def message_key(secret: bytes, author: str) -> bytes:

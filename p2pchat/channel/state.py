@@ -53,7 +53,30 @@ from p2pchat.channel.envelope import (
     decode_envelope,
     seal_envelope,
 )
-from p2pchat.channel.keys import KeyError_, Prekey, open_prekey
+from p2pchat.channel.group import (
+    MAX_REQUEST_EPOCHS,
+    POLICIES,
+    EpochInfo,
+    GroupKeys,
+    JoinInfo,
+    PrivateLookup,
+    RequestInfo,
+    ShareInfo,
+)
+from p2pchat.channel.invite import check_grant, check_proof
+from p2pchat.channel.keys import (
+    KeyError_,
+    Prekey,
+    epoch_id,
+    identity_prekey_id,
+    identity_prekey_private,
+    message_key,
+    open_prekey,
+    read_bundle,
+    read_share,
+    seal_bundle,
+    seal_share,
+)
 from p2pchat.channel.moderation import ModEvent, ModState
 from p2pchat.channel.ulid import is_ulid, make_ulid, ulid_ms
 from p2pchat.crypto import DecryptionError, blake2b
@@ -72,7 +95,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 5
+SNAPSHOT_VERSION = 6
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -104,6 +127,14 @@ class Status(Enum):
     #: its author was banned in its causal past: kept (later envelopes may depend on it,
     #: and sync must not fetch it again) but not applied, shown or pushed to peers
     REFUSED = "refused"
+    #: recorded in the DAG (forwarded, counted in vectors) but not readable here: its
+    #: epoch's secret is not in the keyring, or it depends on an envelope that is not;
+    #: opened (in causal order) when the secret arrives
+    SEALED = "sealed"
+
+
+class _Sealed(Exception):
+    """Internal: the envelope's epoch key is not (yet) in this replica's keyring."""
 
 
 class Rejected(RemoteProtocolError):
@@ -122,6 +153,7 @@ class EnvMeta:
     eff: int
     depth: int
     why: str = ""
+    epoch: bytes = b""
 
 
 @dataclass(slots=True)
@@ -166,6 +198,10 @@ class ReceiveResult:
     quarantined: list[Envelope] = field(default_factory=list)
     #: stored but not applied: the author was banned in the envelope's causal past
     refused: list[Envelope] = field(default_factory=list)
+    #: stored and forwarded, not readable here (yet): no key for its epoch
+    sealed: list[Envelope] = field(default_factory=list)
+    #: earlier sealed envelopes that a new key opened (already stored)
+    unsealed: list[Envelope] = field(default_factory=list)
     pending: bool = False
     duplicate: bool = False
     equivocation: bool = False
@@ -198,10 +234,22 @@ def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
 
 
 class ChannelState:
-    def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup) -> None:
+    def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup | None = None,
+                 private_for: PrivateLookup | None = None,
+                 secrets: dict[bytes, bytes] | None = None) -> None:
+        """``keys``: static epoch keys known out of band (channels from before group keys,
+        and tests of the DAG machinery); ``private_for``: this node's prekey private keys
+        by prekey id (default: the identity fallback only); ``secrets``: the keyring."""
         self.channel_id = channel_id
         self.identity = identity
-        self._keys = keys
+        self._keys: KeyLookup = keys or (lambda e: None)
+        own_id = identity_prekey_id(identity.did)
+        self.group = GroupKeys(self, private_for or (
+            lambda pid: identity_prekey_private(identity) if pid == own_id else None))
+        self.group.secrets.update(secrets or {})
+        #: "history" (joiners get past epochs) or "ephemeral" (old secrets are deleted)
+        self.policy = "history"
+        self._message_keys: dict[tuple[bytes, str], bytes] = {}
         self._clear_key = clear_key(channel_id)
         self.clear_epoch = epoch_id_for(self._clear_key)
         #: published prekeys by member: prekey id -> Prekey (valid when published)
@@ -252,24 +300,135 @@ class ChannelState:
     # --- authoring ------------------------------------------------------------------
 
     @classmethod
-    def create(cls, identity: Identity, name: str, key: bytes, now_ms: int,
-               randbytes: RandomBytes) -> tuple[ChannelState, Envelope]:
-        """Found a channel: the genesis envelope, applied locally."""
+    def create(cls, identity: Identity, name: str, key: bytes | None, now_ms: int,
+               randbytes: RandomBytes, policy: str = "history",
+               private_for: PrivateLookup | None = None) -> tuple[ChannelState, Envelope]:
+        """Found a channel: the genesis envelope, applied locally.
+
+        With ``key=None`` (every new channel) the genesis goes in the clear epoch and the
+        founder distributes the first epoch at once (a second envelope in ``log``); a
+        static ``key`` makes a channel whose one epoch everybody knows out of band.
+        """
         name = name.strip()
         if not name or len(name) > MAX_CHANNEL_NAME:
             raise ValueError(f"channel name must be 1..{MAX_CHANNEL_NAME} characters")
+        if policy not in POLICIES:
+            raise ValueError(f"history policy must be one of {', '.join(POLICIES)}")
         nonce = randbytes(32)
         cid = channel_id_for(identity.did, name, nonce)
-        epoch = epoch_id_for(key)
-        state = cls(cid, identity, lambda e: key if e == epoch else None)
-        state.current_epoch = epoch
+        if key is not None:
+            epoch = epoch_id_for(key)
+            state = cls(cid, identity, lambda e: key if e == epoch else None, private_for)
+            state.current_epoch = epoch
+        else:
+            state = cls(cid, identity, None, private_for)
         change = state.authoring.genesis({"name": name, "founder": identity.did,
                                           "created": now_ms})
         op = {"op": "genesis", "name": name, "nonce": nonce, "ts": now_ms}
-        env = state._seal(op, change, randbytes)
+        if policy != "history":
+            op["policy"] = policy
+        env = state._seal(op, change, randbytes, clear=key is None)
         result = state.receive(env, now_ms)
         assert result.applied, "own genesis must apply"
+        if key is None:
+            state.rotate(now_ms, randbytes)
         return state, env
+
+    @property
+    def e2ee(self) -> bool:
+        """Group keys (bundles), not a static key."""
+        return self.current_epoch is None
+
+    # --- group keys -------------------------------------------------------------------
+
+    def _ready_epoch(self, now_ms: int, randbytes: RandomBytes) -> None:
+        """Before authoring an encrypted change: rotate if no head epoch may be used."""
+        if self.e2ee and self.group.send_epoch(now_ms) is None:
+            view = self.group.view()
+            if self.identity.did in view.removed:
+                banned = self.identity.did in self.moderation().banned
+                raise ValueError(f"you were {'banned' if banned else 'kicked'} from this "
+                                 "channel: the members no longer share its keys with you")
+            if self.identity.did not in view.members:
+                raise ValueError("not admitted yet: no member has shared the channel's keys "
+                                 "with this node (it needs a member online, directly or "
+                                 "through a bootstrap server)")
+            self.rotate(now_ms, randbytes)
+
+    def rotate(self, now_ms: int, randbytes: RandomBytes) -> Envelope:
+        """Distribute a new epoch to every current member (see :mod:`group`)."""
+        if not self.e2ee:
+            raise ValueError("this channel has a static key; it cannot rotate")
+        self._check_may_write(posting=False)
+        heads = tuple(self.group.view().heads)
+        secret = randbytes(32)
+        bundle = seal_bundle(self.identity, self.channel_id, heads, secret,
+                             self.group.rotation_recipients(now_ms), randbytes, now_ms)
+        epoch = epoch_id(bundle)
+        self.group.secrets[epoch] = secret
+        self.group.new_secrets.append((epoch, secret))
+        change = self.authoring.put_entry("keys", f"epoch:{epoch.hex()}",
+                                          {"by": self.identity.did})
+        env = self._author({"op": "bundle", "bundle": bundle, "ts": now_ms}, change, now_ms,
+                           randbytes, clear=True)
+        self.group.rotated_for.add(frozenset(heads))
+        return env
+
+    def share(self, recipients: list[Prekey], epochs: list[bytes], now_ms: int,
+              randbytes: RandomBytes) -> Envelope:
+        """A history share: the secrets of ``epochs`` (that we hold) for ``recipients``."""
+        secrets = {e: self.group.secrets[e] for e in epochs if e in self.group.secrets}
+        if not secrets or not recipients:
+            raise ValueError("nothing to share")
+        self._check_may_write(posting=False)
+        raw = seal_share(self.identity, self.channel_id, secrets, recipients, randbytes,
+                         now_ms)
+        change = self.authoring.put_entry("keys", f"share:{epoch_id(raw).hex()}",
+                                          {"by": self.identity.did})
+        return self._author({"op": "share", "share": raw, "ts": now_ms}, change, now_ms,
+                            randbytes, clear=True)
+
+    def join(self, grant: bytes, grant_signature: bytes, proof: bytes, prekey: bytes,
+             now_ms: int, randbytes: RandomBytes) -> Envelope:
+        """Present an invite's capability (and our prekey) to the members."""
+        change = self.authoring.put_entry("keys", f"join:{self.identity.did}:{now_ms}",
+                                          {"by": self.identity.did})
+        return self._author({"op": "join", "grant": grant, "sig": grant_signature,
+                             "proof": proof, "prekey": prekey, "ts": now_ms}, change, now_ms,
+                            randbytes, clear=True)
+
+    def request_keys(self, epochs: list[bytes], prekey: bytes, now_ms: int,
+                     randbytes: RandomBytes) -> Envelope:
+        """Ask members for the secrets of ``epochs`` (sealed to ``prekey``, published here)."""
+        epochs = sorted(set(epochs))[:MAX_REQUEST_EPOCHS]
+        change = self.authoring.put_entry("keys", f"keyreq:{self.identity.did}:{now_ms}",
+                                          {"by": self.identity.did})
+        return self._author({"op": "keyreq", "epochs": epochs, "prekey": prekey, "ts": now_ms},
+                            change, now_ms, randbytes, clear=True)
+
+    def key_status(self) -> str:
+        """``static`` (a channel from before group keys), ``member`` (holds the keys),
+        ``waiting`` (joined, not admitted yet), or ``removed`` (banned or kicked)."""
+        if not self.e2ee:
+            return "static"
+        view = self.group.view()
+        me = self.identity.did
+        if me in view.removed:
+            return "removed"
+        return "member" if me in view.members else "waiting"
+
+    def sealed_count(self) -> int:
+        return sum(1 for m in self.envs.values() if m.status is Status.SEALED)
+
+    def sealed_epochs(self) -> list[bytes]:
+        """Epochs of sealed envelopes whose secret this replica lacks."""
+        out = {m.epoch for m in self.envs.values()
+               if m.status is Status.SEALED and m.epoch not in self.group.secrets
+               and m.epoch != self.clear_epoch}
+        return sorted(out)
+
+    def epoch_of(self, env_id: bytes) -> bytes:
+        return self.envs[env_id].epoch
 
     def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
              ) -> tuple[Envelope, str]:
@@ -277,6 +436,7 @@ class ChannelState:
         self._check_may_write()
         if reply_to and reply_to not in self.messages:
             raise ValueError(f"no message {reply_to} to reply to")
+        self._ready_epoch(now_ms, randbytes)
         msg_id = make_ulid(now_ms, randbytes(10))
         change = self.authoring.put_entry("messages", msg_id, {
             "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
@@ -288,6 +448,7 @@ class ChannelState:
         self._check_text(text)
         self._check_may_write()
         self._own_message(msg_id)
+        self._ready_epoch(now_ms, randbytes)
         change = self.authoring.update_entry("messages", msg_id, {"text": text, "edited": now_ms})
         return self._author({"op": "edit", "id": msg_id, "text": text, "ts": now_ms}, change,
                             now_ms, randbytes)
@@ -295,6 +456,7 @@ class ChannelState:
     def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_may_write(posting=False)
         self._own_message(msg_id)
+        self._ready_epoch(now_ms, randbytes)
         change = self.authoring.update_entry("messages", msg_id, {"text": "", "deleted": True})
         return self._author({"op": "delete", "id": msg_id, "ts": now_ms}, change, now_ms,
                             randbytes)
@@ -306,6 +468,7 @@ class ChannelState:
         self._check_may_write()
         if not emoji or len(emoji) > MAX_EMOJI_LENGTH or not emoji.isprintable():
             raise ValueError("invalid reaction")
+        self._ready_epoch(now_ms, randbytes)
         change = self.authoring.put_scalar("reactions", self._reaction_key(target, emoji,
                                                                            self._actor), on)
         return self._author({"op": "react", "target": target, "emoji": emoji, "on": on,
@@ -334,10 +497,14 @@ class ChannelState:
             why = "" if my_rank >= mod.MODERATOR else f"{action} needs moderator rank"
         if why and check:
             raise ValueError(f"{action} would not count: {why}")
+        self._ready_epoch(now_ms, randbytes)
         entry_id = make_ulid(now_ms, randbytes(10))
         change = self.authoring.put_entry("modlog", entry_id, {**fields, "by": me})
         env = self._author({"op": "mod", "id": entry_id, **fields, "ts": now_ms}, change,
                            now_ms, randbytes)
+        if action in ("ban", "kick") and self.e2ee and self.group.send_epoch(now_ms) is None:
+            # the removal and the epoch that leaves the member out go out together
+            self.rotate(now_ms, randbytes)
         return env, entry_id
 
     def publish_prekey(self, record: bytes, now_ms: int, randbytes: RandomBytes) -> Envelope:
@@ -392,7 +559,7 @@ class ChannelState:
 
     def _author(self, op: dict[str, Any], change: bytes, now_ms: int,
                 randbytes: RandomBytes, clear: bool = False) -> Envelope:
-        env = self._seal(op, change, randbytes, clear)
+        env = self._seal(op, change, randbytes, clear, now_ms)
         # We just made, signed and encrypted it: skip the signature and decryption checks
         # (the rules of _apply still run, so our own invalid operations are caught too).
         result = ReceiveResult()
@@ -407,14 +574,16 @@ class ChannelState:
         return env
 
     def _seal(self, op: dict[str, Any], change: bytes, randbytes: RandomBytes,
-              clear: bool = False) -> Envelope:
+              clear: bool = False, now_ms: int = 0) -> Envelope:
         epoch = self.clear_epoch if clear else self.current_epoch
+        if epoch is None:
+            epoch = self.group.send_epoch(now_ms)
         if epoch is None:
             raise RuntimeError("no epoch key to write with")
         if (self.identity.did, self.identity.device_salt) in self.equivocators:
             raise ValueError("this device has forked its own history (restored from an old "
                              "copy of the node home?); it can no longer write to this channel")
-        key = self._key_for(epoch)
+        key = self._key_for(epoch, self.identity.did)
         assert key is not None
         me = (self.identity.did, self.identity.device_salt)
         seq = self.vector.get(me, 0) + 1
@@ -423,8 +592,16 @@ class ChannelState:
         return seal_envelope(self.identity, channel=self.channel_id, seq=seq, deps=deps,
                              epoch=epoch, key=key, nonce=randbytes(24), plaintext=plaintext)
 
-    def _key_for(self, epoch: bytes) -> bytes | None:
-        return self._clear_key if epoch == self.clear_epoch else self._keys(epoch)
+    def _key_for(self, epoch: bytes, author: str) -> bytes | None:
+        if epoch == self.clear_epoch:
+            return self._clear_key
+        secret = self.group.secrets.get(epoch)
+        if secret is not None:
+            key = self._message_keys.get((epoch, author))
+            if key is None:
+                key = self._message_keys[(epoch, author)] = message_key(secret, author)
+            return key
+        return self._keys(epoch)
 
     def _deps_for_new(self, me: tuple[str, bytes]) -> tuple[bytes, ...]:
         from p2pchat.channel.envelope import MAX_ENVELOPE_DEPS
@@ -460,15 +637,71 @@ class ChannelState:
             raise Rejected("envelope belongs to another channel")
         if not (env.verify_signature() if signature_ok is None else signature_ok):
             raise Rejected("envelope signature does not verify")
-        op, change, header = self._open(env)
+        try:
+            opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = self._open(env)
+        except _Sealed:
+            opened = None
         if any(dep not in self.envs for dep in env.deps):
             return self._park(env)
         result = ReceiveResult()
-        self._admit(env, op, change, header, result)
+        if opened is None:
+            self._admit_sealed(env, result)
+        else:
+            self._admit(env, *opened, result)
         self._drain(env.id, result)
-        if self._recheck_refused:
-            self._readmit(result)
+        self._settle(result)
         return result
+
+    def _settle(self, result: ReceiveResult) -> None:
+        while self.group.unseal_due or self._recheck_refused:
+            if self.group.unseal_due:
+                self._unseal(result)
+            if self._recheck_refused:
+                self._readmit(result)
+
+    def _admit_sealed(self, env: Envelope, result: ReceiveResult) -> None:
+        """Record an envelope this replica cannot read (yet): in the DAG, not applied."""
+        eff = max((self.envs[d].eff for d in env.deps), default=0)
+        depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
+        device = (env.author, env.device)
+        start = self.equivocators.get(device)
+        other = self.slots.get((env.author, env.device, env.seq))
+        if (start is not None and env.seq >= start) or other is not None:
+            if other is not None and start is None:
+                self.equivocators[device] = env.seq
+                result.equivocation = True
+            self._record(env, b"", Status.QUARANTINED, eff, depth, "equivocation")
+            result.quarantined.append(env)
+            return
+        self._record(env, b"", Status.SEALED, eff, depth, "no key for its epoch here")
+        result.sealed.append(env)
+
+    def _unseal(self, result: ReceiveResult) -> None:
+        """New secrets: open sealed envelopes whose deps are readable, in causal order."""
+        while self.group.unseal_due:
+            self.group.unseal_due = False
+            for env_id in [i for i in self.log if self.envs[i].status is Status.SEALED]:
+                meta = self.envs[env_id]
+                if any(self.envs[d].status is Status.SEALED for d in meta.deps):
+                    continue
+                env = decode_envelope(self.raw[env_id])
+                try:
+                    op, change, header = self._open(env)
+                    self._check_chain(env, op, header)
+                except _Sealed:
+                    continue
+                except Rejected as exc:  # unreadable after all: kept, never applied
+                    meta.status, meta.why = Status.INVALID, str(exc)
+                    continue
+                meta.change_hash = header.hash
+                meta.eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
+                refusal = self._refusal(env)
+                if refusal:
+                    meta.status, meta.why = Status.REFUSED, refusal
+                    continue
+                inner = ReceiveResult()
+                self._apply(env, op, change, header, inner, meta.eff, meta.depth)
+                result.unsealed += inner.applied
 
     def _refusal(self, env: Envelope) -> str:
         """Why ``env`` (all deps here) is refused: its author was banned in its past."""
@@ -495,9 +728,11 @@ class ChannelState:
             self._apply(env, op, change, header, result, meta.eff, meta.depth)
 
     def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes, ChangeHeader]:
-        key = self._key_for(env.epoch)
+        key = self._key_for(env.epoch, env.author)
         if key is None:
-            raise Rejected("envelope uses an unknown epoch key")
+            if not self.e2ee:
+                raise Rejected("envelope uses an unknown epoch key")
+            raise _Sealed()
         try:
             plaintext = env.decrypt(key)
         except DecryptionError as exc:
@@ -520,6 +755,8 @@ class ChannelState:
             raise Rejected("change actor does not belong to the envelope's author")
         if header.seq != env.seq:
             raise Rejected(f"change seq {header.seq} does not match envelope seq {env.seq}")
+        if env.epoch == self.clear_epoch and op["op"] in ("bundle", "share"):
+            self.group.harvest(env.author, op)
         return op, change, header
 
     def _park(self, env: Envelope) -> ReceiveResult:
@@ -546,8 +783,15 @@ class ChannelState:
                 del self.pending[waiting_id]
                 self._pending_by_author[env.author] -= 1
                 try:
-                    op, change, header = self._open(env)
-                    self._admit(env, op, change, header, result)
+                    try:
+                        opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = \
+                            self._open(env)
+                    except _Sealed:
+                        opened = None
+                    if opened is None:
+                        self._admit_sealed(env, result)
+                    else:
+                        self._admit(env, *opened, result)
                 except Rejected:
                     continue  # dropped; it neither blocks nor changes anything
                 ready.append(env.id)
@@ -555,6 +799,9 @@ class ChannelState:
     def _admit(self, env: Envelope, op: dict[str, Any], change: bytes, header: ChangeHeader,
                result: ReceiveResult, trusted: bool = False) -> None:
         """All deps are present: quarantine, reject or apply ``env``."""
+        if any(self.envs[d].status is Status.SEALED for d in env.deps):
+            self._admit_sealed(env, result)  # it may rely on what we cannot read yet
+            return
         device = (env.author, env.device)
         eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
         depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
@@ -598,6 +845,8 @@ class ChannelState:
             self._record(env, header.hash, status, eff, depth, why)
         if op["op"] == "genesis":
             self.genesis_id, self.genesis_hash = env.id, header.hash
+        if env.epoch != self.clear_epoch:
+            self.group.count[env.epoch] = self.group.count.get(env.epoch, 0) + 1
         result.applied.append(env)
 
     def _check_chain(self, env: Envelope, op: dict[str, Any], header: ChangeHeader) -> None:
@@ -610,6 +859,7 @@ class ChannelState:
             name, nonce = op.get("name"), op.get("nonce")
             if self.genesis_id is not None or env.seq != 1 or env.deps or header.deps \
                     or type(name) is not str or type(nonce) is not bytes \
+                    or op.get("policy", "history") not in POLICIES \
                     or channel_id_for(env.author, name, nonce) != self.channel_id:
                 raise Rejected("not this channel's genesis")
             return
@@ -628,7 +878,7 @@ class ChannelState:
     def _record(self, env: Envelope, change_hash: bytes, status: Status, eff: int, depth: int,
                 why: str = "") -> EnvMeta:
         meta = EnvMeta(env.author, env.device, env.seq, env.deps, change_hash, status,
-                       len(self.log), eff, depth, why)
+                       len(self.log), eff, depth, why, env.epoch)
         self.envs[env.id] = meta
         self.raw[env.id] = env.encode()
         self.log.append(env.id)
@@ -682,6 +932,7 @@ class ChannelState:
             if meta != {"name": op["name"], "founder": env.author}:
                 return "genesis document does not match its operation"
             self.name, self.founder, self.created = op["name"], env.author, op["ts"]
+            self.policy = op.get("policy", "history")
             return ""
         if kind == "post":
             return self._fold_post(env, op, heads, eff, depth, trusted)
@@ -690,7 +941,14 @@ class ChannelState:
         if kind == "mod":
             return self._fold_mod(env, op, heads)
         if kind == "prekey":
+            self.group.changed()
             return self._fold_prekey(env, op, heads)
+        if kind in ("bundle", "share", "join", "keyreq"):
+            if env.epoch != self.clear_epoch:
+                return f"{kind} outside the clear epoch"
+            why = getattr(self, f"_fold_{kind}")(env, op, heads)
+            self.group.changed()
+            return str(why)
         if kind == "react":
             target, emoji, on = op.get("target"), op.get("emoji"), op.get("on")
             if not isinstance(target, str) or type(emoji) is not str \
@@ -761,6 +1019,105 @@ class ChannelState:
         self.prekeys.setdefault(env.author, {})[prekey.prekey_id] = prekey
         return ""
 
+    def _doc_says(self, key: str, author: str, heads: list[bytes]) -> bool:
+        return bool(self.doc.read_map("keys", key, heads) == {"by": author})
+
+    def _fold_bundle(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        raw = op.get("bundle")
+        if type(raw) is not bytes:
+            return "malformed bundle"
+        try:
+            header = read_bundle(raw)
+        except KeyError_ as exc:
+            return f"invalid bundle: {exc}"
+        if header.channel != self.channel_id:
+            return "bundle of another channel"
+        if header.distributor != env.author:
+            return "bundle signed by someone other than the envelope's author"
+        if header.epoch in self.group.epochs:
+            return "epoch already distributed"
+        for parent in header.parents:
+            info = self.group.epochs.get(parent)
+            if info is None or not self.in_causal_past(info.env, env.deps):
+                return "bundle names a parent epoch outside its causal past"
+        if not self._doc_says(f"epoch:{header.epoch.hex()}", env.author, heads):
+            return "document does not match the bundle"
+        self.group.epochs[header.epoch] = EpochInfo(
+            header.epoch, env.id, env.author, header.parents, header.recipients,
+            header.created_ms, header.commitment)
+        self.group.commitments[header.epoch] = header.commitment
+        return ""
+
+    def _fold_share(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        raw = op.get("share")
+        if type(raw) is not bytes:
+            return "malformed share"
+        try:
+            header = read_share(raw)
+        except KeyError_ as exc:
+            return f"invalid share: {exc}"
+        if header.channel != self.channel_id:
+            return "share of another channel"
+        if header.distributor != env.author:
+            return "share signed by someone other than the envelope's author"
+        if any(e not in self.group.epochs for e in header.parents):
+            return "share of an unknown epoch"
+        if not self._doc_says(f"share:{epoch_id(raw).hex()}", env.author, heads):
+            return "document does not match the share"
+        self.group.shares.append(ShareInfo(env.id, env.author, header.parents,
+                                           header.recipients))
+        return ""
+
+    def _fold_join(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        grant, sig, proof, prekey = (op.get(k) for k in ("grant", "sig", "proof", "prekey"))
+        if not all(type(v) is bytes for v in (grant, sig, proof, prekey)):
+            return "malformed join"
+        assert isinstance(grant, bytes) and isinstance(sig, bytes)
+        assert isinstance(proof, bytes) and isinstance(prekey, bytes)
+        try:
+            inviter, cap, expires = check_grant(self.channel_id, grant, sig)
+        except ValueError as exc:
+            return f"invalid invite grant: {exc}"
+        if not check_proof(cap, self.channel_id, env.author, proof):
+            return "join proof does not verify"
+        if expires < op["ts"]:
+            return "invite had expired"
+        if prekey:
+            why = self._add_prekey(env, prekey, op["ts"])
+            if why:
+                return why
+        if not self._doc_says(f"join:{env.author}:{op['ts']}", env.author, heads):
+            return "document does not match the join"
+        self.group.joins.setdefault(env.author, []).append(
+            JoinInfo(env.id, env.author, inviter, expires, op["ts"]))
+        return ""
+
+    def _fold_keyreq(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        epochs, prekey = op.get("epochs"), op.get("prekey")
+        if not isinstance(epochs, list) or len(epochs) > MAX_REQUEST_EPOCHS \
+                or not all(type(e) is bytes and len(e) == 32 for e in epochs) \
+                or type(prekey) is not bytes:
+            return "malformed key request"
+        if prekey:
+            why = self._add_prekey(env, prekey, op["ts"])
+            if why:
+                return why
+        if not self._doc_says(f"keyreq:{env.author}:{op['ts']}", env.author, heads):
+            return "document does not match the key request"
+        self.group.requests.append(RequestInfo(env.id, env.author, tuple(epochs)))
+        return ""
+
+    def _add_prekey(self, env: Envelope, record: bytes, ts: int) -> str:
+        try:
+            prekey = open_prekey(record, ts)
+        except KeyError_ as exc:
+            return f"invalid prekey: {exc}"
+        if prekey.did != env.author:
+            return "prekey of another member"
+        self.prekeys.setdefault(env.author, {})[prekey.prekey_id] = prekey
+        self.group.changed()
+        return ""
+
     def _fold_mod(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
         entry_id, action = op.get("id"), op.get("action")
         if not is_ulid(entry_id) or type(action) is not str:
@@ -782,6 +1139,7 @@ class ChannelState:
                                         env.device, env.seq))
         self._watch(env.author, fields.get("target", ""))
         self._mod_state = None
+        self.group.changed()
         self._recheck_refused = any(m.status is Status.REFUSED for m in self.envs.values())
         # visibility may change for the target's posts (or everyone's, for a mode)
         self.changed += [r.id for r in self.posts.values()
@@ -816,7 +1174,8 @@ class ChannelState:
     def snapshot(self) -> bytes:
         """Everything but the envelope bytes (the store has those) and the pending buffer."""
         envs = [[i, m.author, m.device, m.seq, list(m.deps), m.change_hash, m.status.value,
-                 m.eff, m.depth, m.why] for i in self.log for m in (self.envs[i],)]
+                 m.eff, m.depth, m.why, m.epoch] for i in self.log for m in (self.envs[i],)]
+        g = self.group
         posts = [[r.id, r.author, r.device, r.text, r.reply_to, r.ts, r.env, r.seq,
                   list(r.key), [list(o) for o in r.ops]] for r in self.posts.values()]
         return msgpack.packb({  # type: ignore[no-any-return]
@@ -831,27 +1190,42 @@ class ChannelState:
                      e.device, e.seq] for e in self.mod_events],
             "prekeys": [[p.did, p.prekey_id, p.public, p.expires_ms]
                         for keys in self.prekeys.values() for p in keys.values()],
+            "policy": self.policy,
+            "epochs": [[i.epoch, i.env, i.distributor, list(i.parents), list(i.recipients),
+                        i.created_ms, i.commitment] for i in g.epochs.values()],
+            "shares": [[x.env, x.distributor, list(x.epochs), list(x.recipients)]
+                       for x in g.shares],
+            "joins": [[j.env, j.did, j.inviter, j.expires_ms, j.ts]
+                      for joins in g.joins.values() for j in joins],
+            "requests": [[r.env, r.did, list(r.epochs)] for r in g.requests],
+            "count": list(g.count.items()),
+            "commitments": list(g.commitments.items()),
+            "rotated": [sorted(h) for h in g.rotated_for],
         }, use_bin_type=True)
 
     @classmethod
-    def restore(cls, channel_id: bytes, identity: Identity, keys: KeyLookup, epoch: bytes,
-                data: bytes, raw: dict[bytes, bytes]) -> ChannelState:
-        """Rebuild from :meth:`snapshot` plus the stored bytes of the envelopes it covers."""
+    def restore(cls, channel_id: bytes, identity: Identity, keys: KeyLookup | None,
+                epoch: bytes | None, data: bytes, raw: dict[bytes, bytes],
+                private_for: PrivateLookup | None = None,
+                secrets: dict[bytes, bytes] | None = None) -> ChannelState:
+        """Rebuild from :meth:`snapshot` plus the stored bytes of the envelopes it covers
+        (``epoch``: the static epoch, or None for a channel with group keys)."""
         snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
         if snap.get("v") != SNAPSHOT_VERSION:
             raise ValueError("unknown snapshot version")
-        state = cls(channel_id, identity, keys)
+        state = cls(channel_id, identity, keys, private_for, secrets)
         state.current_epoch = epoch
         state.doc = SharedDocument.load(snap["doc"])
         state.authoring = AuthoringDocument.load(state._actor, snap["authoring"])
         state.name, state.founder, state.created = snap["name"], snap["founder"], snap["created"]
         state.genesis_id, state.genesis_hash = snap["genesis"]
         state.doc.genesis = state.genesis_hash
-        for env_id, author, device, seq, deps, change_hash, status, eff, depth, why in snap["envs"]:
+        for env_id, author, device, seq, deps, change_hash, status, eff, depth, why, ep \
+                in snap["envs"]:
             if env_id not in raw:
                 raise ValueError("snapshot covers an envelope the store does not have")
             meta = EnvMeta(author, device, seq, tuple(deps), change_hash, Status(status),
-                           len(state.log), eff, depth, why)
+                           len(state.log), eff, depth, why, ep)
             state.envs[env_id] = meta
             state.raw[env_id] = raw[env_id]
             state.log.append(env_id)
@@ -879,6 +1253,18 @@ class ChannelState:
                                                                   expires)
         for e in state.mod_events:
             state._watch(e.author, e.target)
+        g = state.group
+        state.policy = snap["policy"]
+        for ep, env_id, dist, parents, recipients, created, commitment in snap["epochs"]:
+            g.epochs[ep] = EpochInfo(ep, env_id, dist, tuple(parents), tuple(recipients),
+                                     created, commitment)
+        g.shares = [ShareInfo(e, d, tuple(x), tuple(r)) for e, d, x, r in snap["shares"]]
+        for env_id, did, inviter, expires, ts in snap["joins"]:
+            g.joins.setdefault(did, []).append(JoinInfo(env_id, did, inviter, expires, ts))
+        g.requests = [RequestInfo(e, d, tuple(x)) for e, d, x in snap["requests"]]
+        g.count = dict((e, n) for e, n in snap["count"])
+        g.commitments = dict((e, c) for e, c in snap["commitments"])
+        g.rotated_for = {frozenset(h) for h in snap["rotated"]}
         return state
 
     # --- views ------------------------------------------------------------------------

@@ -214,7 +214,14 @@ def channel_list(as_json: JsonOption = False) -> None:
     if not result:
         typer.echo("no channels")
     for c in result:
-        state = "" if c["synced"] else "  (waiting for history)"
+        keys = c.get("keys", "member")
+        state = "" if c["synced"] else \
+            "  (removed: the members no longer share its keys with this node)" \
+            if keys == "removed" else \
+            "  (waiting for a member to admit this node)" if keys == "waiting" else \
+            "  (waiting for history)"
+        if c.get("sealed"):
+            state += f"  {c['sealed']} envelopes not readable here"
         topic = f"  topic: {safe(c['topic'])}" if c.get("topic") else ""
         typer.echo(f"#{safe(c['name'])}  {c['channel']}  {c['messages']} messages, "
                    f"{c['peers']} peers{state}{topic}")

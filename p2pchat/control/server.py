@@ -237,8 +237,11 @@ class ControlServer:
         hub = self.node.core.hub
         out = []
         for channel, state in hub.channels.items():
+            keys = state.key_status()
             out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
-                        "synced": state.genesis_id is not None,
+                        "synced": state.genesis_id is not None and keys in ("member", "static"),
+                        "keys": keys, "policy": state.policy,
+                        "sealed": state.sealed_count(),
                         "messages": len(state.history()),
                         "peers": len(hub.shared_with(channel)),
                         "topic": state.moderation().topic if state.mod_events else ""})
@@ -351,7 +354,10 @@ class ControlServer:
             linked = set(hub.shared_with(channel))
             channels.append({
                 "channel": format_channel_id(channel), "name": hub.name_of(channel),
-                "synced": state.genesis_id is not None, "members": len(members),
+                "synced": state.genesis_id is not None
+                and state.key_status() in ("member", "static"),
+                "keys": state.key_status(), "sealed": state.sealed_count(),
+                "members": len(members),
                 "reachable": len([d for d in members if d in linked]),
                 "linked_peers": len(linked),
                 "bootstrap_servers": sum(1 for s in servers if s["reachable"])})

@@ -26,20 +26,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from p2pchat.channel import moderation as mod
 from p2pchat.channel.envelope import Envelope, decode_envelope
-from p2pchat.channel.keys import KeyError_, Prekey, make_prekey, open_prekey
-from p2pchat.channel.state import ChannelState, Rejected, epoch_id_for
+from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
+from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof
+from p2pchat.channel.keys import (
+    MAX_SHARE_EPOCHS,
+    KeyError_,
+    Prekey,
+    identity_prekey,
+    identity_prekey_id,
+    identity_prekey_private,
+    make_prekey,
+    open_prekey,
+)
+from p2pchat.channel.state import ChannelState, ReceiveResult, Rejected, epoch_id_for
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
     ChannelsLoaded,
     Effect,
+    ForgetEpochKey,
     IndexMessages,
     JoinRequested,
     MessageOpRequested,
     ModRequested,
     PersistChannel,
     PersistEnvelopes,
+    PersistEpochKey,
     PersistPrekey,
     PersistSnapshot,
     SendRequested,
@@ -109,6 +123,10 @@ class _LinkChannels:
     by_channel: dict[bytes, bytes] = field(default_factory=dict)  # channel id -> topic
     #: per channel, the envelope ids of the last sync window sent (maybe still in flight)
     in_flight: dict[bytes, set[bytes]] = field(default_factory=dict)
+    #: channels whose sync to this peer has more windows to come: live pushes wait
+    #: (the next window carries them), so a pushed envelope whose deps are still in a
+    #: later window cannot make the peer ask a second, overlapping summary
+    syncing: set[bytes] = field(default_factory=set)
     #: channels this peer may not sync (banned; not a member of an invite-only channel):
     #: nothing is sent, and its frames for them are ignored
     refused: set[bytes] = field(default_factory=set)
@@ -146,6 +164,13 @@ class ChannelHub:
         self.prekey_privates: dict[bytes, tuple[bytes, int]] = {}
         self.own_prekey: tuple[bytes, Prekey] | None = None
         self._prekey_missing: set[bytes] = set()
+        self._identity_prekey_id = identity_prekey_id(identity.did)
+        #: per channel, the epoch sets already asked for (one key request per set)
+        self._requested: dict[bytes, frozenset[bytes]] = {}
+        #: key requests this node answered or declined (by envelope id)
+        self._answered: set[bytes] = set()
+        #: next sweep of ephemeral channels' old secrets
+        self._next_sweep = 0
 
     # --- queries ------------------------------------------------------------------
 
@@ -165,12 +190,25 @@ class ChannelHub:
 
     # --- requests -----------------------------------------------------------------
 
-    def _new_state(self, channel: bytes, key: bytes) -> ChannelState:
-        epoch = epoch_id_for(key)
-        state = ChannelState(channel, self.identity, lambda e: key if e == epoch else None)
-        state.current_epoch = epoch
+    def private_for(self, prekey_id: bytes) -> bytes | None:
+        """This node's private key for one of its prekeys (or its identity fallback)."""
+        if prekey_id == self._identity_prekey_id:
+            return identity_prekey_private(self.identity)
+        entry = self.prekey_privates.get(prekey_id)
+        return entry[0] if entry is not None else None
+
+    def _new_state(self, channel: bytes, key: bytes,
+                   secrets: tuple[tuple[bytes, bytes], ...] = ()) -> ChannelState:
+        """A channel with group keys (``key`` empty) or, stored before them, a static key."""
+        if key:
+            epoch = epoch_id_for(key)
+            state = ChannelState(channel, self.identity, lambda e: key if e == epoch else None,
+                                 self.private_for)
+            state.current_epoch = epoch
+            self.keys[channel] = key
+        else:
+            state = ChannelState(channel, self.identity, None, self.private_for, dict(secrets))
         self.channels[channel] = state
-        self.keys[channel] = key
         if self.prekeys_on:
             self._prekey_missing.add(channel)
         return state
@@ -178,7 +216,7 @@ class ChannelHub:
     def on_loaded(self, ev: ChannelsLoaded, now_ms: int) -> list[Effect]:
         """Restore channels: the snapshot, then the envelopes stored after it."""
         for stored in ev.channels:
-            state = self._new_state(stored.channel, stored.key)
+            state = self._new_state(stored.channel, stored.key, stored.secrets)
             self.names[stored.channel] = stored.name
             replay = stored.envelopes
             if stored.snapshot is not None:
@@ -191,7 +229,10 @@ class ChannelHub:
                     state.receive_bytes(raw, now_ms)
                 except RemoteProtocolError:
                     continue  # stored data is ours; a bad row is skipped, not fatal
+            state.group.unseal_due = True  # the keyring may open what the snapshot kept
+            state._settle(ReceiveResult())
             state.changed.clear()
+            state.group.new_secrets.clear()
             self._snapshot_at[stored.channel] = len(state.log) if not replay else 0
             self.load_report[stored.channel] = (len(stored.envelopes) - len(replay), len(replay))
         return self._resubscribe_all()
@@ -200,13 +241,14 @@ class ChannelHub:
         from p2pchat.channel.envelope import envelope_id_of
 
         key = stored.key
-        epoch = epoch_id_for(key)
+        epoch = epoch_id_for(key) if key else None
         covered = stored.envelopes[:stored.covered]
         try:
             raw = {envelope_id_of(r): r for r in covered}
             state = ChannelState.restore(stored.channel, self.identity,
-                                         lambda e: key if e == epoch else None, epoch,
-                                         stored.snapshot or b"", raw)
+                                         (lambda e: key if e == epoch else None) if key
+                                         else None, epoch, stored.snapshot or b"", raw,
+                                         self.private_for, dict(stored.secrets))
         except Exception:  # a damaged snapshot costs a full replay, never the channel
             return None
         self.channels[stored.channel] = state
@@ -224,33 +266,68 @@ class ChannelHub:
         return effects
 
     def create(self, ev: ChannelCreateRequested) -> list[Effect]:
-        key = self._randbytes(32)
         try:
-            state, genesis = ChannelState.create(self.identity, ev.name, key, ev.wall_ms,
-                                                 self._randbytes)
+            state, _ = ChannelState.create(self.identity, ev.name, None, ev.wall_ms,
+                                           self._randbytes, ev.policy, self.private_for)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
         self.channels[state.channel_id] = state
-        self.keys[state.channel_id] = key
         self.names[state.channel_id] = state.name
         if self.prekeys_on:
             self._prekey_missing.add(state.channel_id)
         state.changed.clear()
+        own = [(i, state.raw[i]) for i in state.log]
+        self.own_written += [(state.channel_id, raw) for _, raw in own]
         effects: list[Effect] = [
-            PersistChannel(state.channel_id, state.name, key),
-            PersistEnvelopes(state.channel_id, ((genesis.id, genesis.encode()),)),
-            ChannelAnswer(ev.request_id, {"channel": state.channel_id, "name": state.name}, None),
+            PersistChannel(state.channel_id, state.name, b""),
+            *self._key_effects(state),
+            PersistEnvelopes(state.channel_id, tuple(own)),
+            ChannelAnswer(ev.request_id, {"channel": state.channel_id, "name": state.name,
+                                          "policy": state.policy}, None),
         ]
         return effects + self._resubscribe_all()
+
+    def invite_for(self, channel: bytes, now_ms: int,
+                   peers: tuple[tuple[str, str, int], ...] = ()) -> Invite:
+        """An invite carrying a fresh capability (not a key) for ``channel``."""
+        state = self.get(channel)
+        if not state.e2ee:
+            raise ValueError("this channel predates group keys and cannot invite; "
+                             "create a new channel")
+        if state.genesis_id is None:
+            raise ValueError("channel not synced yet")
+        if self.identity.did not in state.group.view().members:
+            raise ValueError("only a member holding the channel's keys can invite")
+        cap = self._randbytes(32)
+        grant, signature = make_grant(self.identity, channel, cap, now_ms + INVITE_TTL_MS)
+        return Invite(channel, cap, self.name_of(channel), self.identity.did, peers, grant,
+                      signature, state.raw[state.genesis_id])
 
     def join(self, ev: JoinRequested) -> list[Effect]:
         if ev.channel in self.channels:
             return [ChannelAnswer(ev.request_id, {"channel": ev.channel, "name":
                                                   self.name_of(ev.channel), "new": False}, None)]
-        self._new_state(ev.channel, ev.key)
+        state = ChannelState(ev.channel, self.identity, None, self.private_for)
+        try:
+            result = state.receive_bytes(ev.genesis, ev.wall_ms)
+            if state.genesis_id is None or not result.applied:
+                raise Rejected("not this channel's genesis")
+            record = self.own_prekey[0] if self.own_prekey is not None else b""
+            state.join(ev.grant, ev.grant_signature,
+                       make_proof(ev.cap, ev.channel, self.identity.did), record, ev.wall_ms,
+                       self._randbytes)
+        except (RemoteProtocolError, ValueError, RuntimeError) as exc:
+            return [ChannelAnswer(ev.request_id, None, f"invite does not work: {exc}")]
+        self.channels[ev.channel] = state
+        if self.prekeys_on:
+            self._prekey_missing.add(ev.channel)
         self.names[ev.channel] = ev.name
+        state.changed.clear()
         answer = {"channel": ev.channel, "name": ev.name, "new": True}
-        return [PersistChannel(ev.channel, ev.name, ev.key),
+        own = [(i, state.raw[i]) for i in state.log]
+        self.own_written += [(ev.channel, raw) for _, raw in own]
+        return [PersistChannel(ev.channel, ev.name, b""), PersistEnvelopes(ev.channel,
+                                                                           tuple(own)),
                 ChannelAnswer(ev.request_id, answer, None), *self._resubscribe_all()]
 
     def send(self, ev: SendRequested) -> list[Effect]:
@@ -260,12 +337,12 @@ class ChannelHub:
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
+        before = len(state.log)
         try:
-            env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
+            _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True,
-                                    hold=ev.hold)
+        effects = self._after_local(state, before, ev.hold)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
@@ -273,19 +350,19 @@ class ChannelHub:
         state = self.channels.get(ev.channel)
         if state is None:
             return [ChannelAnswer(ev.request_id, None, "unknown channel")]
+        before = len(state.log)
         try:
             if ev.op == "edit":
-                env = state.edit(ev.msg_id, ev.text, ev.wall_ms, self._randbytes)
+                state.edit(ev.msg_id, ev.text, ev.wall_ms, self._randbytes)
             elif ev.op == "delete":
-                env = state.delete(ev.msg_id, ev.wall_ms, self._randbytes)
+                state.delete(ev.msg_id, ev.wall_ms, self._randbytes)
             elif ev.op == "react":
-                env = state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms, self._randbytes)
+                state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms, self._randbytes)
             else:
                 return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_apply(state, [(env.id, state.raw[env.id])], source=None, own=True,
-                                    hold=ev.hold)
+        effects = self._after_local(state, before, ev.hold)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
@@ -296,20 +373,166 @@ class ChannelHub:
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
+        before = len(state.log)
         try:
-            env, entry = state.moderate(ev.action, ev.wall_ms, self._randbytes,
-                                        target=ev.target, value=ev.value, on=ev.on,
-                                        reason=ev.reason)
+            _, entry = state.moderate(ev.action, ev.wall_ms, self._randbytes,
+                                      target=ev.target, value=ev.value, on=ev.on,
+                                      reason=ev.reason)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
         effects = self._readmit_unbanned(ev.channel)
-        effects += self._after_apply(state, [(env.id, state.raw[env.id])], source=None,
-                                     own=True, hold=ev.hold)
+        effects += self._after_local(state, before, ev.hold)
         if ev.hold:  # the push waits for FlushHeld: cut banned peers off after it
             self._drop_after_flush.add(ev.channel)
         else:
             self._drop_banned(ev.channel)
         effects.append(ChannelAnswer(ev.request_id, {"id": entry, "action": ev.action}, None))
+        return effects
+
+    def _after_local(self, state: ChannelState, before: int, hold: bool = False
+                     ) -> list[Effect]:
+        """Store and push what a local write added to the log (the write itself, and a
+        rotation that had to go first), with the secrets it made."""
+        own = [(i, state.raw[i]) for i in state.log[before:]]
+        return self._key_effects(state) + self._after_apply(state, own, source=None, own=True,
+                                                            hold=hold)
+
+    def _key_effects(self, state: ChannelState) -> list[Effect]:
+        effects: list[Effect] = [PersistEpochKey(state.channel_id, e, s)
+                                 for e, s in state.group.new_secrets]
+        state.group.new_secrets.clear()
+        return effects
+
+    # --- group keys: admissions, key requests, rotations (DESIGN §5) -------------------
+
+    def key_work(self, state: ChannelState, now_ms: int) -> list[Effect]:
+        """What this member does for the channel's keys after the DAG changed: admit
+        joiners, answer key requests, rotate away from removed members, ask for the
+        secrets it lacks. Every step is idempotent against the DAG, so running it
+        again (or on several members at once) adds nothing or converges."""
+        if not state.e2ee or state.genesis_id is None:
+            return []
+        me = self.identity.did
+        group = state.group
+        before = len(state.log)
+        effects: list[Effect] = []
+        try:
+            view = group.view()
+            if me in view.members:
+                rank = state.moderation().rank(me) if state.mod_events else \
+                    (mod.OWNER if me == state.founder else mod.MEMBER)
+                self._admit(state, now_ms)
+                if rank >= mod.MODERATOR:
+                    self._serve(state, now_ms)
+                self._answer_requests(state, now_ms)
+                heads = frozenset(group.view().heads)
+                if group.needs_rotation() and heads not in group.rotated_for \
+                        and rank >= mod.MODERATOR:
+                    state.rotate(now_ms, self._randbytes)
+                self._request_missing(state, now_ms)
+        except (ValueError, RuntimeError):
+            pass  # e.g. we were just banned here: nothing to write
+        if len(state.log) > before:
+            effects += self._after_local(state, before)
+        return effects + self._key_effects(state)
+
+    def _prekey_for(self, state: ChannelState, did: str, now_ms: int) -> Prekey | None:
+        prekey = state.prekey_of(did, now_ms)
+        if prekey is None and not state.prekeys.get(did):
+            try:
+                return identity_prekey(did)
+            except KeyError_:
+                return None
+        return prekey
+
+    def _held_epochs(self, state: ChannelState) -> list[bytes]:
+        group, me = state.group, self.identity.did
+        return [e for e in group.epochs if e in group.secrets and group.holds(me, e)]
+
+    def _admit(self, state: ChannelState, now_ms: int) -> None:
+        group, me = state.group, self.identity.did
+        for join in group.admissions():
+            if not group.may_admit(me, join):
+                continue
+            prekey = self._prekey_for(state, join.did, now_ms)
+            if prekey is None:
+                continue
+            if state.mod_events and state.moderation().modes.get("invite-only") \
+                    and join.did not in state.moderation().by_target:
+                state.moderate("add", now_ms, self._randbytes, target=join.did,
+                               reason="joined with an invite")
+            held = self._held_epochs(state)
+            for start in range(0, len(held), MAX_SHARE_EPOCHS):
+                state.share([prekey], held[start:start + MAX_SHARE_EPOCHS], now_ms,
+                            self._randbytes)
+
+    def _serve(self, state: ChannelState, now_ms: int) -> None:
+        """Share what they are entitled to with members who hold no head epoch (after an
+        unban or a re-add, or a fresh prekey after an expired one)."""
+        group, me = state.group, self.identity.did
+        for did in group.unserved():
+            if did == me:
+                continue
+            prekey = self._prekey_for(state, did, now_ms)
+            if prekey is None:
+                continue  # its prekeys expired: served once it publishes a fresh one
+            give = [e for e in self._held_epochs(state) if group.entitled(did, e)]
+            for start in range(0, len(give), MAX_SHARE_EPOCHS):
+                state.share([prekey], give[start:start + MAX_SHARE_EPOCHS], now_ms,
+                            self._randbytes)
+
+    def _answer_requests(self, state: ChannelState, now_ms: int) -> None:
+        group, me = state.group, self.identity.did
+        for req in group.requests:
+            if req.env in self._answered or req.did == me:
+                continue
+            self._answered.add(req.env)
+            prekey = self._prekey_for(state, req.did, now_ms)
+            if prekey is None or req.did in group.view().removed:
+                continue  # refused: removed members get nothing
+            if any(req.env == s.env or state.in_past(req.env, s.env) for s in group.shares
+                   if prekey.prekey_id in s.recipients):
+                continue  # somebody answered already
+            give = [e for e in req.epochs if e in group.secrets and group.holds(me, e)
+                    and group.entitled(req.did, e)]
+            if give:
+                state.share([prekey], give[:MAX_SHARE_EPOCHS], now_ms, self._randbytes)
+
+    def _request_missing(self, state: ChannelState, now_ms: int) -> None:
+        """Epochs we were entitled to but could not open (our prekey had expired when
+        they were made, say): ask once per set, with our current prekey."""
+        group = state.group
+        missing = frozenset(e for e in state.sealed_epochs() if e in group.commitments)
+        if not missing or self._requested.get(state.channel_id) == missing:
+            return
+        if self.own_prekey is None:
+            return
+        self._requested[state.channel_id] = missing
+        state.request_keys(sorted(missing), self.own_prekey[0], now_ms, self._randbytes)
+
+    def sweep_epochs(self, now_ms: int) -> list[Effect]:
+        """``ephemeral`` channels: forget secrets of epochs superseded longer than
+        EPHEMERAL_WINDOW_MS ago (after a snapshot, so what they decrypted stays)."""
+        if now_ms < self._next_sweep:
+            return []
+        self._next_sweep = now_ms + 3600 * 1000
+        effects: list[Effect] = []
+        for channel, state in sorted(self.channels.items()):
+            if not state.e2ee or state.policy != "ephemeral":
+                continue
+            group = state.group
+            heads = set(group.view().heads)
+            old = []
+            for epoch in list(group.secrets):
+                children = [i.created_ms for i in group.epochs.values() if epoch in i.parents]
+                if epoch not in heads and children and now_ms - min(children) \
+                        >= EPHEMERAL_WINDOW_MS:
+                    old.append(epoch)
+            if old:
+                effects += self.snapshots(force=True)
+                for epoch in old:
+                    group.forget(epoch)
+                    effects.append(ForgetEpochKey(channel, epoch))
         return effects
 
     def _readmit_unbanned(self, channel: bytes) -> list[Effect]:
@@ -502,6 +725,10 @@ class ChannelHub:
             window.append(env_id)
             size += len(raw)
         lc.in_flight[channel] = set(window)
+        if more:
+            lc.syncing.add(channel)
+        else:
+            lc.syncing.discard(channel)
         return self._batches(lc, channel, [state.raw[i] for i in window], more=more)
 
     def _send_envelopes(self, lc: _LinkChannels, channel: bytes, ids: list[bytes]
@@ -556,7 +783,8 @@ class ChannelHub:
                 error = RemoteProtocolError(f"sent an invalid envelope: {exc}")
                 break
             parked |= result.pending
-            stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
+            stored += [(e.id, state.raw[e.id])
+                       for e in result.applied + result.quarantined + result.sealed]
             refused += [(e.id, state.raw[e.id]) for e in result.refused]
             if result.equivocation:
                 # the source may hold only one branch: give it all the evidence we have
@@ -566,7 +794,9 @@ class ChannelHub:
                 pending_evidence += self._send_envelopes(lc, channel, evidence)
         moderated = len(state.mod_events) != mod_events
         effects = self._readmit_unbanned(channel) if moderated else []
+        effects += self._key_effects(state)
         effects += self._after_apply(state, stored, source=lc.link.link_id)
+        effects += self.key_work(state, now_ms)
         if moderated:
             self._drop_banned(channel)
         if refused:
@@ -607,11 +837,14 @@ class ChannelHub:
                 result = state.receive(env, now_ms, verdicts.get(env.id))
             except RemoteProtocolError:
                 continue
-            stored += [(e.id, state.raw[e.id]) for e in result.applied + result.quarantined]
+            stored += [(e.id, state.raw[e.id])
+                       for e in result.applied + result.quarantined + result.sealed]
             refused += [(e.id, state.raw[e.id]) for e in result.refused]
         moderated = len(state.mod_events) != mod_events
         effects = self._readmit_unbanned(channel) if moderated else []
+        effects += self._key_effects(state)
         effects += self._after_apply(state, stored, source=None)
+        effects += self.key_work(state, now_ms)
         if moderated:
             self._drop_banned(channel)
         if refused:
@@ -621,12 +854,12 @@ class ChannelHub:
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
                      source: int | None, own: bool = False, hold: bool = False
                      ) -> list[Effect]:
-        if not stored:
+        if not stored and not state.changed:
             return []
         channel = state.channel_id
         if own:
             self.own_written += [(channel, raw) for _, raw in stored]
-        effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))]
+        effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))] if stored else []
         if state.changed and not self.index_messages:
             state.changed.clear()
         if state.changed:
@@ -641,6 +874,8 @@ class ChannelHub:
                 len(state.log) - self._snapshot_at.get(channel, 0) >= self.snapshot_every:
             effects += self.snapshots()
         raws = [raw for _, raw in stored]
+        if not raws:
+            return effects
         if not hold:
             return effects + self._push(channel, raws, source, own)
         self._held.setdefault(channel, []).extend(raws)
@@ -654,7 +889,8 @@ class ChannelHub:
         """Live push of applied envelopes to every other link that shares the channel."""
         effects: list[Effect] = []
         targets = [lc for lid, lc in sorted(self._links.items())
-                   if lid != source and channel in lc.shared][:MAX_FORWARD_FANOUT]
+                   if lid != source and channel in lc.shared
+                   and channel not in lc.syncing][:MAX_FORWARD_FANOUT]
         for lc in targets:
             # ours and new: out only after the store has it (see Transmit)
             effects += self._batches(lc, channel, raws, after_store=own)

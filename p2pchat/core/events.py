@@ -239,6 +239,8 @@ class StoredChannel:
     envelopes: tuple[bytes, ...]
     snapshot: bytes | None = None
     covered: int = 0
+    #: the keyring: (epoch id, group secret) of every epoch this node can read
+    secrets: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,16 +255,22 @@ class ChannelCreateRequested(Event):
     request_id: int
     name: str
     wall_ms: int
+    policy: str = "history"
 
 
 @dataclass(frozen=True, slots=True)
 class JoinRequested(Event):
+    """Join with an invite's capability (see :mod:`p2pchat.channel.invite`)."""
+
     request_id: int
     channel: bytes
-    key: bytes
     name: str
     peers: tuple[tuple[str, Address], ...]
     wall_ms: int
+    cap: bytes
+    grant: bytes
+    grant_signature: bytes
+    genesis: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +334,24 @@ class PersistPrekey(Effect):
     record: bytes
     private: bytes
     expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PersistEpochKey(Effect):
+    """Keep an epoch's group secret (the store file is 0600). Written in the same
+    transaction as the envelopes that need it."""
+
+    channel: bytes
+    epoch: bytes
+    secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetEpochKey(Effect):
+    """Delete an epoch's secret (``ephemeral`` channels: forward secrecy)."""
+
+    channel: bytes
+    epoch: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,8 @@ class NodeCore:
             if self.hub.holding:  # a prekey goes out at once: what is held goes first
                 effects += self.hub.flush_held()
             effects += self.hub.maintain_prekeys(self._wall_ms(now))
+        if not isinstance(event, ShutdownRequested):
+            effects += self.hub.sweep_epochs(self._wall_ms(now))
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
             if not self.bootstrap.servers:

@@ -29,6 +29,8 @@ class Domain(Enum):
     INVITE = "invite"
     PREKEY = "prekey"
     PEER_RECORD = "peer-record"
+    SHARE = "share"
+    JOIN = "join"
 
 
 def _signed_bytes(domain: Domain, message: bytes) -> bytes:

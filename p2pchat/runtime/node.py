@@ -39,6 +39,7 @@ from p2pchat.core.events import (
     Effect,
     Event,
     FlushHeld,
+    ForgetEpochKey,
     ForgetPeer,
     IndexMessages,
     JoinRequested,
@@ -52,6 +53,7 @@ from p2pchat.core.events import (
     PersistChannel,
     PersistCursor,
     PersistEnvelopes,
+    PersistEpochKey,
     PersistPrekey,
     PersistSnapshot,
     PingFinished,
@@ -286,8 +288,9 @@ class Node:
 
     async def join(self, invite: Invite) -> dict[str, Any]:
         peers = tuple((did, (host, port)) for did, host, port in invite.peers)
-        return await self._request(lambda r: JoinRequested(r, invite.channel, invite.key,
-                                                           invite.name, peers, _wall_ms()))
+        return await self._request(lambda r: JoinRequested(
+            r, invite.channel, invite.name, peers, _wall_ms(), invite.cap, invite.grant,
+            invite.grant_signature, invite.genesis))
 
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""
@@ -312,7 +315,6 @@ class Node:
 
     def make_invite(self, channel: bytes, with_peers: bool = True) -> str:
         hub = self.core.hub
-        key = hub.keys[channel]
         peers: list[tuple[str, str, int]] = []
         if not with_peers:
             pass  # found through mDNS or bootstrap servers instead
@@ -325,7 +327,10 @@ class Node:
             for p in self.core.peers(self._loop.time()):
                 if p.outbound and len(peers) < MAX_INVITE_PEERS:
                     peers.append((p.did, p.address[0], p.address[1]))
-        invite = Invite(channel, key, hub.name_of(channel), self.identity.did, tuple(peers))
+        try:
+            invite = hub.invite_for(channel, _wall_ms(), tuple(peers))
+        except ValueError as exc:
+            raise LocalError(str(exc)) from None
         return invite.to_uri(self.identity)
 
     def peers(self) -> list[PeerView]:
@@ -456,7 +461,7 @@ class Node:
             self._notify(effect)
         elif isinstance(effect, (SavePeer, ForgetPeer, PersistEnvelopes, PersistSnapshot,
                                  IndexMessages, PersistChannel, PersistCursor,
-                                 PersistPrekey)):
+                                 PersistPrekey, PersistEpochKey, ForgetEpochKey)):
             if self.store is not None:
                 self._enqueue_write(effect)
         elif isinstance(effect, DisconnectFinished):

@@ -23,11 +23,13 @@ import aiosqlite
 from p2pchat.core.events import (
     Address,
     Effect,
+    ForgetEpochKey,
     ForgetPeer,
     IndexMessages,
     PersistChannel,
     PersistCursor,
     PersistEnvelopes,
+    PersistEpochKey,
     PersistPrekey,
     PersistSnapshot,
     SavePeer,
@@ -95,6 +97,15 @@ MIGRATIONS: tuple[str, ...] = (
         record BLOB NOT NULL,
         private BLOB NOT NULL,
         expires INTEGER NOT NULL
+    );
+    """,
+    # 6: the keyring: group secrets of the epochs this node can read (0600 as well)
+    """
+    CREATE TABLE epoch_keys (
+        channel BLOB NOT NULL REFERENCES channels(id),
+        epoch BLOB NOT NULL,
+        secret BLOB NOT NULL,
+        PRIMARY KEY (channel, epoch)
     );
     """,
 )
@@ -203,6 +214,15 @@ class Store:
             "INSERT INTO channels (id, name, key, joined) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING", (channel, name, key, when))
 
+    async def save_epoch_key(self, channel: bytes, epoch: bytes, secret: bytes) -> None:
+        await self._db.execute(
+            "INSERT INTO epoch_keys (channel, epoch, secret) VALUES (?, ?, ?) "
+            "ON CONFLICT (channel, epoch) DO NOTHING", (channel, epoch, secret))
+
+    async def forget_epoch_key(self, channel: bytes, epoch: bytes) -> None:
+        await self._db.execute("DELETE FROM epoch_keys WHERE channel = ? AND epoch = ?",
+                               (channel, epoch))
+
     async def save_envelopes(self, channel: bytes, items: list[tuple[bytes, bytes]]) -> None:
         await self._db.executemany(
             "INSERT INTO envelopes (channel, id, data) VALUES (?, ?, ?) "
@@ -246,8 +266,11 @@ class Store:
             envelopes = tuple(bytes(r[0]) for r in rows)
             if covered > len(envelopes):
                 covered, data = 0, None  # inconsistent: replay everything instead
+            async with self._db.execute(
+                    "SELECT epoch, secret FROM epoch_keys WHERE channel = ?", (cid,)) as cur:
+                secrets = tuple((bytes(e), bytes(k)) for e, k in await cur.fetchall())
             out.append(StoredChannel(bytes(cid), str(name), bytes(key), envelopes, data,
-                                     covered))
+                                     covered, secrets))
         return out
 
     async def search(self, channel: bytes, query: str, limit: int) -> list[str]:
@@ -317,6 +340,10 @@ class Store:
         if isinstance(effect, PersistPrekey):
             return lambda: self.save_prekey(effect.prekey_id, effect.record, effect.private,
                                             effect.expires_ms)
+        if isinstance(effect, PersistEpochKey):
+            return lambda: self.save_epoch_key(effect.channel, effect.epoch, effect.secret)
+        if isinstance(effect, ForgetEpochKey):
+            return lambda: self.forget_epoch_key(effect.channel, effect.epoch)
         if isinstance(effect, PersistCursor):
             return lambda: self.save_cursor(effect.server_did, effect.topic, effect.cursor)
         raise TypeError(f"not a persistence effect: {effect!r}")

@@ -110,6 +110,7 @@ from p2pchat.core.events import (
     DialFailed,
     Effect,
     Event,
+    ForgetEpochKey,
     ForgetPeer,
     JoinRequested,
     LinkEstablished,
@@ -119,6 +120,7 @@ from p2pchat.core.events import (
     PeerDisconnected,
     PersistChannel,
     PersistEnvelopes,
+    PersistEpochKey,
     SavePeer,
     SendRequested,
     StoredChannel,
@@ -281,6 +283,7 @@ class _Disk:
     envelopes: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
     envelope_ids: dict[bytes, set[bytes]] = field(default_factory=dict)
     peers: dict[Address, str] = field(default_factory=dict)
+    secrets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -544,9 +547,11 @@ class SimNetwork:
         vias = [self.founders[channel]] if via is None else [via] if isinstance(via, str) \
             else list(via)
         peers = tuple((self.nodes[v].did, self.nodes[v].address) for v in vias)
+        invite = hub.invite_for(channel, self.wall_ms(self.founders[channel]))
         rid = self._request_id()
-        self._answer(name, JoinRequested(rid, channel, hub.keys[channel], hub.name_of(channel),
-                                         peers, self.wall_ms(name)), rid)
+        self._answer(name, JoinRequested(rid, channel, invite.name, peers, self.wall_ms(name),
+                                         invite.cap, invite.grant, invite.grant_signature,
+                                         invite.genesis), rid)
 
     def post(self, name: str, channel: bytes, text: str) -> str:
         """``name`` posts ``text``; returns the message id."""
@@ -664,7 +669,8 @@ class SimNetwork:
         disk = node.disk
         stored = tuple(
             StoredChannel(channel=cid, name=cname, key=key,
-                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())))
+                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())),
+                          secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
             for cid, (cname, key) in sorted(disk.channels.items()))
         if stored:
             self.request(name, ChannelsLoaded(stored))
@@ -712,9 +718,12 @@ class SimNetwork:
                 raise self.fail(f"timed out after {timeout:g} s waiting for {what}")
 
     def synced(self, name: str, channel: bytes) -> bool:
-        """Whether ``name`` holds ``channel`` and has its genesis (so it can post)."""
+        """Whether ``name`` holds ``channel``, has its genesis and (with group keys) has been
+        admitted: it holds a valid epoch, so it can post."""
         state = self.nodes[name].core.hub.channels.get(channel)
-        return state is not None and state.genesis_id is not None
+        if state is None or state.genesis_id is None:
+            return False
+        return not state.e2ee or self.nodes[name].did in state.group.view().members
 
     # --- channel views ----------------------------------------------------------------------------
 
@@ -886,6 +895,10 @@ class SimNetwork:
             self.connects[effect.request_id] = effect
         elif isinstance(effect, PersistChannel):
             node.disk.channels[effect.channel] = (effect.name, effect.key)
+        elif isinstance(effect, PersistEpochKey):
+            node.disk.secrets.setdefault(effect.channel, {})[effect.epoch] = effect.secret
+        elif isinstance(effect, ForgetEpochKey):
+            node.disk.secrets.get(effect.channel, {}).pop(effect.epoch, None)
         elif isinstance(effect, PersistEnvelopes):
             ids = node.disk.envelope_ids.setdefault(effect.channel, set())
             log = node.disk.envelopes.setdefault(effect.channel, [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from p2pchat.channel.invite import parse_invite
+from p2pchat.home import DB_FILE
 from tests.integration.channelkit import create_channel, history, join, synced, wait_until
 from tests.integration.nodeproc import FAST_CONFIG, NodeProcess, _env, _Lines, free_udp_port
 
@@ -69,7 +71,7 @@ def _server_linked(node: NodeProcess, server: str) -> bool:
 
 
 def _store_and_forward(spawn: Callable[..., NodeProcess], config: str, server: str,
-                       tag: str) -> tuple[list[str], str]:
+                       tag: str) -> tuple[list[str], list[bytes]]:
     a = spawn(f"A{tag}", config=config)
     channel, invite = create_channel(a, f"relay{tag}")
     b = spawn(f"B{tag}", config=config)
@@ -89,14 +91,23 @@ def _store_and_forward(spawn: Callable[..., NodeProcess], config: str, server: s
     assert 0 == a.stop()  # A goes offline too: only the server has the 100
     b.start()
     wait_until(lambda: texts == _texts(b, channel), 5, "B to get all 100 from the server")
-    return texts, parse_invite(invite).key.hex()
+    return texts, [parse_invite(invite).cap, *_secrets_of(a), *_secrets_of(b)]
+
+
+def _secrets_of(node: NodeProcess) -> list[bytes]:
+    """Every secret key byte string a node keeps: epoch secrets and prekey private keys."""
+    with sqlite3.connect(node.home / DB_FILE) as db:
+        rows = db.execute("SELECT secret FROM epoch_keys").fetchall()
+        rows += db.execute("SELECT private FROM prekeys").fetchall()
+    assert rows, "no secrets stored?"
+    return [bytes(r[0]) for r in rows]
 
 
 def test_store_and_forward_through_one_server(
     spawn: Callable[..., NodeProcess], servers: Callable[[str], ServerProcess],
 ) -> None:
     s = servers("S")
-    texts, key_hex = _store_and_forward(spawn, _config(s.address), s.address, "1")
+    texts, secrets = _store_and_forward(spawn, _config(s.address), s.address, "1")
     # the server cannot read: none of the plaintexts and no key material in its files
     s.stop()
     blob = b"".join(p.read_bytes() for p in s.home.rglob("*") if p.is_file()
@@ -104,7 +115,9 @@ def test_store_and_forward_through_one_server(
     assert blob, "the server stored nothing?"
     for text in texts:
         assert text.encode() not in blob
-    assert bytes.fromhex(key_hex) not in blob and key_hex.encode() not in blob
+    assert len(secrets) >= 4  # the invite's capability, epoch secrets, prekey keys
+    for secret in secrets:
+        assert secret not in blob and secret.hex().encode() not in blob
 
 
 def test_store_and_forward_with_one_of_two_servers_down(

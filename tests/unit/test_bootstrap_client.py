@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from p2pchat.bootstrap_proto import make_record, server_topic
+from p2pchat.channel.keys import identity_prekey
 from p2pchat.channel.state import ChannelState
 from p2pchat.core.events import (
     ChannelCreateRequested,
@@ -85,9 +86,12 @@ def test_stored_envelopes_apply_and_the_cursor_follows_them() -> None:
     net, node, link_id, channel = _world()
     state = node.hub.channels[channel]
     other = make_identity(9, "other")
-    replica = ChannelState(channel, other, state._keys)
-    replica.current_epoch = state.current_epoch
-    replica.receive_bytes(state.raw[state.genesis_id or b""], WALL)
+    # a member admitted elsewhere: the node shared the keys with it (sans-IO, directly)
+    state.share([identity_prekey(other.did)], list(state.group.secrets), WALL,
+                random.Random(3).randbytes)
+    replica = ChannelState(channel, other)
+    for env_id in state.log:
+        replica.receive_bytes(state.raw[env_id], WALL)
     env, _ = replica.post("via the server", WALL, random.Random(2).randbytes)
     effects = _from_server(net, link_id, Stored(topic=server_topic(channel), items=(
         StoredItem(seq=7, envelope=b"\x92garbage"),  # skipped, not fatal

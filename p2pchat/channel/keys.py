@@ -63,6 +63,7 @@ SECRET_SIZE = 32
 MAX_BUNDLE_RECIPIENTS = 4096
 MAX_BUNDLE_PARENTS = 64
 _ZERO_NONCE = bytes(24)
+_PROBE = bytes([9] * 32)  # any scalar: X25519 with a small-order point yields zero
 
 RandomBytes = Callable[[int], bytes]
 
@@ -104,6 +105,10 @@ def open_prekey(record: bytes, now_ms: int) -> Prekey:
         raise KeyError_("prekey record is malformed")
     if expires <= now_ms:
         raise KeyError_("prekey has expired")
+    try:
+        x25519(_PROBE, public)  # a small-order point would fix every shared secret
+    except KeyAgreementError:
+        raise KeyError_("prekey is not a usable X25519 key (small order)") from None
     if not _signed_by(did, Domain.PREKEY, body, signature):
         raise KeyError_("prekey signature does not verify")
     return Prekey(did, prekey_id, public, expires)

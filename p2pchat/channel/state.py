@@ -934,6 +934,9 @@ class ChannelState:
             self.name, self.founder, self.created = op["name"], env.author, op["ts"]
             self.policy = op.get("policy", "history")
             return ""
+        if self.e2ee and env.epoch == self.clear_epoch \
+                and kind in ("post", "edit", "delete", "react", "mod"):
+            return f"{kind} in the clear epoch (readable by anyone who knows the channel)"
         if kind == "post":
             return self._fold_post(env, op, heads, eff, depth, trusted)
         if kind in ("edit", "delete"):
@@ -1277,7 +1280,14 @@ class ChannelState:
         return (start is not None and record.seq >= start) or bool(self.hidden_why(record))
 
     def hidden_why(self, record: MessageRecord) -> str:
-        """Why moderation hides this post ('' if it does not)."""
+        """Why moderation (or the group keys) hides this post ('' if it does not)."""
+        if self.e2ee:
+            epoch = self.envs[record.env].epoch
+            view = self.group.view()
+            if not view.valid.get(epoch, False):
+                return "written under an epoch no member distributed"
+            if record.author not in view.holders[epoch]:
+                return "written with a key its author was not given"
         if not self.mod_events or record.author == self.founder:
             return ""
         return mod.hidden_by(record.author, record.env, self.moderation(), self.in_past,

@@ -80,6 +80,9 @@ SYNC_WINDOW_BYTES = 2 * 1024 * 1024
 MAX_BATCH_BYTES = 64 * 1024
 #: Publish a fresh prekey this long before the current one expires (it lives 7 days).
 PREKEY_RENEW_MS = 2 * 24 * 3600 * 1000
+#: A join is admitted at once by its inviter; other members wait this long first, so
+#: one admitter usually acts (they step in when the inviter is offline).
+ADMIT_GRACE_MS = 15_000
 #: Own envelopes held back for one push (``SendRequested.hold``) before they go anyway.
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
@@ -171,6 +174,10 @@ class ChannelHub:
         self._answered: set[bytes] = set()
         #: next sweep of ephemeral channels' old secrets
         self._next_sweep = 0
+        #: joins waiting out ADMIT_GRACE_MS (envelope id -> first seen), and per channel
+        #: when key work is due again for them
+        self._join_seen: dict[bytes, int] = {}
+        self._key_due: dict[bytes, int] = {}
 
     # --- queries ------------------------------------------------------------------
 
@@ -436,6 +443,20 @@ class ChannelHub:
             effects += self._after_local(state, before)
         return effects + self._key_effects(state)
 
+    def key_deadline(self) -> int | None:
+        """Wall time (ms) when waiting admissions are due, if any."""
+        return min(self._key_due.values(), default=None)
+
+    def key_timer(self, now_ms: int) -> list[Effect]:
+        effects: list[Effect] = []
+        for channel, due in sorted(self._key_due.items()):
+            if due <= now_ms:
+                del self._key_due[channel]
+                state = self.channels.get(channel)
+                if state is not None:
+                    effects += self.key_work(state, now_ms)
+        return effects
+
     def _prekey_for(self, state: ChannelState, did: str, now_ms: int) -> Prekey | None:
         prekey = state.prekey_of(did, now_ms)
         if prekey is None and not state.prekeys.get(did):
@@ -454,6 +475,13 @@ class ChannelHub:
         for join in group.admissions():
             if not group.may_admit(me, join):
                 continue
+            if join.inviter != me:
+                seen = self._join_seen.setdefault(join.env, now_ms)
+                if now_ms - seen < ADMIT_GRACE_MS:
+                    due = seen + ADMIT_GRACE_MS
+                    self._key_due[state.channel_id] = min(
+                        due, self._key_due.get(state.channel_id, due))
+                    continue
             prekey = self._prekey_for(state, join.did, now_ms)
             if prekey is None:
                 continue

@@ -112,6 +112,9 @@ class NodeCore:
         self._shutting_down = False
         self._channels_started: set[bytes] = set()
         self._wall_offset_ms = 0
+        #: the wall clock is known: from Started, or (a core driven without a runtime,
+        #: as in the simulator) from the first request that carries a wall time
+        self._wall_known = False
         self._last_now = 0.0
         self.hub = ChannelHub(identity, rng.randbytes, verify_batch)
         self.bootstrap = BootstrapClient(identity, bootstrap)
@@ -124,6 +127,9 @@ class NodeCore:
         server = self.bootstrap.next_deadline()
         if server is not None:
             times.append(server)
+        keys = self.hub.key_deadline()
+        if keys is not None:
+            times.append((keys - self._wall_offset_ms) / 1000)
         return min(times, default=None)
 
     def peers(self, now: float) -> list[PeerInfo]:
@@ -150,6 +156,11 @@ class NodeCore:
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         self._last_now = now
+        if not self._wall_known:
+            wall = getattr(event, "wall_ms", None)
+            if isinstance(wall, int):
+                self._wall_offset_ms = wall - int(now * 1000)
+                self._wall_known = True
         effects: list[Effect] = []
         if self.hub.holding and not getattr(event, "hold", False):
             # held pushes leave before anything else happens on the links, so frames keep
@@ -182,7 +193,7 @@ class NodeCore:
         if isinstance(event, DataReceived):
             return self._on_data(event, now)
         if isinstance(event, TimerExpired):
-            return self._on_timer(now)
+            return self._on_timer(now) + self.hub.key_timer(self._wall_ms(now))
         if isinstance(event, LinkEstablished):
             return self._on_established(event, now)
         if isinstance(event, LinkLost):
@@ -354,6 +365,7 @@ class NodeCore:
 
     def _on_started(self, ev: Started, now: float) -> list[Effect]:
         self._wall_offset_ms = ev.wall_ms - int(now * 1000)
+        self._wall_known = True
         self._channels_started |= set(self.hub.channels)
         host = ev.listen[0]
         if host not in ("0.0.0.0", "::"):
@@ -482,11 +494,11 @@ class NodeCore:
                     if server:
                         effects += self.bootstrap.on_frame(
                             link, frame, self._wall_ms(now),
-                            lambda c, raws: self.hub.receive_stored(c, raws, 0),
+                            lambda c, raws: self.hub.receive_stored(c, raws, self._wall_ms(now)),
                             lambda did, address: self._on_discovered(
                                 PeerDiscovered(did, address, "bootstrap"), now))
                     else:
-                        effects += self.hub.on_frame(link, frame, 0)
+                        effects += self.hub.on_frame(link, frame, self._wall_ms(now))
                 except RemoteProtocolError as exc:
                     effects += link.close(exc.code, str(exc))
         if link.state.value == "closed" and link.link_id in self._links:

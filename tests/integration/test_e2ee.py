@@ -1,0 +1,121 @@
+"""End-to-end encryption with real processes: a member offline through ten rotations and
+a ban catches up from a bootstrap server alone, the banned member gets the server's whole
+store and reads nothing after its ban, and the server holds no plaintext and no secret."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from p2pchat.channel.envelope import decode_envelope
+from p2pchat.channel.keys import message_key
+from p2pchat.crypto import DecryptionError
+from p2pchat.home import DB_FILE
+from tests.integration.channelkit import create_channel, history, join, synced, wait_until
+from tests.integration.nodeproc import NodeProcess, _env
+from tests.integration.test_store_and_forward import (  # noqa: F401 (the fixture)
+    ServerProcess,
+    _config,
+    _server_linked,
+    servers,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _send_all(node: NodeProcess, channel: str, texts: list[str]) -> None:
+    sent = subprocess.run(
+        [sys.executable, "-m", "p2pchat", "--home", str(node.home), "send", channel,
+         "--stdin"], input="\n".join(texts) + "\n", capture_output=True, text=True,
+        env=_env(), timeout=120, check=False)
+    assert 0 == sent.returncode, sent.stderr
+
+
+def _channel_row(node: NodeProcess, channel: str) -> dict[str, object]:
+    rows = json.loads(node.cli("channel", "list", "--json").stdout)
+    return next(r for r in rows if r["channel"] == channel)
+
+
+def _db_rows(path: Path, query: str) -> list[bytes]:
+    with sqlite3.connect(path) as db:
+        return [bytes(r[0]) for r in db.execute(query).fetchall()]
+
+
+def _secrets(node: NodeProcess) -> list[bytes]:
+    return _db_rows(node.home / DB_FILE, "SELECT secret FROM epoch_keys") + \
+        _db_rows(node.home / DB_FILE, "SELECT private FROM prekeys")
+
+
+def test_offline_member_catches_up_from_a_server_and_a_banned_one_reads_nothing(
+    spawn: Callable[..., NodeProcess], servers: Callable[[str], ServerProcess],  # noqa: F811
+) -> None:
+    s = servers("S")
+    config = _config(s.address)
+    a = spawn("A", config=config)
+    channel, invite = create_channel(a, "sealed")
+    b = spawn("B", config=config)
+    c = spawn("C", config=config)
+    join(b, invite)
+    join(c, invite)
+    for node in (b, c):
+        wait_until(lambda n=node: synced(n, channel), 15, "admission")  # type: ignore[misc]
+    wait_until(lambda: all(_server_linked(n, s.address) for n in (a, b, c)), 10,
+               "everyone to reach the server")
+    assert 0 == b.stop()  # B is offline from here on
+    tag = time.monotonic_ns()
+    before = [f"before {i} {tag}" for i in range(500)]
+    after = [f"after {i} {tag}" for i in range(500)]
+    _send_all(a, channel, before)
+    assert 0 == a.cli("mod", "ban", channel, c.did, "--reason", "test").returncode
+    _send_all(a, channel, after)
+    wait_until(lambda: json.loads(a.cli("doctor", "--json").stdout)["bootstrap"][-1]
+               ["uploaded"] >= 1000, 20, "A's uploads to the server")
+    epochs = len(_db_rows(a.home / DB_FILE, "SELECT secret FROM epoch_keys"))
+    assert epochs >= 11, f"only {epochs - 1} rotations"  # ten routine ones and the ban's
+    assert 0 == a.stop()
+    # C, banned, takes everything the server has (it cannot tell members apart)
+    wait_until(lambda: int(_channel_row(c, channel)["sealed"]) >= 500, 30,  # type: ignore[arg-type]
+               "C to receive the whole store")
+    assert 0 == c.stop()
+    # B comes back with nobody online but the server: it reads all of it
+    b.start()
+    wait_until(lambda: [m["text"] for m in history(b, channel)] == before + after, 30,
+               "B to catch up through ten rotations from the server alone")
+    assert "member" == _channel_row(b, channel)["keys"]
+    c.start()
+    seen = {m["text"] for m in history(c, channel)}
+    assert set(before) <= seen and not seen & set(after)
+    assert "removed" == _channel_row(c, channel)["keys"]
+    assert 0 == c.stop() and 0 == b.stop()
+    s.stop()
+    # with its whole keyring, C opens no envelope the server holds that was written after
+    db = next(p for p in s.home.rglob("*.db"))
+    stored = [decode_envelope(raw) for raw in _db_rows(db, "SELECT data FROM envelopes")]
+    assert len(stored) >= 1000
+    opened: list[str] = []
+    c_secrets = _db_rows(c.home / DB_FILE, "SELECT secret FROM epoch_keys")
+    for env in stored:
+        for secret in c_secrets:
+            try:
+                op = msgpack.unpackb(env.decrypt(message_key(secret, env.author)), raw=False)
+            except DecryptionError:
+                continue
+            opened.append(str(op.get("text", "")))
+    assert set(before) <= set(opened) and not set(opened) & set(after)
+    # and the server's files hold no plaintext and no secret of anyone
+    blob = b"".join(p.read_bytes() for p in s.home.rglob("*") if p.is_file()
+                    and not p.name.endswith(".sock"))
+    for text in before[:50] + after[:50]:
+        assert text.encode() not in blob
+    secrets = _secrets(a) + _secrets(b) + _secrets(c)
+    assert len(secrets) >= 14
+    for secret in secrets:
+        assert secret not in blob and secret.hex().encode() not in blob

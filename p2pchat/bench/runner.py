@@ -87,6 +87,7 @@ from p2pchat.bench.channels import (
     ServerControl,
     bench_channels,
 )
+from p2pchat.bench.groupkeys import bench_group_keys
 from p2pchat.bench.rawquic import RawClient, make_frame, timed_dial
 from p2pchat.bench.replicas import bench_apply_cost, bench_reconcile
 from p2pchat.bench.server import (
@@ -123,6 +124,12 @@ RECONCILE_ROUND_TRIPS = 3.0
 RECONCILE_OVERHEAD = 0.10
 #: Per-message apply cost at the big size over the small size.
 APPLY_FLAT_BUDGET = 2.0
+#: Group-key budgets (issue 6): a bundle for 128 members, and what the signed, encrypted
+#: envelope adds to the bare Automerge change of a post
+BUNDLE_MEMBERS = 128
+BUNDLE_BUILD_BUDGET_MS = 20.0
+BUNDLE_SIZE_BUDGET = 15_000
+ENVELOPE_OVERHEAD_BUDGET = 200
 #: Raw echo frame size on the wire, length prefix included.
 FRAME_SIZE = 200
 #: How long the server process may take to come up / to go away.
@@ -450,6 +457,17 @@ def _apply_result(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "budget": APPLY_FLAT_BUDGET, "ok": raw["ratio"] <= APPLY_FLAT_BUDGET}
 
 
+def _group_result(raw: dict[str, Any]) -> dict[str, Any]:
+    if "error" in raw:
+        return {**raw, "ok": False}
+    ok = raw["bundle_build_ms_p50"] <= BUNDLE_BUILD_BUDGET_MS \
+        and raw["bundle_bytes"] <= BUNDLE_SIZE_BUDGET
+    overhead_ok = raw["envelope_overhead_bytes"] <= ENVELOPE_OVERHEAD_BUDGET
+    return {**raw, "budget_build_ms": BUNDLE_BUILD_BUDGET_MS,
+            "budget_bytes": BUNDLE_SIZE_BUDGET, "budget_overhead": ENVELOPE_OVERHEAD_BUDGET,
+            "bundle_ok": ok, "overhead_ok": overhead_ok, "ok": ok and overhead_ok}
+
+
 def _cpu_duty(seconds: float = 0.25) -> dict[str, float]:
     """How much of the wall clock a busy loop gets here (shared or throttled CPUs get less)."""
     stalls: list[float] = []
@@ -498,6 +516,8 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
     apply_cost = _in_process("apply cost", lambda: bench_apply_cost(
         plan.apply_small, plan.apply_big, plan.apply_samples))
     gc.collect()
+    group_keys = _in_process("group keys", lambda: bench_group_keys(BUNDLE_MEMBERS))
+    gc.collect()
 
     handshake = _comparison(summarize(handshakes.raw).scaled(1000.0),
                             summarize(handshakes.node).scaled(1000.0), HANDSHAKE_BUDGET)
@@ -516,6 +536,7 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
         "initial_sync_s": _sync_result(channels["sync"]),
         "reconcile": _reconcile_result(reconcile),
         "apply_cost_us": _apply_result(apply_cost),
+        "group_keys": _group_result(group_keys),
     }
     machine["loadavg_end"] = _loadavg()
     return {
@@ -624,6 +645,24 @@ def _channel_lines(report: dict[str, Any]) -> list[str]:
         if plan.get("apply_big", 0) < 100_000:
             notes.append(f"quick run: apply cost compares {_k(app['small'])} with "
                          f"{_k(app['big'])} messages, not 100k")
+    grp = results.get("group_keys")
+    if grp is not None and "error" in grp:
+        rows.append(["group keys", "-", "-", "-", "", _verdict(grp)])
+        notes.append(f"group keys failed: {grp['error']}")
+    elif grp is not None:
+        rows.append([f"bundle for {grp['members']} members: build p50 (ms)", "-",
+                     f"{grp['bundle_build_ms_p50']:.2f}", "-",
+                     f"<= {grp['budget_build_ms']:.0f} ms",
+                     "PASS" if grp["bundle_ok"] else "OVER BUDGET"])
+        rows.append([f"bundle for {grp['members']} members: bytes", "-",
+                     f"{grp['bundle_bytes']:,}", "-", f"<= {grp['budget_bytes']:,}",
+                     "PASS" if grp["bundle_ok"] else "OVER BUDGET"])
+        rows.append([f"envelope over bare change, {grp['post_text_chars']}-char post (B)",
+                     "-", f"{grp['envelope_overhead_bytes']}", "-",
+                     f"<= {grp['budget_overhead']}",
+                     "PASS" if grp["overhead_ok"] else "OVER BUDGET"])
+        notes.append(f"group keys: opening a {grp['members']}-member bundle p50 "
+                     f"{grp['bundle_open_ms_p50']:.2f} ms")
     return [*_table(rows), "", *notes]
 
 

@@ -136,6 +136,9 @@ class GroupKeys:
         self.count: dict[bytes, int] = {}
         #: new secrets arrived: sealed envelopes may open now
         self.unseal_due = False
+        #: something key work looks at changed (folded key operations, moderation, new
+        #: secrets, sealed envelopes): the hub's key work runs only then
+        self.work_due = True
         #: head sets this member already rotated for (storm suppression)
         self.rotated_for: set[frozenset[bytes]] = set()
         self._view: View | None = None
@@ -146,7 +149,8 @@ class GroupKeys:
         if epoch not in self.secrets:
             self.secrets[epoch] = secret
             self.new_secrets.append((epoch, secret))
-            self.unseal_due = True
+            self.unseal_due = bool(self.state.sealed)
+            self.work_due = True
             self._view = None
 
     def forget(self, epoch: bytes) -> None:
@@ -197,6 +201,7 @@ class GroupKeys:
 
     def changed(self) -> None:
         self._view = None
+        self.work_due = True
 
     def view(self) -> View:
         if self._view is None:
@@ -207,7 +212,7 @@ class GroupKeys:
         """prekey id -> DID, for every published prekey and known member's identity key."""
         st = self.state
         out = {pid: did for did, keys in st.prekeys.items() for pid in keys}
-        known = set(st.members()) | set(self.joins) | {st.founder}
+        known = {author for author, _ in st.vector} | set(self.joins) | {st.founder}
         known |= {e.target for e in st.mod_events if e.target}
         for did in known:
             if did:

@@ -250,6 +250,8 @@ class ChannelState:
         #: "history" (joiners get past epochs) or "ephemeral" (old secrets are deleted)
         self.policy = "history"
         self._message_keys: dict[tuple[bytes, str], bytes] = {}
+        #: ids of envelopes with status SEALED
+        self.sealed: set[bytes] = set()
         self._clear_key = clear_key(channel_id)
         self.clear_epoch = epoch_id_for(self._clear_key)
         #: published prekeys by member: prekey id -> Prekey (valid when published)
@@ -418,13 +420,12 @@ class ChannelState:
         return "member" if me in view.members else "waiting"
 
     def sealed_count(self) -> int:
-        return sum(1 for m in self.envs.values() if m.status is Status.SEALED)
+        return len(self.sealed)
 
     def sealed_epochs(self) -> list[bytes]:
         """Epochs of sealed envelopes whose secret this replica lacks."""
-        out = {m.epoch for m in self.envs.values()
-               if m.status is Status.SEALED and m.epoch not in self.group.secrets
-               and m.epoch != self.clear_epoch}
+        out = {m.epoch for m in (self.envs[i] for i in self.sealed)
+               if m.epoch not in self.group.secrets and m.epoch != self.clear_epoch}
         return sorted(out)
 
     def epoch_of(self, env_id: bytes) -> bytes:
@@ -674,13 +675,15 @@ class ChannelState:
             result.quarantined.append(env)
             return
         self._record(env, b"", Status.SEALED, eff, depth, "no key for its epoch here")
+        self.sealed.add(env.id)
+        self.group.work_due = True
         result.sealed.append(env)
 
     def _unseal(self, result: ReceiveResult) -> None:
         """New secrets: open sealed envelopes whose deps are readable, in causal order."""
         while self.group.unseal_due:
             self.group.unseal_due = False
-            for env_id in [i for i in self.log if self.envs[i].status is Status.SEALED]:
+            for env_id in sorted(self.sealed, key=lambda i: self.envs[i].order):
                 meta = self.envs[env_id]
                 if any(self.envs[d].status is Status.SEALED for d in meta.deps):
                     continue
@@ -692,7 +695,9 @@ class ChannelState:
                     continue
                 except Rejected as exc:  # unreadable after all: kept, never applied
                     meta.status, meta.why = Status.INVALID, str(exc)
+                    self.sealed.discard(env_id)
                     continue
+                self.sealed.discard(env_id)
                 meta.change_hash = header.hash
                 meta.eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
                 refusal = self._refusal(env)
@@ -1230,6 +1235,8 @@ class ChannelState:
             meta = EnvMeta(author, device, seq, tuple(deps), change_hash, Status(status),
                            len(state.log), eff, depth, why, ep)
             state.envs[env_id] = meta
+            if meta.status is Status.SEALED:
+                state.sealed.add(env_id)
             state.raw[env_id] = raw[env_id]
             state.log.append(env_id)
             state.slots.setdefault((author, device, seq), env_id)

@@ -130,6 +130,9 @@ class _LinkChannels:
     #: (the next window carries them), so a pushed envelope whose deps are still in a
     #: later window cannot make the peer ask a second, overlapping summary
     syncing: set[bytes] = field(default_factory=set)
+    #: the topics the peer subscribed to last: a channel we join later is shared at
+    #: once if the peer already holds it (its Subscribe came before we had it)
+    theirs: set[bytes] = field(default_factory=set)
     #: channels this peer may not sync (banned; not a member of an invite-only channel):
     #: nothing is sent, and its frames for them are ignored
     refused: set[bytes] = field(default_factory=set)
@@ -417,8 +420,9 @@ class ChannelHub:
         joiners, answer key requests, rotate away from removed members, ask for the
         secrets it lacks. Every step is idempotent against the DAG, so running it
         again (or on several members at once) adds nothing or converges."""
-        if not state.e2ee or state.genesis_id is None:
+        if not state.e2ee or state.genesis_id is None or not state.group.work_due:
             return []
+        state.group.work_due = False
         me = self.identity.did
         group = state.group
         before = len(state.log)
@@ -454,6 +458,7 @@ class ChannelHub:
                 del self._key_due[channel]
                 state = self.channels.get(channel)
                 if state is not None:
+                    state.group.work_due = True
                     effects += self.key_work(state, now_ms)
         return effects
 
@@ -670,7 +675,10 @@ class ChannelHub:
         session = lc.link.session_id
         lc.topics = {topic_for(c, session): c for c in sorted(self.channels)[:MAX_TOPICS]}
         lc.by_channel = {c: t for t, c in lc.topics.items()}
-        return [lc.link.send(Subscribe(topics=tuple(sorted(lc.topics))))]
+        effects = [lc.link.send(Subscribe(topics=tuple(sorted(lc.topics))))]
+        if lc.theirs:  # channels the peer announced before we held them
+            effects += self._share_newly(lc)
+        return effects
 
     def _resubscribe_all(self) -> list[Effect]:
         effects: list[Effect] = []
@@ -695,8 +703,11 @@ class ChannelHub:
         raise RemoteProtocolError(f"unexpected {frame.TAG!r} frame")
 
     def _on_subscribe(self, lc: _LinkChannels, frame: Subscribe) -> list[Effect]:
-        theirs = set(frame.topics)
-        newly = {c for t, c in lc.topics.items() if t in theirs} - lc.shared - lc.refused
+        lc.theirs = set(frame.topics)
+        return self._share_newly(lc)
+
+    def _share_newly(self, lc: _LinkChannels) -> list[Effect]:
+        newly = {c for t, c in lc.topics.items() if t in lc.theirs} - lc.shared - lc.refused
         # a peer banned from a channel gets nothing of it, and what it sends is ignored
         refused = {c for c in newly if not self.channels[c].may_sync(lc.link.peer_did or "")}
         lc.refused |= refused

@@ -43,3 +43,28 @@ def test_a_large_backlog_arrives_once_with_overlapping_windows() -> None:
     assert len(flagged) >= 3 and 0 == flagged[0]
     asked = [f for f in sent_frames(net.effects["b"], la) if isinstance(f, Summary)]
     assert len(asked) == len(flagged) + 1  # the first summary, then one per flagged frame
+
+
+def test_a_channel_joined_after_the_peer_announced_it_is_shared_on_the_same_link() -> None:
+    """A creates a channel on an open link (its Subscribe reaches B before B holds the
+    channel); B then joins: the channel is shared at once, without closing the link."""
+    net = Net()
+    net.add("a", seed=1)
+    net.add("b", seed=2)
+    la, lb = net.establish("b", "a")
+    net.settle()
+    created = net.handle("a", ChannelCreateRequested(1, "late", WALL))
+    answer = next(e for e in created if isinstance(e, ChannelAnswer))
+    assert answer.result is not None
+    channel = answer.result["channel"]
+    net.settle()  # a's Subscribe with the new topic is in; b does not hold it yet
+    inv = net.cores["a"].hub.invite_for(channel, WALL)
+    net.handle("b", JoinRequested(2, channel, "late", (), WALL, inv.cap, inv.grant,
+                                  inv.grant_signature, inv.genesis))
+    net.settle()
+    assert [la] == net.open_links("b") and [lb] == net.open_links("a")
+    state_b = net.cores["b"].hub.channels[channel]
+    assert "member" == state_b.key_status()  # admitted over that link
+    net.handle("a", SendRequested(3, channel, "over the same link", WALL + 1))
+    net.settle()
+    assert ["over the same link"] == [m.text for m in state_b.history()]

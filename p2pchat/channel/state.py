@@ -249,6 +249,8 @@ class ChannelState:
         self.group.secrets.update(secrets or {})
         #: "history" (joiners get past epochs) or "ephemeral" (old secrets are deleted)
         self.policy = "history"
+        #: in a direct-message channel, the other member's DID (named by the genesis)
+        self.dm_peer = ""
         self._message_keys: dict[tuple[bytes, str], bytes] = {}
         #: ids of envelopes with status SEALED
         self.sealed: set[bytes] = set()
@@ -304,7 +306,8 @@ class ChannelState:
     @classmethod
     def create(cls, identity: Identity, name: str, key: bytes | None, now_ms: int,
                randbytes: RandomBytes, policy: str = "history",
-               private_for: PrivateLookup | None = None) -> tuple[ChannelState, Envelope]:
+               private_for: PrivateLookup | None = None, dm: str = ""
+               ) -> tuple[ChannelState, Envelope]:
         """Found a channel: the genesis envelope, applied locally.
 
         With ``key=None`` (every new channel) the genesis goes in the clear epoch and the
@@ -329,6 +332,8 @@ class ChannelState:
         op = {"op": "genesis", "name": name, "nonce": nonce, "ts": now_ms}
         if policy != "history":
             op["policy"] = policy
+        if dm:
+            op["dm"] = dm
         env = state._seal(op, change, randbytes, clear=key is None)
         result = state.receive(env, now_ms)
         assert result.applied, "own genesis must apply"
@@ -865,6 +870,7 @@ class ChannelState:
             if self.genesis_id is not None or env.seq != 1 or env.deps or header.deps \
                     or type(name) is not str or type(nonce) is not bytes \
                     or op.get("policy", "history") not in POLICIES \
+                    or type(op.get("dm", "")) is not str or len(op.get("dm", "")) > 128 \
                     or channel_id_for(env.author, name, nonce) != self.channel_id:
                 raise Rejected("not this channel's genesis")
             return
@@ -938,6 +944,7 @@ class ChannelState:
                 return "genesis document does not match its operation"
             self.name, self.founder, self.created = op["name"], env.author, op["ts"]
             self.policy = op.get("policy", "history")
+            self.dm_peer = op.get("dm", "")
             return ""
         if self.e2ee and env.epoch == self.clear_epoch \
                 and kind in ("post", "edit", "delete", "react", "mod"):
@@ -1198,7 +1205,7 @@ class ChannelState:
                      e.device, e.seq] for e in self.mod_events],
             "prekeys": [[p.did, p.prekey_id, p.public, p.expires_ms]
                         for keys in self.prekeys.values() for p in keys.values()],
-            "policy": self.policy,
+            "policy": self.policy, "dm": self.dm_peer,
             "epochs": [[i.epoch, i.env, i.distributor, list(i.parents), list(i.recipients),
                         i.created_ms, i.commitment] for i in g.epochs.values()],
             "shares": [[x.env, x.distributor, list(x.epochs), list(x.recipients)]
@@ -1264,7 +1271,7 @@ class ChannelState:
         for e in state.mod_events:
             state._watch(e.author, e.target)
         g = state.group
-        state.policy = snap["policy"]
+        state.policy, state.dm_peer = snap["policy"], snap["dm"]
         for ep, env_id, dist, parents, recipients, created, commitment in snap["epochs"]:
             g.epochs[ep] = EpochInfo(ep, env_id, dist, tuple(parents), tuple(recipients),
                                      created, commitment)

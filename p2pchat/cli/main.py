@@ -189,8 +189,8 @@ def status(as_json: JsonOption = False) -> None:
 
 channel_app = typer.Typer(no_args_is_help=True, help="Create and list channels.")
 app.add_typer(channel_app, name="channel")
-ChannelArg = Annotated[str, typer.Argument(metavar="CHANNEL",
-                                           help="Channel id or local #name.")]
+ChannelArg = Annotated[str, typer.Argument(
+    metavar="CHANNEL", help="Channel id, local #name, or a DM peer's DID.")]
 
 
 @channel_app.command("create")
@@ -223,7 +223,8 @@ def channel_list(as_json: JsonOption = False) -> None:
         if c.get("sealed"):
             state += f"  {c['sealed']} envelopes not readable here"
         topic = f"  topic: {safe(c['topic'])}" if c.get("topic") else ""
-        typer.echo(f"#{safe(c['name'])}  {c['channel']}  {c['messages']} messages, "
+        label = f"dm with {safe(c['dm'])}" if c.get("dm") else f"#{safe(c['name'])}"
+        typer.echo(f"{label}  {c['channel']}  {c['messages']} messages, "
                    f"{c['peers']} peers{state}{topic}")
 
 
@@ -353,6 +354,21 @@ def _print_messages(messages: list[dict[str, Any]]) -> None:
         reactions = "".join(f"  {safe(e)} x{len(who)}"
                             for e, who in sorted(m["reactions"].items()))
         typer.echo(f"{when}  {m['author'][-8:]}  {text}{edited}{reactions}  [{m['id']}]")
+
+
+@app.command()
+def dm(did: Annotated[str, typer.Argument(help="The other member's did:key.")],
+       text: Annotated[str, typer.Argument(help="Message text.")],
+       as_json: JsonOption = False) -> None:
+    """Send a direct message: a two-member invite-only channel, made on first use and
+    offered to the peer when a link to it is open. `p2pchat history DID` reads it."""
+    result = control("dm", {"did": did, "text": text})
+    if as_json:
+        emit_json(result)
+        return
+    note = " (new direct-message channel; delivered when the peer is reachable)" \
+        if result["new"] else ""
+    typer.echo(f"{result['id']}{note}")
 
 
 @app.command()

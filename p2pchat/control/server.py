@@ -51,6 +51,7 @@ class ControlServer:
             "invite": self._invite,
             "join": self._join,
             "send": self._send,
+            "dm": self._dm,
             "edit": self._edit,
             "delete": self._delete,
             "react": self._react,
@@ -193,11 +194,17 @@ class ControlServer:
     # --- channels -------------------------------------------------------------------
 
     def _channel(self, params: dict[str, Any]) -> bytes:
-        """CHANNEL: a channel id, or a local name with or without '#'."""
+        """CHANNEL: a channel id, a local name with or without '#', or the DID of a
+        direct-message peer."""
         text = params.get("channel")
         if not isinstance(text, str) or not text:
             raise LocalError("missing channel")
         hub = self.node.core.hub
+        if text.startswith("did:"):
+            dm = hub.dm_channel(text)
+            if dm is None:
+                raise LocalError(f"no direct messages with {text[:80]}")
+            return dm
         if not text.startswith("#"):
             try:
                 channel = parse_channel_id(text)
@@ -239,6 +246,8 @@ class ControlServer:
         for channel, state in hub.channels.items():
             keys = state.key_status()
             out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
+                        "dm": state.dm_peer if state.founder == self.node.identity.did
+                        else state.founder if state.dm_peer else "",
                         "synced": state.genesis_id is not None and keys in ("member", "static"),
                         "keys": keys, "policy": state.policy,
                         "sealed": state.sealed_count(),
@@ -259,6 +268,11 @@ class ControlServer:
         invite = parse_invite(self._text(params, "invite"))
         result = await self.node.join(invite)
         return {"channel": format_channel_id(invite.channel), "name": result["name"]}
+
+    async def _dm(self, params: dict[str, Any]) -> Any:
+        result = await self.node.dm(self._text(params, "did"), self._text(params, "text"))
+        return {"channel": format_channel_id(result["channel"]), "id": result["id"],
+                "new": result["new"]}
 
     async def _send(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from p2pchat.channel import moderation as mod
 from p2pchat.channel.envelope import Envelope, decode_envelope
 from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
-from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof
+from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof, parse_invite
 from p2pchat.channel.keys import (
     MAX_SHARE_EPOCHS,
     KeyError_,
@@ -45,6 +45,7 @@ from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
     ChannelsLoaded,
+    DmRequested,
     Effect,
     ForgetEpochKey,
     IndexMessages,
@@ -61,9 +62,9 @@ from p2pchat.core.events import (
 )
 from p2pchat.core.link import Link
 from p2pchat.crypto import blake2b
-from p2pchat.errors import CloseCode, RemoteProtocolError
-from p2pchat.identity import Identity
-from p2pchat.wire import Envelopes, Frame, Subscribe, Summary, VectorEntry
+from p2pchat.errors import CloseCode, IdentityError, LocalError, RemoteProtocolError
+from p2pchat.identity import Identity, public_key_from_did
+from p2pchat.wire import Envelopes, Frame, Offer, Subscribe, Summary, VectorEntry
 from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES, TOPIC_SIZE
 
 #: Links an applied envelope is pushed to (besides where it came from).
@@ -83,6 +84,10 @@ PREKEY_RENEW_MS = 2 * 24 * 3600 * 1000
 #: A join is admitted at once by its inviter; other members wait this long first, so
 #: one admitter usually acts (they step in when the inviter is offline).
 ADMIT_GRACE_MS = 15_000
+#: Direct-message offers one link may carry; more closes it.
+MAX_OFFERS_PER_LINK = 16
+#: DM channels accepted per peer (two when both sides made one at the same time).
+MAX_DMS_PER_PEER = 2
 #: Own envelopes held back for one push (``SendRequested.hold``) before they go anyway.
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
@@ -133,6 +138,8 @@ class _LinkChannels:
     #: the topics the peer subscribed to last: a channel we join later is shared at
     #: once if the peer already holds it (its Subscribe came before we had it)
     theirs: set[bytes] = field(default_factory=set)
+    #: direct-message offers received on this link
+    offers: int = 0
     #: channels this peer may not sync (banned; not a member of an invite-only channel):
     #: nothing is sent, and its frames for them are ignored
     refused: set[bytes] = field(default_factory=set)
@@ -180,6 +187,8 @@ class ChannelHub:
         #: joins waiting out ADMIT_GRACE_MS (envelope id -> first seen), and per channel
         #: when key work is due again for them
         self._join_seen: dict[bytes, int] = {}
+        #: DM offers (invite URIs) to deliver when a link to the peer opens, by DID
+        self._dm_offers: dict[str, str] = {}
         self._key_due: dict[bytes, int] = {}
 
     # --- queries ------------------------------------------------------------------
@@ -317,28 +326,138 @@ class ChannelHub:
         if ev.channel in self.channels:
             return [ChannelAnswer(ev.request_id, {"channel": ev.channel, "name":
                                                   self.name_of(ev.channel), "new": False}, None)]
-        state = ChannelState(ev.channel, self.identity, None, self.private_for)
+        effects, error = self._join(ev.channel, ev.name, ev.cap, ev.grant, ev.grant_signature,
+                                    ev.genesis, ev.wall_ms)
+        if error:
+            return [ChannelAnswer(ev.request_id, None, f"invite does not work: {error}")]
+        answer = {"channel": ev.channel, "name": ev.name, "new": True}
+        return [*effects, ChannelAnswer(ev.request_id, answer, None), *self._resubscribe_all()]
+
+    def _join(self, channel: bytes, name: str, cap: bytes, grant: bytes, signature: bytes,
+              genesis: bytes, now_ms: int, dm_from: str = "") -> tuple[list[Effect], str]:
+        """Take the genesis from an invite and write our join; (effects, error)."""
+        state = ChannelState(channel, self.identity, None, self.private_for)
         try:
-            result = state.receive_bytes(ev.genesis, ev.wall_ms)
+            result = state.receive_bytes(genesis, now_ms)
             if state.genesis_id is None or not result.applied:
                 raise Rejected("not this channel's genesis")
+            if dm_from and (state.founder != dm_from or state.dm_peer != self.identity.did):
+                raise Rejected("not a direct-message channel from that peer to us")
             record = self.own_prekey[0] if self.own_prekey is not None else b""
-            state.join(ev.grant, ev.grant_signature,
-                       make_proof(ev.cap, ev.channel, self.identity.did), record, ev.wall_ms,
-                       self._randbytes)
+            state.join(grant, signature, make_proof(cap, channel, self.identity.did), record,
+                       now_ms, self._randbytes)
         except (RemoteProtocolError, ValueError, RuntimeError) as exc:
-            return [ChannelAnswer(ev.request_id, None, f"invite does not work: {exc}")]
-        self.channels[ev.channel] = state
+            return [], str(exc)
+        self.channels[channel] = state
         if self.prekeys_on:
-            self._prekey_missing.add(ev.channel)
-        self.names[ev.channel] = ev.name
+            self._prekey_missing.add(channel)
+        self.names[channel] = name
         state.changed.clear()
-        answer = {"channel": ev.channel, "name": ev.name, "new": True}
         own = [(i, state.raw[i]) for i in state.log]
-        self.own_written += [(ev.channel, raw) for _, raw in own]
-        return [PersistChannel(ev.channel, ev.name, b""), PersistEnvelopes(ev.channel,
-                                                                           tuple(own)),
-                ChannelAnswer(ev.request_id, answer, None), *self._resubscribe_all()]
+        self.own_written += [(channel, raw) for _, raw in own]
+        return [PersistChannel(channel, name, b""), PersistEnvelopes(channel, tuple(own))], ""
+
+    # --- direct messages -------------------------------------------------------------
+
+    def dm_channel(self, did: str) -> bytes | None:
+        """The direct-message channel with ``did`` (the oldest, if both made one)."""
+        me = self.identity.did
+        found = [(s.created, c) for c, s in self.channels.items() if s.dm_peer
+                 and {s.founder, s.dm_peer} == {me, did}]
+        return min(found)[1] if found else None
+
+    def dm(self, ev: DmRequested) -> list[Effect]:
+        """Post to the DM channel with ``ev.did``: made on first use (invite-only, the
+        peer added and given the first epoch through its identity key, as a first
+        contact), and offered to the peer over every link to it."""
+        try:
+            public_key_from_did(ev.did)
+        except IdentityError as exc:
+            return [ChannelAnswer(ev.request_id, None, f"not a DID: {exc}")]
+        if ev.did == self.identity.did:
+            return [ChannelAnswer(ev.request_id, None, "that is this node's own DID")]
+        effects: list[Effect] = []
+        channel = self.dm_channel(ev.did)
+        new = channel is None
+        if channel is None:
+            try:
+                state, _ = ChannelState.create(self.identity, "dm", None, ev.wall_ms,
+                                               self._randbytes, "history", self.private_for,
+                                               dm=ev.did)
+                state.moderate("mode", ev.wall_ms, self._randbytes, value="invite-only")
+                state.moderate("add", ev.wall_ms, self._randbytes, target=ev.did,
+                               reason="direct messages")
+                prekey = self._prekey_for(state, ev.did, ev.wall_ms)
+                assert prekey is not None  # a valid DID always has its identity key
+                state.share([prekey], list(state.group.secrets), ev.wall_ms, self._randbytes)
+            except (ValueError, KeyError_, AssertionError) as exc:
+                return [ChannelAnswer(ev.request_id, None, f"cannot reach {ev.did}: {exc}")]
+            channel = state.channel_id
+            self.channels[channel] = state
+            self.names[channel] = "dm"
+            if self.prekeys_on:
+                self._prekey_missing.add(channel)
+            state.changed.clear()
+            own = [(i, state.raw[i]) for i in state.log]
+            self.own_written += [(channel, raw) for _, raw in own]
+            effects += [PersistChannel(channel, "dm", b""), *self._key_effects(state),
+                        PersistEnvelopes(channel, tuple(own))]
+            self._dm_offers[ev.did] = self.invite_for(channel, ev.wall_ms).to_uri(self.identity)
+            effects += self._resubscribe_all() + self._offer(ev.did)
+        state = self.channels[channel]
+        before = len(state.log)
+        try:
+            _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes)
+        except ValueError as exc:
+            return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
+        effects += self._after_local(state, before)
+        return [*effects, ChannelAnswer(ev.request_id, {"channel": channel, "id": msg_id,
+                                                        "new": new}, None)]
+
+    def _offer(self, did: str) -> list[Effect]:
+        """Send the pending DM offer for ``did`` over every open link to it."""
+        uri = self._dm_offers.get(did)
+        if uri is None:
+            return []
+        return [lc.link.send(Offer(invite=uri)) for lc in self._links.values()
+                if lc.link.peer_did == did]
+
+    def offer_pending_dms(self, now_ms: int) -> None:
+        """After a restart: DM channels we made whose peer has not joined yet are offered
+        again (a fresh capability) when a link to the peer opens."""
+        me = self.identity.did
+        for channel, state in self.channels.items():
+            peer = state.dm_peer
+            if peer and state.founder == me and state.e2ee \
+                    and not any(a == peer for a, _ in state.vector):
+                try:
+                    invite = self.invite_for(channel, now_ms)
+                except ValueError:
+                    continue
+                self._dm_offers[peer] = invite.to_uri(self.identity)
+
+    def _on_offer(self, lc: _LinkChannels, frame: Offer, now_ms: int) -> list[Effect]:
+        lc.offers += 1
+        if lc.offers > MAX_OFFERS_PER_LINK:
+            raise RemoteProtocolError("too many direct-message offers on one link")
+        try:
+            invite = parse_invite(frame.invite)
+        except LocalError as exc:
+            raise RemoteProtocolError(f"malformed direct-message offer: {exc}") from None
+        peer = lc.link.peer_did or ""
+        if invite.inviter != peer:
+            raise RemoteProtocolError("a direct-message offer must be the sender's own invite")
+        if invite.channel in self.channels:
+            return []
+        if sum(1 for s in self.channels.values() if s.dm_peer
+               and {s.founder, s.dm_peer} == {peer, self.identity.did}) >= MAX_DMS_PER_PEER:
+            return []  # one (two, if both made one at once) is enough
+        effects, error = self._join(invite.channel, "dm", invite.cap, invite.grant,
+                                    invite.grant_signature, invite.genesis, now_ms,
+                                    dm_from=peer)
+        if error:
+            raise RemoteProtocolError(f"bad direct-message offer: {error}")
+        return effects + self._resubscribe_all()
 
     def send(self, ev: SendRequested) -> list[Effect]:
         state = self.channels.get(ev.channel)
@@ -424,6 +543,8 @@ class ChannelHub:
             return []
         state.group.work_due = False
         me = self.identity.did
+        if state.dm_peer in self._dm_offers and any(a == state.dm_peer for a, _ in state.vector):
+            del self._dm_offers[state.dm_peer]  # the peer has joined: no more offers
         group = state.group
         before = len(state.log)
         effects: list[Effect] = []
@@ -666,7 +787,10 @@ class ChannelHub:
     def on_link_open(self, link: Link) -> list[Effect]:
         lc = _LinkChannels(link, {}, set())
         self._links[link.link_id] = lc
-        return self._subscribe(lc)
+        effects = self._subscribe(lc)
+        if link.peer_did in self._dm_offers:
+            effects += self._offer(link.peer_did or "")
+        return effects
 
     def on_link_closed(self, link_id: int) -> None:
         self._links.pop(link_id, None)
@@ -692,6 +816,8 @@ class ChannelHub:
             return []
         if isinstance(frame, Subscribe):
             return self._on_subscribe(lc, frame)
+        if isinstance(frame, Offer):
+            return self._on_offer(lc, frame, now_ms)
         if isinstance(frame, (Summary, Envelopes)) and lc.topics.get(frame.topic) in lc.refused:
             if isinstance(frame, Summary):  # answered if the peer may sync again
                 lc.ignored[lc.topics[frame.topic]] = frame

@@ -274,6 +274,16 @@ class JoinRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class DmRequested(Event):
+    """Send ``text`` to ``did`` in the direct-message channel with it (made on first use)."""
+
+    request_id: int
+    did: str
+    text: str
+    wall_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class SendRequested(Event):
     request_id: int
     channel: bytes

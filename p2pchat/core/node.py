@@ -39,6 +39,7 @@ from p2pchat.core.events import (
     DialFailed,
     DisconnectFinished,
     DisconnectRequested,
+    DmRequested,
     Effect,
     Event,
     FlushHeld,
@@ -65,6 +66,7 @@ from p2pchat.core.events import (
 from p2pchat.core.link import Link
 from p2pchat.errors import CloseCode, RemoteProtocolError
 from p2pchat.identity import Identity, short_did
+from p2pchat.wire import Offer
 from p2pchat.wire.frames import NONCE_SIZE
 
 
@@ -214,6 +216,8 @@ class NodeCore:
             return self._on_shutdown(event, now)
         if isinstance(event, SendRequested):
             return self.hub.send(event)
+        if isinstance(event, DmRequested):
+            return self.hub.dm(event) + self._start_new_channels()
         if isinstance(event, MessageOpRequested):
             return self.hub.message_op(event)
         if isinstance(event, ModRequested):
@@ -230,6 +234,12 @@ class NodeCore:
         raise TypeError(f"unknown event {event!r}")
 
     # --- handlers -----------------------------------------------------------------
+
+    def _start_new_channels(self) -> list[Effect]:
+        effects: list[Effect] = []
+        for channel in sorted(set(self.hub.channels) - self._channels_started):
+            effects += self._channel_started(channel)
+        return effects
 
     def _on_established(self, ev: LinkEstablished, now: float) -> list[Effect]:
         if self._shutting_down:
@@ -366,6 +376,7 @@ class NodeCore:
     def _on_started(self, ev: Started, now: float) -> list[Effect]:
         self._wall_offset_ms = ev.wall_ms - int(now * 1000)
         self._wall_known = True
+        self.hub.offer_pending_dms(ev.wall_ms)
         self._channels_started |= set(self.hub.channels)
         host = ev.listen[0]
         if host not in ("0.0.0.0", "::"):
@@ -499,6 +510,8 @@ class NodeCore:
                                 PeerDiscovered(did, address, "bootstrap"), now))
                     else:
                         effects += self.hub.on_frame(link, frame, self._wall_ms(now))
+                        if isinstance(frame, Offer):  # a DM channel joined: servers too
+                            effects += self._start_new_channels()
                 except RemoteProtocolError as exc:
                     effects += link.close(exc.code, str(exc))
         if link.state.value == "closed" and link.link_id in self._links:

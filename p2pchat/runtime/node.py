@@ -36,6 +36,7 @@ from p2pchat.core.events import (
     DialFailed,
     DisconnectFinished,
     DisconnectRequested,
+    DmRequested,
     Effect,
     Event,
     FlushHeld,
@@ -291,6 +292,10 @@ class Node:
         return await self._request(lambda r: JoinRequested(
             r, invite.channel, invite.name, peers, _wall_ms(), invite.cap, invite.grant,
             invite.grant_signature, invite.genesis))
+
+    async def dm(self, did: str, text: str) -> dict[str, Any]:
+        """Post ``text`` to ``did``'s direct-message channel (made and offered on first use)."""
+        return await self._request(lambda r: DmRequested(r, did, text, _wall_ms()))
 
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""

@@ -139,6 +139,19 @@ class Subscribe(Frame):
                                        max_items=MAX_TOPICS)
 
 
+#: Longest invite an Offer carries (the invite format's own bound).
+MAX_OFFER_LENGTH = 8192
+
+
+@frame("offer")
+@dataclass(frozen=True, slots=True)
+class Offer(Frame):
+    """A direct-message channel for the receiver: an invite, by the sender, whose
+    genesis names the receiver as the other member (DESIGN §10.15)."""
+
+    invite: str = limits(max_len=MAX_OFFER_LENGTH, printable=True)
+
+
 @frame("summary")
 @dataclass(frozen=True, slots=True)
 class Summary(Frame):

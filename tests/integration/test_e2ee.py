@@ -20,7 +20,7 @@ from p2pchat.channel.keys import message_key
 from p2pchat.crypto import DecryptionError
 from p2pchat.home import DB_FILE
 from tests.integration.channelkit import create_channel, history, join, synced, wait_until
-from tests.integration.nodeproc import NodeProcess, _env
+from tests.integration.nodeproc import NodeProcess, _env, free_udp_port
 from tests.integration.test_store_and_forward import (  # noqa: F401 (the fixture)
     ServerProcess,
     _config,
@@ -119,3 +119,24 @@ def test_offline_member_catches_up_from_a_server_and_a_banned_one_reads_nothing(
     assert len(secrets) >= 14
     for secret in secrets:
         assert secret not in blob and secret.hex().encode() not in blob
+
+
+def test_direct_messages_between_two_processes(
+    spawn: Callable[..., NodeProcess],
+) -> None:
+    a = spawn("A")
+    b = spawn("B", free_udp_port())
+    assert 0 == a.cli("connect", f"{b.did}@127.0.0.1:{b.port}").returncode
+    sent = a.cli("dm", b.did, "hello over a dm", "--json")
+    assert 0 == sent.returncode, sent.stderr
+    assert json.loads(sent.stdout)["new"] is True
+    wait_until(lambda: [m["text"] for m in history(b, a.did)] == ["hello over a dm"]
+               if b.cli("history", a.did).returncode == 0 else False, 10,
+               "B to receive the DM channel and read it")
+    assert 0 == b.cli("dm", a.did, "and back").returncode
+    wait_until(lambda: [m["text"] for m in history(a, b.did)] ==
+               ["hello over a dm", "and back"], 10, "A to read the answer")
+    listed = json.loads(b.cli("channel", "list", "--json").stdout)
+    assert [c["dm"] for c in listed] == [a.did]
+    stranger = "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH"
+    assert "no direct messages" in a.cli("history", stranger).stderr

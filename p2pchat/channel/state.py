@@ -446,8 +446,9 @@ class ChannelState:
         msg_id = make_ulid(now_ms, randbytes(10))
         change = self.authoring.put_entry("messages", msg_id, {
             "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
-        env = self._author({"op": "post", "id": msg_id, "text": text, "reply_to": reply_to,
-                            "ts": now_ms}, change, now_ms, randbytes)
+        # the text travels once, in the change: the operation names the entry it writes
+        env = self._author({"op": "post", "id": msg_id, "ts": now_ms}, change, now_ms,
+                           randbytes, local={"text": text, "reply_to": reply_to})
         return env, msg_id
 
     def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
@@ -564,8 +565,13 @@ class ChannelState:
                 raise ValueError(f"your message would be hidden: {why.replace('author', 'you')}")
 
     def _author(self, op: dict[str, Any], change: bytes, now_ms: int,
-                randbytes: RandomBytes, clear: bool = False) -> Envelope:
+                randbytes: RandomBytes, clear: bool = False,
+                local: dict[str, Any] | None = None) -> Envelope:
+        """Seal and apply our own operation. ``local``: fields the fold of our own
+        operation may take as given (they are in the change; peers read them back)."""
         env = self._seal(op, change, randbytes, clear, now_ms)
+        if local:
+            op = {**op, **local}
         # We just made, signed and encrypted it: skip the signature and decryption checks
         # (the rules of _apply still run, so our own invalid operations are caught too).
         result = ReceiveResult()
@@ -998,18 +1004,25 @@ class ChannelState:
 
     def _fold_post(self, env: Envelope, op: dict[str, Any], heads: list[bytes], eff: int,
                    depth: int, trusted: bool = False) -> str:
-        msg_id, text, reply_to = op.get("id"), op.get("text"), op.get("reply_to", "")
-        if not is_ulid(msg_id) or type(text) is not str or type(reply_to) is not str:
+        msg_id = op.get("id")
+        if not is_ulid(msg_id):
             return "malformed post"
         assert isinstance(msg_id, str)
-        if not 0 < len(text) <= MAX_TEXT_LENGTH:
-            return "message text length out of range"
         if ulid_ms(msg_id) != op["ts"]:
             return "message id time does not match the operation's time"
-        want = {"author": env.author, "text": text, "reply_to": reply_to, "deleted": False}
-        # our own post was just written from these very values; others' are read back
-        if not trusted and self.doc.read_map("messages", msg_id, heads) != want:
-            return "document does not match the post"
+        if trusted:  # our own post was just written from these very values
+            text, reply_to = op["text"], op["reply_to"]
+        else:  # the text travels in the change only: read the entry back
+            entry = self.doc.read_map("messages", msg_id, heads) or {}
+            text, reply_to = entry.get("text"), entry.get("reply_to")
+            if type(text) is not str or type(reply_to) is not str \
+                    or entry != {"author": env.author, "text": text, "reply_to": reply_to,
+                                 "deleted": False}:
+                return "document does not match the post"
+            if "text" in op and (op.get("text"), op.get("reply_to", "")) != (text, reply_to):
+                return "document does not match the post"  # envelopes from before 0.6
+        if not 0 < len(text) <= MAX_TEXT_LENGTH:
+            return "message text length out of range"
         if any(self.in_causal_past(r.env, env.deps) for r in self.claims(msg_id)):
             return "message id already used"
         record = MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),

@@ -155,8 +155,9 @@ def test_envelope_fields_of_an_authored_post() -> None:
         w.p2.channel, w.p2.author, w.p2.device, w.p2.seq, w.p2.deps, w.p2.epoch)
     op = open_op(w.p2, w.k.key)
     change = parse_change(op.pop("change"))
-    assert {"op": "post", "id": w.m2, "text": "hi alice", "reply_to": w.m1,
-            "ts": T0 + 2000} == op
+    assert {"op": "post", "id": w.m2, "ts": T0 + 2000} == op  # the text is in the change
+    assert {"author": w.bob.did, "text": "hi alice", "reply_to": w.m1, "deleted": False} == \
+        w.r.doc.read_map("messages", w.m2, [change.hash])
     assert (1, (w.r.genesis_hash,)) == (change.seq, change.deps)
     assert w.p2.verify_signature()
 

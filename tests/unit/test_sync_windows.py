@@ -19,7 +19,7 @@ def test_a_large_backlog_arrives_once_with_overlapping_windows() -> None:
     answer = next(e for e in created if isinstance(e, ChannelAnswer))
     assert answer.result is not None
     channel = answer.result["channel"]
-    for i in range(400):
+    for i in range(450):
         net.handle("a", SendRequested(10 + i, channel, f"{i} {TEXT}", WALL + i))
     state_a = net.cores["a"].hub.channels[channel]
     total = sum(len(state_a.raw[i]) for i in state_a.log)

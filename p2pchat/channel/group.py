@@ -360,8 +360,8 @@ class GroupKeys:
         epoch or an ancestor of it (joiners do not get the past)."""
         view = self.view()
         info = self.epochs.get(epoch)
-        if info is None or not view.valid.get(epoch) or did in view.removed:
-            return False
+        if info is None or not view.valid.get(epoch) or did not in view.members:
+            return False  # not a member now: removed, or never admitted
         if self.state.policy == "history" or did in view.holders[epoch] \
                 or did == self.state.founder:
             return True
@@ -394,15 +394,17 @@ class GroupKeys:
             out.append(joins[0])
         return out
 
-    def may_admit(self, did: str, join: JoinInfo) -> bool:
+    def may_admit(self, did: str, join: JoinInfo, now_ms: int = 0) -> bool:
         """May member ``did`` admit this join? It holds a valid epoch, the inviter is a
-        member who was not removed, and in ``invite-only`` channels both are moderators."""
+        member who was not removed, the invite has not expired (the join's time is the
+        joiner's word, so the admitter's clock ``now_ms`` counts too), and in
+        ``invite-only`` channels both are moderators."""
         st = self.state
         view = self.view()
         if did not in view.members or join.inviter not in view.members:
             return False
-        if join.expires_ms < join.ts:
-            return False
+        if join.expires_ms < max(join.ts, now_ms):
+            return False  # expired, by the join's own time or by this admitter's clock
         if st.mod_events and st.moderation().modes.get("invite-only"):
             state = st.moderation()
             return state.rank(did) >= mod.MODERATOR and state.rank(join.inviter) >= mod.MODERATOR

@@ -137,6 +137,11 @@ class _Sealed(Exception):
     """Internal: the envelope's epoch key is not (yet) in this replica's keyring."""
 
 
+class _Unreadable(Exception):
+    """Internal: under a group epoch this replica holds, the envelope does not open or
+    its plaintext is malformed (possible for anyone who knows an epoch id)."""
+
+
 class Rejected(RemoteProtocolError):
     """An envelope failed verification; it is not stored and changes nothing."""
 
@@ -254,6 +259,10 @@ class ChannelState:
         self._message_keys: dict[tuple[bytes, str], bytes] = {}
         #: ids of envelopes with status SEALED
         self.sealed: set[bytes] = set()
+        #: envelopes under a group epoch we hold that do not open (or depend on one that
+        #: does not): stored as invalid, never applied; a node without that epoch keeps
+        #: them sealed, so both agree to store them and neither blames the forwarder
+        self.unreadable: set[bytes] = set()
         self._clear_key = clear_key(channel_id)
         self.clear_epoch = epoch_id_for(self._clear_key)
         #: published prekeys by member: prekey id -> Prekey (valid when published)
@@ -624,7 +633,9 @@ class ChannelState:
         for h in heads:
             if len(chosen) >= MAX_ENVELOPE_DEPS:
                 break
-            if h != own_prev:
+            # never on what this replica cannot read: every replica would have to wait
+            # for it (or, if it never opens, for ever)
+            if h != own_prev and h not in self.sealed and h not in self.unreadable:
                 chosen.append(h)
         return tuple(sorted(chosen))
 
@@ -649,15 +660,18 @@ class ChannelState:
             raise Rejected("envelope belongs to another channel")
         if not (env.verify_signature() if signature_ok is None else signature_ok):
             raise Rejected("envelope signature does not verify")
+        unreadable = ""
         try:
             opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = self._open(env)
         except _Sealed:
             opened = None
+        except _Unreadable as exc:
+            opened, unreadable = None, str(exc)
         if any(dep not in self.envs for dep in env.deps):
             return self._park(env)
         result = ReceiveResult()
         if opened is None:
-            self._admit_sealed(env, result)
+            self._admit_sealed(env, result, unreadable)
         else:
             self._admit(env, *opened, result)
         self._drain(env.id, result)
@@ -671,8 +685,9 @@ class ChannelState:
             if self._recheck_refused:
                 self._readmit(result)
 
-    def _admit_sealed(self, env: Envelope, result: ReceiveResult) -> None:
-        """Record an envelope this replica cannot read (yet): in the DAG, not applied."""
+    def _admit_sealed(self, env: Envelope, result: ReceiveResult, unreadable: str = "") -> None:
+        """Record an envelope this replica cannot read (yet): in the DAG, not applied.
+        ``unreadable``: it never will be (see :attr:`unreadable`); recorded invalid."""
         eff = max((self.envs[d].eff for d in env.deps), default=0)
         depth = 1 + max((self.envs[d].depth for d in env.deps), default=0)
         device = (env.author, env.device)
@@ -685,6 +700,11 @@ class ChannelState:
             self._record(env, b"", Status.QUARANTINED, eff, depth, "equivocation")
             result.quarantined.append(env)
             return
+        if unreadable:
+            self._record(env, b"", Status.INVALID, eff, depth, unreadable)
+            self.unreadable.add(env.id)
+            result.sealed.append(env)  # stored and forwarded like a sealed one
+            return
         self._record(env, b"", Status.SEALED, eff, depth, "no key for its epoch here")
         self.sealed.add(env.id)
         self.group.work_due = True
@@ -696,17 +716,23 @@ class ChannelState:
             self.group.unseal_due = False
             for env_id in sorted(self.sealed, key=lambda i: self.envs[i].order):
                 meta = self.envs[env_id]
-                if any(self.envs[d].status is Status.SEALED for d in meta.deps):
+                if any(d in self.sealed for d in meta.deps):
                     continue
                 env = decode_envelope(self.raw[env_id])
-                try:
-                    op, change, header = self._open(env)
-                    self._check_chain(env, op, header)
-                except _Sealed:
-                    continue
-                except Rejected as exc:  # unreadable after all: kept, never applied
-                    meta.status, meta.why = Status.INVALID, str(exc)
+                why = "depends on an envelope that does not decrypt" \
+                    if any(d in self.unreadable for d in meta.deps) else ""
+                if not why:
+                    try:
+                        op, change, header = self._open(env)
+                        self._check_chain(env, op, header)
+                    except _Sealed:
+                        continue
+                    except (Rejected, _Unreadable) as exc:
+                        why = str(exc)
+                if why:  # unreadable after all: kept, never applied
+                    meta.status, meta.why = Status.INVALID, why
                     self.sealed.discard(env_id)
+                    self.unreadable.add(env_id)
                     continue
                 self.sealed.discard(env_id)
                 meta.change_hash = header.hash
@@ -749,6 +775,15 @@ class ChannelState:
             if not self.e2ee:
                 raise Rejected("envelope uses an unknown epoch key")
             raise _Sealed()
+        if not self.e2ee or env.epoch == self.clear_epoch:
+            return self._open_with(env, key)
+        try:
+            return self._open_with(env, key)
+        except Rejected as exc:
+            raise _Unreadable(str(exc)) from None
+
+    def _open_with(self, env: Envelope, key: bytes
+                   ) -> tuple[dict[str, Any], bytes, ChangeHeader]:
         try:
             plaintext = env.decrypt(key)
         except DecryptionError as exc:
@@ -799,13 +834,16 @@ class ChannelState:
                 del self.pending[waiting_id]
                 self._pending_by_author[env.author] -= 1
                 try:
+                    unreadable = ""
                     try:
                         opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = \
                             self._open(env)
                     except _Sealed:
                         opened = None
+                    except _Unreadable as exc:
+                        opened, unreadable = None, str(exc)
                     if opened is None:
-                        self._admit_sealed(env, result)
+                        self._admit_sealed(env, result, unreadable)
                     else:
                         self._admit(env, *opened, result)
                 except Rejected:
@@ -815,8 +853,11 @@ class ChannelState:
     def _admit(self, env: Envelope, op: dict[str, Any], change: bytes, header: ChangeHeader,
                result: ReceiveResult, trusted: bool = False) -> None:
         """All deps are present: quarantine, reject or apply ``env``."""
-        if any(self.envs[d].status is Status.SEALED for d in env.deps):
+        if any(d in self.sealed for d in env.deps):
             self._admit_sealed(env, result)  # it may rely on what we cannot read yet
+            return
+        if any(d in self.unreadable for d in env.deps):
+            self._admit_sealed(env, result, "depends on an envelope that does not decrypt")
             return
         device = (env.author, env.device)
         eff = max([op["ts"], *(self.envs[d].eff for d in env.deps)])
@@ -1088,8 +1129,10 @@ class ChannelState:
             return "share of another channel"
         if header.distributor != env.author:
             return "share signed by someone other than the envelope's author"
-        if any(e not in self.group.epochs for e in header.parents):
-            return "share of an unknown epoch"
+        if any(e not in self.group.epochs
+               or not self.in_causal_past(self.group.epochs[e].env, env.deps)
+               for e in header.parents):
+            return "share of an epoch outside its causal past"
         if not self._doc_says(f"share:{epoch_id(raw).hex()}", env.author, heads):
             return "document does not match the share"
         self.group.shares.append(ShareInfo(env.id, env.author, header.parents,
@@ -1229,6 +1272,7 @@ class ChannelState:
             "count": list(g.count.items()),
             "commitments": list(g.commitments.items()),
             "rotated": [sorted(h) for h in g.rotated_for],
+            "unreadable": sorted(self.unreadable),
         }, use_bin_type=True)
 
     @classmethod
@@ -1295,6 +1339,7 @@ class ChannelState:
         g.count = dict((e, n) for e, n in snap["count"])
         g.commitments = dict((e, c) for e, c in snap["commitments"])
         g.rotated_for = {frozenset(h) for h in snap["rotated"]}
+        state.unreadable = set(snap["unreadable"])
         return state
 
     # --- views ------------------------------------------------------------------------

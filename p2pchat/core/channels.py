@@ -599,7 +599,7 @@ class ChannelHub:
     def _admit(self, state: ChannelState, now_ms: int) -> None:
         group, me = state.group, self.identity.did
         for join in group.admissions():
-            if not group.may_admit(me, join):
+            if not group.may_admit(me, join, now_ms):
                 continue
             if join.inviter != me:
                 seen = self._join_seen.setdefault(join.env, now_ms)

@@ -365,3 +365,66 @@ def test_routine_rotation_after_a_hundred_envelopes() -> None:
     second = owner.group.send_epoch(w.now)
     assert second not in (None, first)
     assert owner.group.epochs[second].parents == (first,)
+
+
+def _forged(w: World, author: Identity, state: ChannelState, epoch: bytes, key: bytes,
+            plaintext: bytes) -> Envelope:
+    """An envelope anyone could sign: any epoch id, any ciphertext."""
+    from p2pchat.channel.envelope import seal_envelope
+
+    assert state.genesis_id is not None
+    return seal_envelope(author, channel=state.channel_id, seq=1, deps=(state.genesis_id,),
+                         epoch=epoch, key=key, nonce=w.rb(24), plaintext=plaintext)
+
+
+def test_a_stranger_asking_for_keys_is_not_entitled_to_any() -> None:
+    w = World(9)
+    owner = w.found()
+    member = w.replica(owner, "member")
+    w.admit(owner, member)
+    eve = w.replica(owner, "eve", join=False)  # knows the channel id, has no invite
+    record, _ = make_prekey(eve.identity, w.rb, w.now)
+    sync(eve, owner)
+    asked = eve.request_keys(list(owner.group.epochs), record, w.tick(), w.rb)
+    owner.receive_bytes(eve.raw[asked.id], w.now)
+    assert any(r.did == eve.identity.did for r in owner.group.requests)
+    assert not any(owner.group.entitled(eve.identity.did, e) for e in owner.group.epochs)
+    assert all(owner.group.entitled(member.identity.did, e) for e in owner.group.epochs)
+
+
+def test_envelopes_nobody_can_read_block_nothing_and_close_no_link() -> None:
+    w = World(10)
+    owner = w.found()
+    member = w.replica(owner, "member")
+    w.admit(owner, member)
+    outsider = w.identity("outsider")
+    # under an epoch id nobody knows: sealed everywhere, and a head nobody builds on
+    junk = _forged(w, outsider, owner, w.rb(32), w.rb(32), b"\x80")
+    owner.receive(junk, w.now)
+    assert owner.envs[junk.id].status is Status.SEALED and junk.id in owner.heads
+    env = w.post(owner, "still posting")
+    assert junk.id not in env.deps
+    owner.moderate("ban", w.tick(), w.rb, target=outsider.did)  # and moderating
+    # under the real epoch, but it does not open: stored as invalid, not rejected
+    epoch = owner.group.send_epoch(w.now)
+    assert epoch is not None
+    garbage = _forged(w, w.identity("other"), owner, epoch, w.rb(32), b"\x80")
+    owner.receive(garbage, w.now)  # no Rejected: the forwarder is not to blame
+    assert (Status.INVALID, True) == (owner.envs[garbage.id].status,
+                                      garbage.id in owner.unreadable)
+    stranger = w.replica(owner, "stranger", join=False)
+    stranger.receive(garbage, w.now)
+    assert stranger.envs[garbage.id].status is Status.SEALED  # it cannot tell
+    w.post(owner, "and after it")
+    sync(member, owner)
+    assert ["still posting", "and after it"] == texts(member)
+
+
+def test_an_expired_invite_is_not_admitted_even_with_a_back_dated_join() -> None:
+    w = World(11)
+    owner = w.found()
+    late = w.replica(owner, "late")  # its grant expires at now + 10**9 ms
+    sync(owner, late)
+    (join,) = owner.group.admissions()
+    assert owner.group.may_admit(owner.identity.did, join, w.now)
+    assert not owner.group.may_admit(owner.identity.did, join, w.now + 10**9 + 1)

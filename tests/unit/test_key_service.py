@@ -129,3 +129,34 @@ def test_any_member_answers_a_key_request_and_a_banned_one_gets_nothing() -> Non
     assert len(mia.group.shares) == shares
     assert not any(r.did == net.did("xena") for r in mia.group.requests)
     assert not set(missing) & set(xena.group.secrets)
+
+
+def test_an_ephemeral_channel_forgets_old_secrets_but_keeps_what_it_read() -> None:
+    from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
+    from p2pchat.core.events import ForgetEpochKey, PersistSnapshot, TimerExpired
+
+    net = Net()
+    net.add("owner", seed=1)
+    net.handle("owner", Started(net.address_of["owner"], _wall(net)))
+    created = net.handle("owner", ChannelCreateRequested(1, "fleeting", _wall(net),
+                                                         policy="ephemeral"))
+    answer = next(e for e in created if isinstance(e, ChannelAnswer))
+    assert answer.result is not None and answer.result["policy"] == "ephemeral"
+    channel: bytes = answer.result["channel"]
+    state = _state(net, "owner", channel)
+    first = state.group.send_epoch(_wall(net))
+    assert _send(net, "owner", channel, "in the first epoch").error is None
+    state.rotate(_wall(net), random.Random(4).randbytes)  # superseded from now on
+    assert _send(net, "owner", channel, "in the second").error is None
+    hub = net.cores["owner"].hub
+    hub._next_sweep = 0
+    assert [] == [e for e in hub.sweep_epochs(_wall(net)) if isinstance(e, ForgetEpochKey)]
+    net.now += EPHEMERAL_WINDOW_MS / 1000 + 1
+    hub._next_sweep = 0
+    effects = net.cores["owner"].handle(TimerExpired(), net.now)
+    forgotten = [e for e in effects if isinstance(e, ForgetEpochKey)]
+    assert [first] == [e.epoch for e in forgotten]
+    kinds = [type(e) for e in effects]
+    assert kinds.index(PersistSnapshot) < kinds.index(ForgetEpochKey)  # snapshot first
+    assert first not in state.group.secrets
+    assert ["in the first epoch", "in the second"] == _texts(net, "owner", channel)

@@ -140,3 +140,29 @@ def test_direct_messages_between_two_processes(
     assert [c["dm"] for c in listed] == [a.did]
     stranger = "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH"
     assert "no direct messages" in a.cli("history", stranger).stderr
+
+
+def test_a_joiner_is_admitted_by_another_member_when_the_inviter_is_offline(
+    spawn: Callable[..., NodeProcess], servers: Callable[[str], ServerProcess],  # noqa: F811
+) -> None:
+    s = servers("S")
+    config = _config(s.address)
+    a = spawn("A", config=config)
+    channel, first_invite = create_channel(a, "relayed-join")
+    c = spawn("C", config=config)
+    join(c, first_invite)
+    wait_until(lambda: synced(c, channel), 15, "C's admission by A")
+    invite = json.loads(a.cli("invite", channel, "--no-peers", "--json").stdout)["invite"]
+    assert 0 == a.cli("send", channel, "from the inviter").returncode
+    wait_until(lambda: _server_linked(a, s.address) and _server_linked(c, s.address), 10,
+               "A and C to reach the server")
+    wait_until(lambda: json.loads(a.cli("doctor", "--json").stdout)["bootstrap"][-1]
+               ["uploaded"] >= 5, 10, "A's uploads")
+    assert 0 == a.stop()  # the inviter is gone; C is the only member online
+    b = spawn("B", config=config)
+    join(b, invite)  # no peers in the invite: the server is the only way in
+    # C sees B's join (through the server or a link found there), waits out the grace
+    # period reserved for the inviter, and admits B
+    wait_until(lambda: synced(b, channel), 45, "B's admission by C")
+    wait_until(lambda: [m["text"] for m in history(b, channel)] == ["from the inviter"], 10,
+               "B to read what was written before it joined")

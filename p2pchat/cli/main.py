@@ -194,9 +194,15 @@ ChannelArg = Annotated[str, typer.Argument(
 
 
 @channel_app.command("create")
-def channel_create(name: str, as_json: JsonOption = False) -> None:
+def channel_create(name: str,
+                   ephemeral: Annotated[bool, typer.Option(
+                       "--ephemeral", help="Forget epoch keys a day after they are "
+                       "superseded (forward secrecy); joiners then get only what members "
+                       "still hold. Default: history (joiners get every past key).")] = False,
+                   as_json: JsonOption = False) -> None:
     """Found a channel; prints its id and an invite link."""
-    result = control("channel.create", {"name": name})
+    result = control("channel.create", {"name": name,
+                                        "policy": "ephemeral" if ephemeral else "history"})
     if as_json:
         emit_json(result)
     else:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from p2pchat.channel.group import POLICIES
 from p2pchat.channel.invite import format_channel_id, parse_channel_id, parse_invite
 from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode
 from p2pchat.core.events import format_address
@@ -235,10 +236,13 @@ class ControlServer:
         return limit
 
     async def _channel_create(self, params: dict[str, Any]) -> Any:
-        result = await self.node.create_channel(self._text(params, "name"))
+        policy = params.get("policy", "history")
+        if policy not in POLICIES:
+            raise LocalError(f"policy must be one of {', '.join(POLICIES)}")
+        result = await self.node.create_channel(self._text(params, "name"), policy)
         channel = result["channel"]
         return {"channel": format_channel_id(channel), "name": result["name"],
-                "invite": self.node.make_invite(channel)}
+                "policy": result["policy"], "invite": self.node.make_invite(channel)}
 
     async def _channel_list(self, params: dict[str, Any]) -> Any:
         hub = self.node.core.hub

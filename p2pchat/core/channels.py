@@ -562,8 +562,8 @@ class ChannelHub:
                         and rank >= mod.MODERATOR:
                     state.rotate(now_ms, self._randbytes)
                 self._request_missing(state, now_ms)
-        except (ValueError, RuntimeError):
-            pass  # e.g. we were just banned here: nothing to write
+        except (ValueError, RuntimeError, RemoteProtocolError):
+            pass  # e.g. we were just banned here, or a member's key is unusable
         if len(state.log) > before:
             effects += self._after_local(state, before)
         return effects + self._key_effects(state)

@@ -284,8 +284,9 @@ class Node:
         finally:
             self._answers.pop(request_id, None)
 
-    async def create_channel(self, name: str) -> dict[str, Any]:
-        return await self._request(lambda r: ChannelCreateRequested(r, name, _wall_ms()))
+    async def create_channel(self, name: str, policy: str = "history") -> dict[str, Any]:
+        return await self._request(lambda r: ChannelCreateRequested(r, name, _wall_ms(),
+                                                                    policy))
 
     async def join(self, invite: Invite) -> dict[str, Any]:
         peers = tuple((did, (host, port)) for did, host, port in invite.peers)

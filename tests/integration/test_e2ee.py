@@ -138,6 +138,10 @@ def test_direct_messages_between_two_processes(
                ["hello over a dm", "and back"], 10, "A to read the answer")
     listed = json.loads(b.cli("channel", "list", "--json").stdout)
     assert [c["dm"] for c in listed] == [a.did]
+    made = json.loads(a.cli("channel", "create", "fleeting", "--ephemeral", "--json").stdout)
+    assert "ephemeral" == made["policy"]
+    rows = json.loads(a.cli("channel", "list", "--json").stdout)
+    assert {"history", "ephemeral"} == {r["policy"] for r in rows}
     stranger = "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH"
     assert "no direct messages" in a.cli("history", stranger).stderr
 

@@ -428,3 +428,26 @@ def test_an_expired_invite_is_not_admitted_even_with_a_back_dated_join() -> None
     (join,) = owner.group.admissions()
     assert owner.group.may_admit(owner.identity.did, join, w.now)
     assert not owner.group.may_admit(owner.identity.did, join, w.now + 10**9 + 1)
+
+
+def test_a_bundle_naming_a_member_removed_in_its_past_is_invalid() -> None:
+    w = World(12)
+    owner = w.found()
+    member, x = w.replica(owner, "member"), w.replica(owner, "x")
+    w.admit(owner, member)
+    w.admit(owner, x)
+    owner.moderate("op", w.tick(), w.rb, target=member.identity.did)
+    owner.moderate("ban", w.tick(), w.rb, target=x.identity.did)
+    sync(member, owner)
+    # a moderator who saw the ban seals a new epoch to x anyway (a hostile client)
+    recipients = [p for p in (owner.prekey_of(d, w.now) for d in
+                              (owner.identity.did, x.identity.did)) if p is not None]
+    bundle = seal_bundle(member.identity, member.channel_id,
+                         tuple(member.group.view().heads), w.rb(32), recipients, w.rb, w.now)
+    env = _hostile_bundle(member, bundle, w)
+    sync(owner, member)
+    epoch = next(e for e, i in owner.group.epochs.items() if i.env == env.id)
+    view = owner.group.view()
+    assert (False, "bundle names a member removed in its causal past") == (
+        view.valid[epoch], view.why[epoch])
+    assert owner.group.send_epoch(w.now) != epoch

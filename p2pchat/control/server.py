@@ -63,6 +63,7 @@ class ControlServer:
             "doctor": self._doctor,
             "modlog": self._modlog,
             "stop": self._stop,
+            "watch": self._watch_misplaced,
         }
 
     async def start(self) -> None:
@@ -102,7 +103,13 @@ class ControlServer:
         async with self._clients:
             answers: asyncio.Queue[asyncio.Future[dict[str, Any]] | None] = asyncio.Queue(
                 maxsize=MAX_PIPELINED)
+            first = await self._first_line(reader)
+            if first is not None and _is_watch(first):
+                await self._watch(reader, writer)
+                return
             replier = asyncio.get_running_loop().create_task(self._reply(answers, writer))
+            if first is not None:
+                await answers.put(asyncio.ensure_future(self._answer(first)))
             try:
                 while not replier.done():
                     try:
@@ -126,6 +133,41 @@ class ControlServer:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
+
+    async def _first_line(self, reader: asyncio.StreamReader) -> bytes | None:
+        try:
+            line = await reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            return b"\x00"  # too large: answered as a malformed request
+        except (ConnectionError, OSError):
+            return None
+        return line or None
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``watch`` (the first request of its connection): answer, then write change
+        events until the client closes the connection."""
+        queue = self.node.watch()
+        closed = asyncio.get_running_loop().create_task(reader.read())  # EOF: client gone
+        try:
+            writer.write(encode({"ok": True, "result": {"watching": True}}))
+            await writer.drain()
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, closed},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if closed in done:
+                    getter.cancel()
+                    return
+                writer.write(encode(getter.result()))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.node.watchers.discard(queue)
+            closed.cancel()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     async def _reply(self, answers: asyncio.Queue[asyncio.Future[dict[str, Any]] | None],
                      writer: asyncio.StreamWriter) -> None:
@@ -155,6 +197,10 @@ class ControlServer:
             return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
 
     # --- methods ------------------------------------------------------------------
+    # (``watch`` is handled by ``_serve``: it turns its connection into an event stream)
+
+    async def _watch_misplaced(self, params: dict[str, Any]) -> Any:
+        raise LocalError("watch must be the first request on its own connection")
 
     async def _status(self, params: dict[str, Any]) -> Any:
         status = self.node.status()
@@ -396,3 +442,10 @@ class ControlServer:
     async def _stop(self, params: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_soon(self._on_stop)
         return {"stopping": True}
+
+
+def _is_watch(line: bytes) -> bool:
+    try:
+        return decode(line).get("method") == "watch"
+    except LocalError:
+        return False

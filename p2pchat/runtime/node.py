@@ -75,6 +75,8 @@ from p2pchat.transport.quic import QuicTransport
 
 log = logging.getLogger("p2pchat.node")
 AGENT = f"p2pchat/{__version__}"
+#: Change events queued per watching control client before it is told it lagged.
+MAX_WATCH_EVENTS = 1024
 #: Threads that check envelope signatures of large batches (catch-up sync): the loop's
 #: own thread and VERIFY_THREADS - 1 workers.
 VERIFY_THREADS = 2
@@ -173,6 +175,8 @@ class Node:
         self._writes_made = 0
         self._stopped = asyncio.Event()
         self.peer_listeners: list[Callable[[Effect], None]] = []
+        #: control clients watching for changes (``watch``): one bounded queue each
+        self.watchers: set[asyncio.Queue[dict[str, Any]]] = set()
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -388,6 +392,8 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
+        if self.watchers:
+            self._tell_watchers(effects)
         if isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
             self._cork()  # app writes come in bursts: let them share frames and packets
         else:
@@ -491,6 +497,38 @@ class Node:
                     future.set_exception(LocalError(effect.error or "ping failed"))
         else:  # pragma: no cover - a new effect type without a handler is a bug
             raise TypeError(f"no handler for effect {effect!r}")
+
+    def watch(self) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of change events for a control client (see ``_tell_watchers``);
+        the caller removes it from :attr:`watchers` when done."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=MAX_WATCH_EVENTS)
+        self.watchers.add(queue)
+        return queue
+
+    def _tell_watchers(self, effects: list[Effect]) -> None:
+        """One event per changed channel, key rotation and peer change of this turn.
+        A watcher that does not keep up gets ``lagged`` (refresh everything) instead of
+        an unbounded backlog."""
+        events: dict[tuple[str, str], dict[str, Any]] = {}
+        for effect in effects:
+            if isinstance(effect, PersistEnvelopes):
+                channel = format_channel_id(effect.channel)
+                events[("channel", channel)] = {"event": "channel", "channel": channel}
+            elif isinstance(effect, PersistEpochKey):
+                channel = format_channel_id(effect.channel)
+                events[("keys", channel)] = {"event": "keys", "channel": channel}
+            elif isinstance(effect, (PeerConnected, PeerDisconnected)):
+                events[("peers", "")] = {"event": "peers"}
+        if not events:
+            return
+        for queue in self.watchers:
+            for event in events.values():
+                if queue.full():
+                    while not queue.empty():
+                        queue.get_nowait()
+                    queue.put_nowait({"event": "lagged"})
+                    break
+                queue.put_nowait(event)
 
     def _notify(self, effect: Effect) -> None:
         for listener in self.peer_listeners:

@@ -175,3 +175,36 @@ def test_disconnect_forgets_peer(spawn: Callable[..., NodeProcess]) -> None:
     a2 = spawn("A")
     assert [] == json.loads(a2.cli("status", "--json").stdout)["wanted"]
 
+
+
+def test_watch_streams_change_events_until_the_client_leaves(
+    spawn: Callable[..., NodeProcess],
+) -> None:
+    import socket as sock
+
+    from p2pchat.home import SOCKET_FILE
+
+    a = spawn("A")
+    watcher = sock.socket(sock.AF_UNIX, sock.SOCK_STREAM)
+    watcher.settimeout(10)
+    watcher.connect(str(a.home / SOCKET_FILE))
+    stream = watcher.makefile("rb")
+    watcher.sendall(b'{"method": "watch"}\n')
+    assert {"ok": True, "result": {"watching": True}} == json.loads(stream.readline())
+    created = json.loads(a.cli("channel", "create", "watched", "--json").stdout)
+    events = [json.loads(stream.readline()) for _ in range(2)]
+    assert {"event": "channel", "channel": created["channel"]} in events
+    assert {"event": "keys", "channel": created["channel"]} in events  # the first epoch
+    assert 0 == a.cli("send", created["channel"], "hi").returncode
+    assert {"event": "channel", "channel": created["channel"]} == \
+        json.loads(stream.readline())
+    watcher.close()
+    # watch is only the first request of a connection; the node keeps serving others
+    from p2pchat.control.client import ControlConnection
+    from p2pchat.control.protocol import ControlError
+    from p2pchat.home import NodeHome
+
+    with ControlConnection(NodeHome(a.home)) as conn:
+        assert conn.call("status")["did"] == a.did
+        with pytest.raises(ControlError, match="first request"):
+            conn.call("watch")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import io
 import json
 import logging
 import sys
+import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +52,10 @@ def guarded(fn: Callable[[], T]) -> T:
         fail(str(exc), EXIT_NOT_RUNNING)
     except LocalError as exc:
         fail(str(exc))
+
+
+#: How long ``chat`` waits for a node it starts in-process to answer.
+NODE_START_TIMEOUT = 20.0
 
 
 def control(method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
@@ -122,6 +130,80 @@ def run(
     servers = tuple(guarded(functools.partial(parse_listen, v)) for v in bootstrap or [])
     guarded(lambda: asyncio.run(run_node(state.home, address, mdns=not no_mdns,
                                          bootstrap=servers)))
+
+
+@app.command()
+def chat(channel: Annotated[str | None, typer.Argument(
+             metavar="[CHANNEL]", help="Channel to open first (id, #name or a DM peer's DID).")
+         ] = None) -> None:
+    """The terminal chat client. Attaches to the running node; if none runs, starts one
+    in this process (logging to node.log in the home) until you quit."""
+    from p2pchat.tui.app import run_chat
+
+    started = None if _node_running() else _start_background_node()
+    try:
+        run_chat(state.home, channel)
+    finally:
+        if started is not None:
+            with contextlib.suppress(LocalError):
+                from p2pchat.control.client import call
+
+                call(state.home, "stop", None, 10.0)
+            started.join(timeout=15)
+
+
+def _node_running() -> bool:
+    from p2pchat.control.client import call
+
+    try:
+        call(state.home, "status", None, 5.0)
+    except NodeNotRunning:
+        return False
+    except LocalError as exc:
+        fail(str(exc))
+    return True
+
+
+def _start_background_node() -> threading.Thread:
+    """A node on a thread of this process, logging to the home's node.log."""
+    from p2pchat.runtime.serve import run_node
+
+    home = state.home
+    typer.echo(f"no node is running at {home.path}: starting one in this process "
+               "(it stops when you quit the chat)")
+    handler = logging.FileHandler(home.path / "node.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()  # to the file only: nothing may write over the screen
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            asyncio.run(run_node(home, None, out=io.StringIO(), signals=False))
+        except BaseException as exc:  # reported to the user below
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, name="p2pchat-node", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + NODE_START_TIMEOUT
+    while not _node_up():
+        if errors or not thread.is_alive():
+            fail(f"the node did not start: {errors[0] if errors else 'see node.log'}")
+        if time.monotonic() > deadline:
+            fail(f"the node did not start within {NODE_START_TIMEOUT:g} s (see node.log)")
+        time.sleep(0.05)
+    return thread
+
+
+def _node_up() -> bool:
+    from p2pchat.control.client import call
+
+    try:
+        call(state.home, "status", None, 2.0)
+    except LocalError:
+        return False
+    return True
 
 
 @app.command()

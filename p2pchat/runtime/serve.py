@@ -38,7 +38,10 @@ def home_lock(home: NodeHome) -> Iterator[None]:
 
 
 async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO = sys.stdout,
-                   *, mdns: bool = True, bootstrap: tuple[tuple[str, int], ...] = ()) -> None:
+                   *, mdns: bool = True, bootstrap: tuple[tuple[str, int], ...] = (),
+                   signals: bool = True) -> None:
+    """Run a node until SIGINT/SIGTERM (``signals``: only in the main thread) or the
+    control API's ``stop``."""
     os.umask(0o077)  # everything the node writes (db, WAL, socket) is user-only
     logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic logs every handshake at INFO
     logging.getLogger("aiosqlite").setLevel(logging.INFO)  # logs every statement at DEBUG
@@ -69,7 +72,7 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
             await node.stop()
             raise
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
             loop.add_signal_handler(sig, stop.set)
         print(f"p2pchat node {identity.did} listening on {format_address(address)} "
               f"(home {home.path})", file=out, flush=True)
@@ -77,7 +80,7 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
             await stop.wait()
         finally:
             log.info("shutting down")
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
                 loop.remove_signal_handler(sig)
             await control.close()
             if discovery is not None:

@@ -974,6 +974,24 @@ class ChannelState:
                     todo.append(dep)
         return False
 
+    def all_in_causal_past(self, ancestors: set[bytes], deps: tuple[bytes, ...]) -> bool:
+        """Every one of ``ancestors`` is among ``deps`` or their ancestors: one walk back
+        to the shallowest of them (a share may name a hundred epochs)."""
+        if not ancestors:
+            return True
+        floor = min(self.envs[a].depth for a in ancestors)
+        missing = set(ancestors)
+        todo = [d for d in deps]
+        seen = set(deps)
+        while todo and missing:
+            current = todo.pop()
+            missing.discard(current)
+            for dep in self.envs[current].deps:
+                if dep not in seen and self.envs[dep].depth >= floor:
+                    seen.add(dep)
+                    todo.append(dep)
+        return not missing
+
     # --- the fold: validate the declared operation against the document ------------
 
     def _fold(self, env: Envelope, op: dict[str, Any], change_hash: bytes, eff: int,
@@ -1129,9 +1147,9 @@ class ChannelState:
             return "share of another channel"
         if header.distributor != env.author:
             return "share signed by someone other than the envelope's author"
-        if any(e not in self.group.epochs
-               or not self.in_causal_past(self.group.epochs[e].env, env.deps)
-               for e in header.parents):
+        if any(e not in self.group.epochs for e in header.parents) or not \
+                self.all_in_causal_past({self.group.epochs[e].env for e in header.parents},
+                                        env.deps):
             return "share of an epoch outside its causal past"
         if not self._doc_says(f"share:{epoch_id(raw).hex()}", env.author, heads):
             return "document does not match the share"

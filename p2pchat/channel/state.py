@@ -65,6 +65,7 @@ from p2pchat.channel.group import (
 )
 from p2pchat.channel.invite import check_grant, check_proof
 from p2pchat.channel.keys import (
+    BundleHeader,
     KeyError_,
     Prekey,
     epoch_id,
@@ -1109,24 +1110,34 @@ class ChannelState:
     def _doc_says(self, key: str, author: str, heads: list[bytes]) -> bool:
         return bool(self.doc.read_map("keys", key, heads) == {"by": author})
 
-    def _fold_bundle(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
-        raw = op.get("bundle")
+    def _key_material(self, env: Envelope, op: dict[str, Any], kind: str,
+                      read: Callable[[bytes], BundleHeader]) -> BundleHeader | str:
+        """The checked header of a ``bundle`` or ``share`` operation, or why it is invalid:
+        well formed, signed, of this channel, by the envelope's author, and naming only
+        known epochs in the envelope's causal past (one walk back for all of them)."""
+        raw = op.get(kind)
         if type(raw) is not bytes:
-            return "malformed bundle"
+            return f"malformed {kind}"
         try:
-            header = read_bundle(raw)
+            header = read(raw)
         except KeyError_ as exc:
-            return f"invalid bundle: {exc}"
+            return f"invalid {kind}: {exc}"
         if header.channel != self.channel_id:
-            return "bundle of another channel"
+            return f"{kind} of another channel"
         if header.distributor != env.author:
-            return "bundle signed by someone other than the envelope's author"
+            return f"{kind} signed by someone other than the envelope's author"
+        named = [self.group.epochs.get(e) for e in header.parents]
+        if None in named or not self.all_in_causal_past(
+                {i.env for i in named if i is not None}, env.deps):
+            return f"{kind} names an epoch outside its causal past"
+        return header
+
+    def _fold_bundle(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
+        header = self._key_material(env, op, "bundle", read_bundle)
+        if isinstance(header, str):
+            return header
         if header.epoch in self.group.epochs:
             return "epoch already distributed"
-        for parent in header.parents:
-            info = self.group.epochs.get(parent)
-            if info is None or not self.in_causal_past(info.env, env.deps):
-                return "bundle names a parent epoch outside its causal past"
         if not self._doc_says(f"epoch:{header.epoch.hex()}", env.author, heads):
             return "document does not match the bundle"
         self.group.epochs[header.epoch] = EpochInfo(
@@ -1136,22 +1147,11 @@ class ChannelState:
         return ""
 
     def _fold_share(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
-        raw = op.get("share")
-        if type(raw) is not bytes:
-            return "malformed share"
-        try:
-            header = read_share(raw)
-        except KeyError_ as exc:
-            return f"invalid share: {exc}"
-        if header.channel != self.channel_id:
-            return "share of another channel"
-        if header.distributor != env.author:
-            return "share signed by someone other than the envelope's author"
-        if any(e not in self.group.epochs for e in header.parents) or not \
-                self.all_in_causal_past({self.group.epochs[e].env for e in header.parents},
-                                        env.deps):
-            return "share of an epoch outside its causal past"
-        if not self._doc_says(f"share:{epoch_id(raw).hex()}", env.author, heads):
+        header = self._key_material(env, op, "share", read_share)
+        if isinstance(header, str):
+            return header
+        assert isinstance(op["share"], bytes)
+        if not self._doc_says(f"share:{epoch_id(op['share']).hex()}", env.author, heads):
             return "document does not match the share"
         self.group.shares.append(ShareInfo(env.id, env.author, header.parents,
                                            header.recipients))

@@ -98,6 +98,7 @@ from p2pchat.bench.server import (
     quic_idle_timeout,
 )
 from p2pchat.bench.stats import Summary, summarize
+from p2pchat.bench.tui import bench_tui
 from p2pchat.core import NodeConfig
 from p2pchat.errors import LocalError
 from p2pchat.runtime.node import Node
@@ -130,6 +131,8 @@ BUNDLE_MEMBERS = 128
 BUNDLE_BUILD_BUDGET_MS = 20.0
 BUNDLE_SIZE_BUDGET = 15_000
 ENVELOPE_OVERHEAD_BUDGET = 200
+#: Chat UI (issue 7): a channel this big opens within the budget of p2pchat.bench.tui
+TUI_MESSAGES = 10_000
 #: Raw echo frame size on the wire, length prefix included.
 FRAME_SIZE = 200
 #: How long the server process may take to come up / to go away.
@@ -518,6 +521,10 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
     gc.collect()
     group_keys = _in_process("group keys", lambda: bench_group_keys(BUNDLE_MEMBERS))
     gc.collect()
+    # the chat UI runs its own event loop (Textual, headless): on a thread of its own
+    chat_ui = await asyncio.to_thread(_in_process, "chat UI",
+                                      lambda: bench_tui(TUI_MESSAGES))
+    gc.collect()
 
     handshake = _comparison(summarize(handshakes.raw).scaled(1000.0),
                             summarize(handshakes.node).scaled(1000.0), HANDSHAKE_BUDGET)
@@ -537,6 +544,7 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
         "reconcile": _reconcile_result(reconcile),
         "apply_cost_us": _apply_result(apply_cost),
         "group_keys": _group_result(group_keys),
+        "chat_ui": {**chat_ui, "ok": bool(chat_ui.get("ok"))},
     }
     machine["loadavg_end"] = _loadavg()
     return {
@@ -663,6 +671,18 @@ def _channel_lines(report: dict[str, Any]) -> list[str]:
                      "PASS" if grp["overhead_ok"] else "OVER BUDGET"])
         notes.append(f"group keys: opening a {grp['members']}-member bundle p50 "
                      f"{grp['bundle_open_ms_p50']:.2f} ms")
+    ui = results.get("chat_ui")
+    if ui is not None and "error" in ui:
+        rows.append(["chat UI", "-", "-", "-", "", _verdict(ui)])
+        notes.append(f"chat UI failed: {ui['error']}")
+    elif ui is not None:
+        rows.append([f"chat UI: open a channel of {ui['messages']:,} (ms, median of 3)", "-",
+                     f"{ui['open_median_ms']:.0f}", "-", "<= 500 ms",
+                     "PASS" if ui["budgets"]["open_median_ms<=500"] else "OVER BUDGET"])
+        rows.append(["chat UI: lines drawn on a page scroll / visible", "-",
+                     f"{ui['distinct_lines_drawn']} / {ui['visible_lines']}", "-",
+                     "only visible",
+                     "PASS" if ui["budgets"]["scroll_renders_only_visible"] else "OVER BUDGET"])
     return [*_table(rows), "", *notes]
 
 

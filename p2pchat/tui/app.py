@@ -45,6 +45,7 @@ from p2pchat.tui.format import (
     resolve_member,
     short,
 )
+from p2pchat.tui.modlog import ModlogScreen
 from p2pchat.tui.pane import MessagePane
 
 log = logging.getLogger("p2pchat.tui")
@@ -120,6 +121,7 @@ class ChatApp(App[None]):
         Binding("ctrl+q", "quit", "quit", priority=True),
         Binding("ctrl+n", "switch(1)", "next channel", priority=True),
         Binding("ctrl+p", "switch(-1)", "previous channel", priority=True),
+        Binding("ctrl+l", "modlog", "moderation log", priority=True),
         Binding("pageup", "page(-1)", "scroll up", show=False, priority=True),
         Binding("pagedown", "page(1)", "scroll down", show=False, priority=True),
     ]
@@ -146,6 +148,8 @@ class ChatApp(App[None]):
         self.members: list[dict[str, Any]] = []
         self.modlog_len: dict[str, int] = {}
         self.last_invite = ""
+        #: the moderation-log view last opened (tests and the screenshot script read it)
+        self.modlog_screen: ModlogScreen | None = None
         self._listed = False
         #: every notice shown, oldest first (the pane only keeps the current channel's)
         self.notices: list[str] = []
@@ -753,14 +757,23 @@ class ChatApp(App[None]):
         await self._moderate("deop", args)
 
     async def _cmd_modlog(self, args: str) -> None:
+        """The moderation log view (:class:`ModlogScreen`); escape closes it."""
         cid = self._need_channel()
         entries = await self.call("modlog", {"channel": cid})
-        if not entries:
-            self.notice(f"no moderation actions in {self._label(cid)}")
+        if isinstance(self.screen, ModlogScreen):
+            self.screen.dismiss(None)
+        invalid = sum(1 for e in entries if not e.get("applied", True))
+        self.notice(f"moderation log of {self._label(cid)}: {len(entries)} "
+                    f"entr{'y' if len(entries) == 1 else 'ies'}"
+                    + (f", {invalid} invalid" if invalid else "") + " (escape closes it)")
+        self.modlog_screen = ModlogScreen(self._label(cid), entries, dict(self.names))
+        await self.push_screen(self.modlog_screen)
+
+    def action_modlog(self) -> None:
+        if isinstance(self.screen, ModlogScreen):
+            self.screen.dismiss(None)
             return
-        self.notice(f"moderation log of {self._label(cid)} ({len(entries)}):")
-        for entry in entries:
-            self.notice("  " + modlog_line(entry))
+        self._commands.put_nowait("/modlog")
 
     async def _cmd_search(self, args: str) -> None:
         cid = self._need_channel()

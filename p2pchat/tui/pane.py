@@ -53,6 +53,10 @@ class MessagePane(ScrollView, can_focus=True):
         self._width = 0
         #: how many entries were rendered (a measure for tests and benchmarks)
         self.renders = 0
+        #: ``render_line`` calls, and the lowest and highest virtual line they drew,
+        #: since :meth:`reset_line_counts` (scrolling draws only the visible lines)
+        self.lines_rendered = 0
+        self.rendered_span: tuple[int, int] | None = None
 
     # --- state, for the app and for tests --------------------------------------------
 
@@ -78,6 +82,10 @@ class MessagePane(ScrollView, can_focus=True):
     @property
     def line_count(self) -> int:
         return len(self._lines)
+
+    def reset_line_counts(self) -> None:
+        self.lines_rendered = 0
+        self.rendered_span = None
 
     # --- changes -------------------------------------------------------------------
 
@@ -225,6 +233,10 @@ class MessagePane(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.scrollable_content_region.width
+        self.lines_rendered += 1
+        span = self.rendered_span
+        self.rendered_span = (index, index) if span is None else (min(span[0], index),
+                                                                   max(span[1], index))
         if index >= len(self._lines):
             return Strip.blank(width, self.rich_style)
         return self._lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style) \

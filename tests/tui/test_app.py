@@ -29,6 +29,7 @@ from textual.widgets import OptionList
 from p2pchat.home import NodeHome
 from p2pchat.tui import ChatApp
 from p2pchat.tui.format import Completer, parse_input, resolve_member, short
+from p2pchat.tui.modlog import ModlogScreen
 from p2pchat.tui.pane import MessagePane
 from tests.integration.nodeproc import NodeProcess
 
@@ -353,8 +354,15 @@ def test_every_slash_command(spawn: Callable[[str], NodeProcess]) -> None:
             await ok(f"/kick {b.did} bye")
             await until(pilot, lambda: rank_of(app, b.did) is None, "B kicked")
             notices = await ok("/modlog")
-            assert any("moderation log of #room (9)" in n for n in notices), notices
-            assert any(" kick " in n and "(bye)" in n for n in notices)
+            assert any("moderation log of #room: 9 entries" in n for n in notices), notices
+            await until(pilot, lambda: isinstance(app.screen, ModlogScreen), "the modlog view")
+            assert app.modlog_screen is not None
+            rows = app.modlog_screen.rows()
+            assert 9 == len(rows)
+            assert any(r[1] == "kick" and "bye" in r[3] for r in rows), rows
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ModlogScreen),
+                        "the modlog view to close")
             assert any("invite for #room" in n for n in await ok("/invite"))
             await ok(f"/msg {b.did} psst")
             await until(pilot, lambda: any(i.get("dm") == b.did for i in app.channels.values()),

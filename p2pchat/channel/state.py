@@ -193,6 +193,9 @@ class MessageView:
     edited: int | None
     deleted: bool
     reactions: dict[str, list[str]]
+    #: why moderation hides it ("" if shown); only in ``history(with_hidden=True)``,
+    #: which gives hidden posts as placeholders (no text) for moderators' views
+    hidden: str = ""
 
 
 @dataclass(slots=True)
@@ -1523,8 +1526,9 @@ class ChannelState:
                 text, deleted = "", True
         return text, deleted, edited
 
-    def history(self, limit: int | None = None, now_ms: int | None = None) -> list[MessageView]:
-        records = sorted((r for r in self.posts.values() if not self.hidden(r)),
+    def history(self, limit: int | None = None, now_ms: int | None = None,
+                with_hidden: bool = False) -> list[MessageView]:
+        records = sorted((r for r in self.posts.values() if with_hidden or not self.hidden(r)),
                          key=lambda r: (r.key, r.env))
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
@@ -1541,11 +1545,15 @@ class ChannelState:
         clamp = None if now_ms is None else now_ms + MAX_DISPLAY_SKEW_MS
         views = []
         for r in records:
-            text, deleted, edited = self.visible(r)
+            why = ""
+            if with_hidden and self.hidden(r):
+                why = self.hidden_why(r) or "its author's device forked its history"
+            text, deleted, edited = ("", False, None) if why else self.visible(r)
             views.append(MessageView(
                 r.id, r.author, text, r.reply_to, r.ts if clamp is None else min(r.ts, clamp),
                 edited, deleted,
-                {e: sorted(w) for e, w in sorted(reactions.get(r.id, {}).items())}))
+                {} if why else {e: sorted(w) for e, w in sorted(reactions.get(r.id, {}).items())},
+                why))
         return views
 
     def members(self) -> list[str]:

@@ -348,17 +348,22 @@ class ControlServer:
                                           self._text(params, "id"),
                                           emoji=self._text(params, "emoji"), on=on)
 
-    def _views(self, channel: bytes, ids: set[str] | None, limit: int) -> list[dict[str, Any]]:
+    def _views(self, channel: bytes, ids: set[str] | None, limit: int,
+               hidden: bool = False) -> list[dict[str, Any]]:
         state = self.node.core.hub.get(channel)
-        views = state.history(None, int(time.time() * 1000))
+        views = state.history(None, int(time.time() * 1000), with_hidden=hidden)
         if ids is not None:
             views = [v for v in views if v.id in ids]
         return [{"id": v.id, "author": v.author, "text": v.text, "ts": v.ts,
                  "reply_to": v.reply_to or None, "edited": v.edited, "deleted": v.deleted,
-                 "reactions": v.reactions} for v in views[-limit:]]
+                 "reactions": v.reactions, **({"hidden": v.hidden} if v.hidden else {})}
+                for v in views[-limit:]]
 
     async def _history(self, params: dict[str, Any]) -> Any:
-        return self._views(self._channel(params), None, self._limit(params, 100))
+        hidden = params.get("hidden", False)
+        if type(hidden) is not bool:
+            raise LocalError("hidden must be true or false")
+        return self._views(self._channel(params), None, self._limit(params, 100), hidden)
 
     async def _search(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)

@@ -58,6 +58,8 @@ TAIL = 100
 POLL_INTERVAL = 2.0
 #: Reconnect back-off when the node is not reachable.
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
+#: Ranks that see placeholders for messages hidden by moderation.
+MODERATOR_RANKS = ("owner", "moderator")
 RANK_ORDER = {"owner": 0, "moderator": 1, "member": 2, "muted": 3, "banned": 4}
 INPUT_HISTORY = 500
 
@@ -146,6 +148,8 @@ class ChatApp(App[None]):
         #: messages of the current channel shown in the pane, by id
         self.messages: dict[str, dict[str, Any]] = {}
         self.members: list[dict[str, Any]] = []
+        #: this node is owner or moderator of the open channel (sees hidden placeholders)
+        self.moderating = False
         self.modlog_len: dict[str, int] = {}
         self.last_invite = ""
         #: the moderation-log view last opened (tests and the screenshot script read it)
@@ -441,7 +445,11 @@ class ChatApp(App[None]):
         """Show ``cid``: the last :data:`HISTORY_WINDOW` messages, its members."""
         self._open_seq += 1
         seq = self._open_seq
-        history = await self.call("history", {"channel": cid, "limit": HISTORY_WINDOW})
+        members = await self.call("members", {"channel": cid})
+        self.moderating = any(m.get("did") == self.me and m.get("rank") in MODERATOR_RANKS
+                              for m in members)
+        history = self._shown(await self.call("history", {
+            "channel": cid, "limit": HISTORY_WINDOW, "hidden": True}))
         if seq != self._open_seq:
             return  # another channel was opened meanwhile
         notices = []
@@ -464,6 +472,10 @@ class ChatApp(App[None]):
         if topic and not keep_notices:
             self.notice(f"topic: {topic}")
 
+    def _shown(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Messages hidden by moderation stay as placeholders for moderators only."""
+        return history if self.moderating else [m for m in history if not m.get("hidden")]
+
     def _message_text(self, m: dict[str, Any]) -> Text:
         reply = m.get("reply_to")
         replied = self.messages.get(str(reply)) if reply else None
@@ -477,7 +489,8 @@ class ChatApp(App[None]):
         modlog = await self.call("modlog", {"channel": cid})
         moderated = len(modlog) != self.modlog_len.get(cid, 0)
         limit = HISTORY_WINDOW if moderated else TAIL
-        tail = await self.call("history", {"channel": cid, "limit": limit})
+        tail = self._shown(await self.call("history", {"channel": cid, "limit": limit,
+                                                       "hidden": True}))
         if seq != self._open_seq or cid != self.current:
             return
         if moderated:
@@ -527,6 +540,8 @@ class ChatApp(App[None]):
             members = await self.call("members", {"channel": cid})
             if cid != self.current:
                 return
+            self.moderating = any(m.get("did") == self.me
+                                  and m.get("rank") in MODERATOR_RANKS for m in members)
             self.members = sorted(members, key=lambda m: (
                 RANK_ORDER.get(str(m.get("rank")), 9), m.get("did") != self.me, str(m.get("did"))))
         self._render_members()

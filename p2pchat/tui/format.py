@@ -91,6 +91,11 @@ def message_text(msg: dict[str, Any], names: dict[str, str], me: str,
         line.append(author_label(author, names), style=author_style)
         line.append(" (deleted)", style="dim italic")
         return line
+    if msg.get("hidden"):  # a placeholder, shown to moderators only
+        line.append(author_label(author, names), style=author_style)
+        line.append(f"  [hidden by moderation: {clean(str(msg['hidden']))}]",
+                    style="dim italic")
+        return line
     if body.startswith(ACTION_PREFIX):
         line.append("* ", style="magenta")
         line.append(author_label(author, names), style=author_style)

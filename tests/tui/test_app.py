@@ -418,3 +418,17 @@ def test_reconnects_when_the_node_restarts(spawn: Callable[[str], NodeProcess]) 
             assert channel == app.current
 
     asyncio.run(main())
+
+
+def test_hidden_messages_are_placeholders_for_moderators_only(tmp_path: Path) -> None:
+    from p2pchat.tui.format import message_text
+
+    hidden = {"id": "01H", "author": "did:key:zAuthor", "text": "", "ts": 0,
+              "hidden": "author was muted in the post's causal past"}
+    line = message_text(hidden, {}, "did:key:zMe").plain
+    assert "[hidden by moderation: author was muted" in line
+    app = ChatApp(NodeHome(tmp_path))
+    shown = {"id": "01G", "author": "did:key:zAuthor", "text": "hi", "ts": 0}
+    assert [shown] == app._shown([shown, hidden])  # a member sees nothing of it
+    app.moderating = True
+    assert [shown, hidden] == app._shown([shown, hidden])

@@ -451,3 +451,19 @@ def test_a_bundle_naming_a_member_removed_in_its_past_is_invalid() -> None:
     assert (False, "bundle names a member removed in its causal past") == (
         view.valid[epoch], view.why[epoch])
     assert owner.group.send_epoch(w.now) != epoch
+
+
+def test_history_gives_hidden_posts_as_placeholders_only_when_asked() -> None:
+    w = World(13)
+    owner = w.found()
+    member = w.replica(owner, "member")
+    w.admit(owner, member)
+    w.post(member, "seen before")
+    sync(owner, member)
+    w.post(member, "concurrent with the mute")
+    owner.moderate("mute", w.tick(), w.rb, target=member.identity.did)
+    sync(owner, member)
+    assert ["seen before"] == texts(owner)
+    views = owner.history(with_hidden=True)
+    assert [("seen before", False), ("", True)] == [(v.text, "muted" in v.hidden)
+                                                   for v in views]

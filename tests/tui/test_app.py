@@ -302,12 +302,19 @@ def test_join_send_receive_and_ban(spawn: Callable[[str], NodeProcess]) -> None:
     asyncio.run(main())
 
 
-def test_every_slash_command(spawn: Callable[[str], NodeProcess]) -> None:
+def room_with_member(spawn: Callable[[str], NodeProcess]
+                     ) -> tuple[NodeProcess, NodeProcess, str]:
+    """Nodes A and B; A created #room and B joined it with A's invite (via the CLI)."""
     a, b = spawn("A"), spawn("B")
     created = a.cli("channel", "create", "room", "--json")
     assert 0 == created.returncode, created.stderr
     channel, invite = (json.loads(created.stdout)[k] for k in ("channel", "invite"))
     assert 0 == b.cli("join", invite).returncode
+    return a, b, channel
+
+
+def test_every_slash_command(spawn: Callable[[str], NodeProcess]) -> None:
+    a, b, channel = room_with_member(spawn)
 
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")

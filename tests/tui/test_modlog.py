@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 import pytest
@@ -13,7 +12,18 @@ from p2pchat.tui import ChatApp
 from p2pchat.tui.format import short
 from p2pchat.tui.modlog import ModlogScreen, modlog_row
 from tests.integration.nodeproc import NodeProcess
-from tests.tui.test_app import SIZE, attached, cli, cli_until, enter, has_rank, spawn, synced, until
+from tests.tui.test_app import (
+    SIZE,
+    attached,
+    cli,
+    cli_until,
+    enter,
+    has_rank,
+    room_with_member,
+    spawn,
+    synced,
+    until,
+)
 
 __all__ = ["spawn"]  # the fixture
 
@@ -40,11 +50,7 @@ def test_rows_show_applied_and_invalid_entries() -> None:
 
 
 def test_modlog_view_lists_every_entry(spawn: Callable[[str], NodeProcess]) -> None:
-    a, b = spawn("A"), spawn("B")
-    created = a.cli("channel", "create", "room", "--json")
-    assert 0 == created.returncode, created.stderr
-    channel, invite = (json.loads(created.stdout)[k] for k in ("channel", "invite"))
-    assert 0 == b.cli("join", invite).returncode
+    a, b, channel = room_with_member(spawn)
 
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")

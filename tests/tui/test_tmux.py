@@ -30,6 +30,20 @@ pytestmark = pytest.mark.integration
 WIDTH, HEIGHT = 160, 45
 
 
+def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
+    """Until ``probe()`` returns something true (returned), or AssertionError after
+    ``within`` s naming ``what`` and the last probe. A terminal and another process's
+    CLI give no event to wait on: polling them in a bounded loop is the only way."""
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        time.sleep(0.1)  # noqa: sleep-ok (polling a terminal / a CLI, see above)
+
+
 class Tmux:
     def __init__(self) -> None:
         self.socket = f"p2pchat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -60,15 +74,16 @@ class Tmux:
         self.run("send-keys", "-t", "chat", "Enter")
 
     def until(self, predicate: Callable[[str], Any], what: str, within: float = 20.0) -> str:
-        deadline = time.monotonic() + within
-        while True:
-            screen = self.screen()
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {within} s waiting for {what}; "
-                                     f"the screen:\n{screen}")
-            time.sleep(0.1)
+        last = [""]
+
+        def probe() -> str | None:
+            last[0] = self.screen()
+            return last[0] if predicate(last[0]) else None
+
+        try:
+            return str(poll(probe, what, within))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{last[0]}") from None
 
     def kill(self) -> None:
         self.run("kill-server", check=False)
@@ -90,15 +105,11 @@ def nodes() -> Iterator[tuple[NodeProcess, NodeProcess]]:
 
 def cli_until(node: NodeProcess, args: tuple[str, ...], predicate: Callable[[Any], Any],
               what: str, within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
+    def probe() -> Any:
         result = node.cli(*args, "--json")
-        if result.returncode == 0 and (value := predicate(json.loads(result.stdout))):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {result.stdout[-500:]} "
-                                 f"{result.stderr[-500:]}")
-        time.sleep(0.2)
+        return predicate(json.loads(result.stdout)) if result.returncode == 0 else None
+
+    return poll(probe, what, within)
 
 
 def test_chat_in_tmux_against_two_nodes(nodes: tuple[NodeProcess, NodeProcess]) -> None:
@@ -135,10 +146,7 @@ def test_chat_in_tmux_against_two_nodes(nodes: tuple[NodeProcess, NodeProcess]) 
         assert "\u2026" + b.did[-8:] in line, line
         assert not tmux.dead()
         tmux.type("/quit")
-        deadline = time.monotonic() + 15
-        while not tmux.dead():
-            assert time.monotonic() < deadline, f"the app did not quit:\n{tmux.screen()}"
-            time.sleep(0.1)
+        poll(tmux.dead, "the app to quit", 15.0)
         # tmux does not always have the exit status when the pane is dead (it was seen
         # empty); when it has one, it must be a clean exit
         ended = tmux.run("display-message", "-p", "-t", "chat",

@@ -664,23 +664,33 @@ class ChannelState:
             raise Rejected("envelope belongs to another channel")
         if not (env.verify_signature() if signature_ok is None else signature_ok):
             raise Rejected("envelope signature does not verify")
-        unreadable = ""
-        try:
-            opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = self._open(env)
-        except _Sealed:
-            opened = None
-        except _Unreadable as exc:
-            opened, unreadable = None, str(exc)
+        opened, unreadable = self._try_open(env)
         if any(dep not in self.envs for dep in env.deps):
             return self._park(env)
         result = ReceiveResult()
+        self._admit_opened(env, opened, unreadable, result)
+        self._drain(env.id, result)
+        self._settle(result)
+        return result
+
+    def _try_open(self, env: Envelope
+                  ) -> tuple[tuple[dict[str, Any], bytes, ChangeHeader] | None, str]:
+        """(operation, change, header), or None and why it is unreadable ('' if only
+        its key is missing so far). Rejected still raises."""
+        try:
+            return self._open(env), ""
+        except _Sealed:
+            return None, ""
+        except _Unreadable as exc:
+            return None, str(exc)
+
+    def _admit_opened(self, env: Envelope,
+                      opened: tuple[dict[str, Any], bytes, ChangeHeader] | None,
+                      unreadable: str, result: ReceiveResult) -> None:
         if opened is None:
             self._admit_sealed(env, result, unreadable)
         else:
             self._admit(env, *opened, result)
-        self._drain(env.id, result)
-        self._settle(result)
-        return result
 
     def _settle(self, result: ReceiveResult) -> None:
         while self.group.unseal_due or self._recheck_refused:
@@ -838,18 +848,8 @@ class ChannelState:
                 del self.pending[waiting_id]
                 self._pending_by_author[env.author] -= 1
                 try:
-                    unreadable = ""
-                    try:
-                        opened: tuple[dict[str, Any], bytes, ChangeHeader] | None = \
-                            self._open(env)
-                    except _Sealed:
-                        opened = None
-                    except _Unreadable as exc:
-                        opened, unreadable = None, str(exc)
-                    if opened is None:
-                        self._admit_sealed(env, result, unreadable)
-                    else:
-                        self._admit(env, *opened, result)
+                    opened, unreadable = self._try_open(env)
+                    self._admit_opened(env, opened, unreadable, result)
                 except Rejected:
                     continue  # dropped; it neither blocks nor changes anything
                 ready.append(env.id)

@@ -359,11 +359,15 @@ class ChannelHub:
 
     # --- direct messages -------------------------------------------------------------
 
+    def _dm_channels(self, did: str) -> list[tuple[int, bytes]]:
+        """(created, channel) of every direct-message channel between us and ``did``."""
+        me = self.identity.did
+        return [(s.created, c) for c, s in self.channels.items() if s.dm_peer
+                and {s.founder, s.dm_peer} == {me, did}]
+
     def dm_channel(self, did: str) -> bytes | None:
         """The direct-message channel with ``did`` (the oldest, if both made one)."""
-        me = self.identity.did
-        found = [(s.created, c) for c, s in self.channels.items() if s.dm_peer
-                 and {s.founder, s.dm_peer} == {me, did}]
+        found = self._dm_channels(did)
         return min(found)[1] if found else None
 
     def dm(self, ev: DmRequested) -> list[Effect]:
@@ -449,8 +453,7 @@ class ChannelHub:
             raise RemoteProtocolError("a direct-message offer must be the sender's own invite")
         if invite.channel in self.channels:
             return []
-        if sum(1 for s in self.channels.values() if s.dm_peer
-               and {s.founder, s.dm_peer} == {peer, self.identity.did}) >= MAX_DMS_PER_PEER:
+        if len(self._dm_channels(peer)) >= MAX_DMS_PER_PEER:
             return []  # one (two, if both made one at once) is enough
         effects, error = self._join(invite.channel, "dm", invite.cap, invite.grant,
                                     invite.grant_signature, invite.genesis, now_ms,

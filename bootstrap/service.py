@@ -80,7 +80,7 @@ from bootstrap.events import (
     StoreLoaded,
     TrimTopic,
 )
-from p2pchat.bootstrap_proto import RecordError, open_record, server_topic
+from p2pchat.bootstrap_proto import RecordError, open_record
 from p2pchat.channel.envelope import Envelope, decode_envelope
 from p2pchat.core.channels import verify_in_order
 from p2pchat.core.events import Effect, Event, TimerExpired, Transmit
@@ -107,7 +107,6 @@ from p2pchat.wire.frames import (
 CODES = {
     "rate-limited": "over a per-identity or per-IP rate; retry after the time in the reason",
     "bad-envelope": "an item does not decode or its signature does not verify; nothing stored",
-    "wrong-topic": "an envelope's channel does not hash to the frame's topic; nothing stored",
     "quota": "the uploader's stored bytes would exceed its quota",
     "topic-full": "the topic would exceed its hard size or envelope cap",
     "too-many-topics": "the server holds its maximum number of topics",
@@ -500,23 +499,19 @@ class BootstrapService:
         if limited:
             return refuse("rate-limited", limited)
         unique: dict[bytes, tuple[int, Envelope, bytes]] = {}  # id -> (index, envelope, raw)
-        topics: dict[bytes, bytes] = {}  # channel -> server topic
         for i, raw in enumerate(frame.items):
             try:
-                env = decode_envelope(raw)
+                env = decode_envelope(raw, topic)
             except RemoteProtocolError as exc:
                 return refuse("bad-envelope", f"item {i}: {exc}")
-            channel_topic = topics.get(env.channel)
-            if channel_topic is None:
-                channel_topic = topics[env.channel] = server_topic(env.channel)
-            if channel_topic != topic:
-                return refuse("wrong-topic", f"item {i} belongs to another topic")
             unique.setdefault(env.id, (i, env, raw))
         entries = list(unique.values())
         verdicts = self._verify([env for _, env, _ in entries])
         for (i, _, _), ok in zip(entries, verdicts, strict=True):
             if not ok:
-                return refuse("bad-envelope", f"item {i}: signature does not verify")
+                # an envelope of another channel is signed over that channel's topic
+                return refuse("bad-envelope", f"item {i}: signature does not verify "
+                              "(or the envelope belongs to another topic)")
         items = [(env.id, raw) for _, env, raw in entries]
         op = self._op()
         self._checks[op] = _Upload(client.link_id, client.did, topic, items,

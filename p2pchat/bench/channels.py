@@ -181,7 +181,7 @@ async def floor_run(info: ServerInfo, count: int, rate: float | None = None) -> 
     client = await FloorClient.dial(info.floor_address,
                                     idle_timeout=quic_idle_timeout(NodeConfig()))
     try:
-        await client.setup(key, genesis, count)
+        await client.setup(key, genesis, count, state.channel_id)
 
         async def one(i: int) -> None:
             raw, _ = author.post(bench_text(i, time.monotonic_ns()), wall_ms())

@@ -25,7 +25,7 @@ equivocation) and the fold that validates each operation against the document.
 
 Wire format between :class:`FloorClient` and :class:`FloorSinkProtocol`, on
 stream 0: frames of 4-byte big-endian length + 1 kind byte + payload.
-``SETUP`` (msgpack ``[key, genesis envelope, expected count]``) is answered by
+``SETUP`` (msgpack ``[key, genesis envelope, expected count, channel id]``) is answered by
 ``READY``; then ``ENVELOPE`` frames; once the sink has applied the expected
 count it sends ``REPORT`` (msgpack map: ``count``, ``first_ns``, ``last_ns``,
 ``latencies_ns``). Timestamps are ``time.monotonic_ns()``: CLOCK_MONOTONIC is
@@ -53,10 +53,12 @@ from p2pchat.channel.envelope import (
     ENVELOPE_VERSION,
     Envelope,
     actor_id,
+    associated_data,
+    channel_topic,
     decode_envelope,
     envelope_id,
-    header_bytes,
 )
+from p2pchat.channel.state import decode_operation
 from p2pchat.channel.ulid import make_ulid
 from p2pchat.core.events import Address
 from p2pchat.crypto import Domain, PublicKey, seal, verify
@@ -93,12 +95,13 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def open_op(env: Envelope, key: bytes) -> dict[str, Any]:
+def open_op(env: Envelope, key: bytes, channel: bytes) -> dict[str, Any]:
     """The decrypted operation of ``env`` (its raw change under ``"change"``)."""
-    op = msgpack.unpackb(env.decrypt(key), raw=False)
-    if not isinstance(op, dict) or type(op.get("change")) is not bytes:
-        raise LocalError("benchmark envelope carries no change")
-    return op
+    try:
+        op, change = decode_operation(env.decrypt(key, channel))
+    except Exception as exc:
+        raise LocalError(f"benchmark envelope carries no change: {exc}") from None
+    return {**op, "change": change}
 
 
 # --- authoring ---------------------------------------------------------------------------
@@ -124,8 +127,11 @@ class FastAuthor:
         self._epoch = epoch
         self._rand = randbytes
         self._doc = AuthoringDocument(actor_id(self._did, self._device))
-        self._doc.apply(open_op(genesis, key)["change"])
+        self._doc.apply(open_op(genesis, key, channel)["change"])
+        self._topic = channel_topic(channel)
+        self._author_key = identity.public_key.raw
         self._prev = genesis.id
+        self._prev_epoch = genesis.epoch
         self._seq: int | None = None
 
     def post(self, text: str, now_ms: int) -> tuple[bytes, bytes]:
@@ -137,18 +143,25 @@ class FastAuthor:
             self._seq = parse_change(change).seq
         else:
             self._seq += 1
-        plaintext = msgpack.packb({"op": "post", "id": msg_id, "text": text, "reply_to": "",
-                                   "ts": now_ms, "change": change}, use_bin_type=True)
-        deps = (self._prev,)
+        # the text rides in the operation too, so the sink reads the send time cheaply
+        plaintext = msgpack.packb([change, {"op": "post", "id": msg_id, "text": text,
+                                            "ts": now_ms}], use_bin_type=True)
+        # wire v2: the previous envelope is the implicit dependency (the genesis, for
+        # the first, is named explicitly); the epoch is elided once it repeats
+        first = self._seq == 1
+        deps: tuple[bytes, ...] = (self._prev,) if first else ()
+        epoch = self._epoch if first or self._epoch != self._prev_epoch else None
         nonce = self._rand(24)
-        aad = header_bytes(self._channel, self._did, self._device, self._seq, deps, self._epoch)
+        aad = associated_data(self._channel, self._author_key, self._device, self._seq, deps,
+                              epoch)
         ciphertext = seal(self._key, nonce, plaintext, aad)
-        signed = msgpack.packb([ENVELOPE_VERSION, self._channel, self._did, self._device,
-                                self._seq, list(deps), self._epoch, nonce, ciphertext],
-                               use_bin_type=True)
-        signature = self._identity.sign(Domain.ENVELOPE, signed)
-        self._prev = envelope_id(signed)
-        return msgpack.packb([signed, signature], use_bin_type=True), self._prev
+        signed: bytes = msgpack.packb([ENVELOPE_VERSION, self._author_key, self._device,
+                                       self._seq, list(deps), epoch, nonce, ciphertext],
+                                      use_bin_type=True)
+        signature = self._identity.sign(Domain.ENVELOPE, self._topic + signed)
+        self._prev = envelope_id(self._topic, signed)
+        self._prev_epoch = self._epoch
+        return signed + signature, self._prev
 
 
 # --- pacing ------------------------------------------------------------------------------
@@ -205,36 +218,34 @@ def take_pipeline_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
 class _Sink:
     """One run's receiving state: verify, decrypt, apply; record apply times."""
 
-    def __init__(self, key: bytes, genesis: bytes, expected: int) -> None:
+    def __init__(self, key: bytes, genesis: bytes, expected: int, channel: bytes) -> None:
         self.key = key
         self.expected = expected
         self.doc = SharedDocument()
         self.authors: dict[str, PublicKey] = {}
-        self.channel: bytes | None = None
         self.count = 0
         self.first_ns = 0
         self.last_ns = 0
         self.latencies: list[int] = []
+        self.channel = channel
+        self.topic = channel_topic(channel)
         env = self.verified(genesis)
-        self.channel = env.channel
-        self.doc.apply(open_op(env, key)["change"])
+        self.doc.apply(open_op(env, key, channel)["change"])
 
     def verified(self, data: bytes) -> Envelope:
-        env = decode_envelope(data)
-        if self.channel is not None and env.channel != self.channel:
-            raise ValueError("envelope of another channel")
+        env = decode_envelope(data, self.topic)
         public = self.authors.get(env.author)
         if public is None:
             public = self.authors[env.author] = public_key_from_did(env.author)
-        if not verify(public, Domain.ENVELOPE, env.signed, env.signature):
+        if not verify(public, Domain.ENVELOPE, self.topic + env.signed, env.signature):
             raise ValueError("envelope signature does not verify")
         return env
 
     def apply(self, data: bytes) -> bool:
         """Apply one envelope; True once the expected count is reached."""
         env = self.verified(data)
-        op = msgpack.unpackb(env.decrypt(self.key), raw=False)
-        self.doc.apply(op["change"])
+        change, op = msgpack.unpackb(env.decrypt(self.key, self.channel), raw=False)
+        self.doc.apply(change)
         now = time.monotonic_ns()
         self.count += 1
         if self.count == 1:
@@ -277,8 +288,8 @@ class FloorSinkProtocol(QuicConnectionProtocol):
             if self._sink.apply(payload):
                 self._quic.send_stream_data(STREAM_ID, pipeline_frame(REPORT, self._sink.report()))
         elif kind == SETUP:
-            key, genesis, expected = msgpack.unpackb(payload, raw=False)
-            self._sink = _Sink(key, genesis, expected)
+            key, genesis, expected, channel = msgpack.unpackb(payload, raw=False)
+            self._sink = _Sink(key, genesis, expected, channel)
             self._quic.send_stream_data(STREAM_ID, pipeline_frame(READY, b""))
         else:
             raise ValueError(f"unexpected pipeline frame kind {kind}")
@@ -328,9 +339,10 @@ class FloorClient:
         self._protocol._quic.send_stream_data(STREAM_ID, pipeline_frame(kind, payload))
         self._protocol.transmit()
 
-    async def setup(self, key: bytes, genesis: Envelope, expected: int,
+    async def setup(self, key: bytes, genesis: Envelope, expected: int, channel: bytes,
                     limit: float = 10.0) -> None:
-        self._send(SETUP, msgpack.packb([key, genesis.encode(), expected], use_bin_type=True))
+        self._send(SETUP, msgpack.packb([key, genesis.encode(), expected, channel],
+                                        use_bin_type=True))
         async with asyncio.timeout(limit):
             await self._protocol.ready
 

@@ -50,6 +50,7 @@ from p2pchat.channel.doc import AuthoringDocument, SharedDocument
 from p2pchat.channel.envelope import (
     Envelope,
     actor_id,
+    channel_topic,
     decode_envelope,
     seal_envelope,
 )
@@ -79,7 +80,14 @@ from p2pchat.channel.keys import (
     seal_share,
 )
 from p2pchat.channel.moderation import ModEvent, ModState
-from p2pchat.channel.ulid import is_ulid, make_ulid, ulid_ms
+from p2pchat.channel.ulid import (
+    ULID_BYTES,
+    is_ulid,
+    make_ulid,
+    ulid_from_bytes,
+    ulid_ms,
+    ulid_to_bytes,
+)
 from p2pchat.crypto import DecryptionError, blake2b
 from p2pchat.errors import IdentityError, RemoteProtocolError
 from p2pchat.identity import Identity, public_key_from_did
@@ -96,7 +104,7 @@ MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
 MAX_DISPLAY_SKEW_MS = 5 * 60 * 1000
-SNAPSHOT_VERSION = 6
+SNAPSHOT_VERSION = 7
 _CHANNEL_PERSON = b"p2pchat-chan"
 _EPOCH_PERSON = b"p2pchat-epoch"
 
@@ -106,6 +114,37 @@ RandomBytes = Callable[[int], bytes]
 
 def channel_id_for(founder: str, name: str, nonce: bytes) -> bytes:
     return blake2b(msgpack.packb([founder, name, nonce], use_bin_type=True), person=_CHANNEL_PERSON)
+
+
+def encode_operation(op: dict[str, Any], change: bytes) -> bytes:
+    """An envelope's plaintext: ``[change, operation]``. A post, the commonest, is just
+    ``[change, ulid]`` (16 bytes; its time is the ULID's): overhead counts (DESIGN §5)."""
+    if op["op"] == "post" and len(op) == 3 and is_ulid(op["id"]) \
+            and op["ts"] == ulid_ms(op["id"]):
+        body: Any = ulid_to_bytes(op["id"])
+    else:
+        body = op
+    return msgpack.packb([change, body], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_operation(plaintext: bytes) -> tuple[dict[str, Any], bytes]:
+    """(operation, change) from an envelope's plaintext; :class:`Rejected` if malformed."""
+    try:
+        outer = msgpack.unpackb(plaintext, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise Rejected(f"envelope plaintext is malformed: {type(exc).__name__}") from None
+    if not (isinstance(outer, list) and len(outer) == 2 and type(outer[0]) is bytes):
+        raise Rejected("envelope plaintext must be an operation with a change")
+    change, body = outer
+    if type(body) is bytes and len(body) == ULID_BYTES:
+        msg_id = ulid_from_bytes(body)
+        if not is_ulid(msg_id):
+            raise Rejected("post id is not a ULID")
+        return {"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change
+    if not isinstance(body, dict) or type(body.get("op")) is not str \
+            or type(body.get("ts")) is not int or "change" in body:
+        raise Rejected("envelope plaintext must be an operation with a change")
+    return body, change
 
 
 def epoch_id_for(key: bytes) -> bytes:
@@ -250,6 +289,8 @@ class ChannelState:
         and tests of the DAG machinery); ``private_for``: this node's prekey private keys
         by prekey id (default: the identity fallback only); ``secrets``: the keyring."""
         self.channel_id = channel_id
+        #: what binds envelopes to this channel (their signatures and ids)
+        self.topic = channel_topic(channel_id)
         self.identity = identity
         self._keys: KeyLookup = keys or (lambda e: None)
         own_id = identity_prekey_id(identity.did)
@@ -291,6 +332,10 @@ class ChannelState:
         self._collided: dict[str, list[MessageRecord]] = {}
         self._pending_by_author: dict[str, int] = {}
         self._waiting: dict[bytes, set[bytes]] = {}
+        #: parked envelopes waiting for their device's previous envelope, by its slot
+        self._waiting_slot: dict[tuple[str, bytes, int], set[bytes]] = {}
+        #: what an elided epoch means after a clear-epoch envelope (see _implied_epoch)
+        self._implied: dict[bytes, bytes] = {}
         #: every post, by (ulid, author, device); two only share a ulid if concurrent
         self.posts: dict[tuple[str, str, bytes], MessageRecord] = {}
         #: one post per ulid, for lookups (reply and reaction targets); views show every
@@ -613,9 +658,11 @@ class ChannelState:
         me = (self.identity.did, self.identity.device_salt)
         seq = self.vector.get(me, 0) + 1
         deps = self._deps_for_new(me)
-        plaintext = msgpack.packb({**op, "change": change}, use_bin_type=True)
+        prev = self.slots[(me[0], me[1], seq - 1)] if seq > 1 else b""
         return seal_envelope(self.identity, channel=self.channel_id, seq=seq, deps=deps,
-                             epoch=epoch, key=key, nonce=randbytes(24), plaintext=plaintext)
+                             epoch=epoch, key=key, nonce=randbytes(24),
+                             plaintext=encode_operation(op, change), prev=prev,
+                             prev_epoch=self._implied_epoch(prev) if prev else b"")
 
     def _key_for(self, epoch: bytes, author: str) -> bytes | None:
         if epoch == self.clear_epoch:
@@ -646,7 +693,51 @@ class ChannelState:
     # --- receiving --------------------------------------------------------------------
 
     def receive_bytes(self, data: bytes, now_ms: int) -> ReceiveResult:
-        return self.receive(decode_envelope(data), now_ms)
+        return self.receive(self.decode(data), now_ms)
+
+    def decode(self, data: bytes) -> Envelope:
+        """Parse an envelope of this channel (unresolved; see :meth:`receive`)."""
+        return decode_envelope(data, self.topic)
+
+    def stored(self, env_id: bytes) -> Envelope:
+        """A recorded envelope, resolved as when it was recorded."""
+        meta = self.envs[env_id]
+        env = decode_envelope(self.raw[env_id], self.topic)
+        prev = self.slots.get((meta.author, meta.device, meta.seq - 1), b"")
+        return env.resolve(prev, self._implied_epoch(prev)) if prev else env
+
+    def _implied_epoch(self, prev: bytes) -> bytes:
+        """What an elided epoch means after the device's previous envelope ``prev``: the
+        epoch that ``prev`` distributes if it is a key bundle (a sender rotates, then
+        writes under the new epoch), else ``prev``'s own epoch."""
+        epoch = self.envs[prev].epoch
+        if epoch != self.clear_epoch:
+            return epoch
+        implied = self._implied.get(prev)
+        if implied is None:
+            # read from the bundle itself, not from the fold: whether the bundle counts
+            # may change later (an unban), what the elided epoch means must not
+            implied = epoch
+            try:
+                wire = decode_envelope(self.raw[prev], self.topic)
+                op, _ = decode_operation(wire.decrypt(self._clear_key, self.channel_id))
+                if op["op"] == "bundle" and type(op.get("bundle")) is bytes:
+                    implied = epoch_id(op["bundle"])
+            except (Rejected, DecryptionError):
+                pass
+            self._implied[prev] = implied
+        return implied
+
+    def _resolve(self, env: Envelope) -> Envelope | None:
+        """``env`` with its implicit dependency (its device's previous envelope) and
+        elided epoch filled in, or None while that envelope is not recorded here."""
+        if env.seq == 1:
+            return env
+        prev = self.slots.get((env.author, env.device, env.seq - 1))
+        if prev is None:
+            return None
+        # by the slot, whatever a caller filled in: the wire decides what it depends on
+        return env if env.prev == prev else env.resolve(prev, self._implied_epoch(prev))
 
     def is_known(self, env_id: bytes) -> bool:
         return env_id in self.envs or env_id in self.pending
@@ -660,10 +751,14 @@ class ChannelState:
         """
         if env.id in self.envs or env.id in self.pending:
             return ReceiveResult(duplicate=True)
-        if env.channel != self.channel_id:
+        if env.topic != self.topic:
             raise Rejected("envelope belongs to another channel")
         if not (env.verify_signature() if signature_ok is None else signature_ok):
             raise Rejected("envelope signature does not verify")
+        resolved = self._resolve(env)
+        if resolved is None:
+            return self._park(env)
+        env = resolved
         opened, unreadable = self._try_open(env)
         if any(dep not in self.envs for dep in env.deps):
             return self._park(env)
@@ -732,7 +827,7 @@ class ChannelState:
                 meta = self.envs[env_id]
                 if any(d in self.sealed for d in meta.deps):
                     continue
-                env = decode_envelope(self.raw[env_id])
+                env = self.stored(env_id)
                 why = "depends on an envelope that does not decrypt" \
                     if any(d in self.unreadable for d in meta.deps) else ""
                 if not why:
@@ -776,7 +871,7 @@ class ChannelState:
         """The fold changed: apply refused envelopes whose author is no longer banned."""
         self._recheck_refused = False
         for env_id in [i for i in self.log if self.envs[i].status is Status.REFUSED]:
-            env = decode_envelope(self.raw[env_id])
+            env = self.stored(env_id)
             if self._refusal(env):
                 continue
             op, change, header = self._open(env)
@@ -799,17 +894,10 @@ class ChannelState:
     def _open_with(self, env: Envelope, key: bytes
                    ) -> tuple[dict[str, Any], bytes, ChangeHeader]:
         try:
-            plaintext = env.decrypt(key)
+            plaintext = env.decrypt(key, self.channel_id)
         except DecryptionError as exc:
             raise Rejected(f"envelope does not decrypt: {exc}") from None
-        try:
-            op = msgpack.unpackb(plaintext, raw=False, strict_map_key=True)
-        except Exception as exc:
-            raise Rejected(f"envelope plaintext is malformed: {type(exc).__name__}") from None
-        if not isinstance(op, dict) or type(op.get("change")) is not bytes \
-                or type(op.get("op")) is not str or type(op.get("ts")) is not int:
-            raise Rejected("envelope plaintext must be an operation with a change")
-        change = op.pop("change")
+        op, change = decode_operation(plaintext)
         if len(change) > MAX_CHANGE_SIZE:
             raise Rejected(f"change of {len(change)} bytes exceeds {MAX_CHANGE_SIZE}")
         try:
@@ -831,6 +919,9 @@ class ChannelState:
             raise Rejected("pending buffer full for this author")
         self._pending_by_author[env.author] = self._pending_by_author.get(env.author, 0) + 1
         self.pending[env.id] = env
+        if not env.resolved:
+            slot = (env.author, env.device, env.seq - 1)
+            self._waiting_slot.setdefault(slot, set()).add(env.id)
         for dep in env.deps:
             if dep not in self.envs:
                 self._waiting.setdefault(dep, set()).add(env.id)
@@ -841,8 +932,12 @@ class ChannelState:
         ready = [arrived]
         while ready:
             dep = ready.pop()
-            for waiting_id in sorted(self._waiting.pop(dep, ())):
-                env = self.pending.get(waiting_id)
+            meta = self.envs[dep]
+            waiting = self._waiting.pop(dep, set())
+            waiting |= self._waiting_slot.pop((meta.author, meta.device, meta.seq), set())
+            for waiting_id in sorted(waiting):
+                parked = self.pending.get(waiting_id)
+                env = self._resolve(parked) if parked is not None else None
                 if env is None or any(d not in self.envs for d in env.deps):
                     continue
                 del self.pending[waiting_id]

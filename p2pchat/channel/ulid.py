@@ -36,3 +36,22 @@ def ulid_ms(ulid: str) -> int:
     for c in ulid[:10]:
         value = (value << 5) | _INDEX[c]
     return value
+
+
+ULID_BYTES = 16
+
+
+def ulid_to_bytes(ulid: str) -> bytes:
+    """The 128-bit binary form of a (valid) ULID."""
+    value = 0
+    for c in ulid:
+        value = (value << 5) | _INDEX[c]
+    return value.to_bytes(ULID_BYTES, "big")
+
+
+def ulid_from_bytes(raw: bytes) -> str:
+    """The text form of a 16-byte binary ULID."""
+    if len(raw) != ULID_BYTES:
+        raise ValueError(f"a binary ULID is {ULID_BYTES} bytes")
+    value = int.from_bytes(raw, "big")
+    return "".join(ALPHABET[(value >> (5 * i)) & 31] for i in range(ULID_LENGTH - 1, -1, -1))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pchat.channel import moderation as mod
-from p2pchat.channel.envelope import Envelope, decode_envelope
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
 from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof, parse_invite
 from p2pchat.channel.keys import (
@@ -257,13 +257,14 @@ class ChannelHub:
         return self._resubscribe_all()
 
     def _restore(self, stored: StoredChannel) -> ChannelState | None:
-        from p2pchat.channel.envelope import envelope_id_of
+        from p2pchat.channel.envelope import channel_topic, envelope_id_of
 
         key = stored.key
         epoch = epoch_id_for(key) if key else None
         covered = stored.envelopes[:stored.covered]
         try:
-            raw = {envelope_id_of(r): r for r in covered}
+            topic = channel_topic(stored.channel)
+            raw = {envelope_id_of(r, topic): r for r in covered}
             state = ChannelState.restore(stored.channel, self.identity,
                                          (lambda e: key if e == epoch else None) if key
                                          else None, epoch, stored.snapshot or b"", raw,
@@ -917,11 +918,11 @@ class ChannelHub:
 
     def _on_envelopes(self, lc: _LinkChannels, frame: Envelopes, now_ms: int) -> list[Effect]:
         channel = self._channel_of(lc, frame.topic)
+        state = self.channels[channel]
         try:
-            envelopes = [decode_envelope(raw) for raw in frame.items]
+            envelopes = [state.decode(raw) for raw in frame.items]
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
-        state = self.channels[channel]
         fresh = [env for env in envelopes if not state.is_known(env.id)]
         verdicts = dict(zip((env.id for env in fresh), self.verify_batch(fresh), strict=True))
         return self._apply_batch(lc, channel, frame.more, envelopes, verdicts, now_ms)
@@ -992,7 +993,7 @@ class ChannelHub:
         envelopes = []
         for raw in raws:
             try:
-                envelopes.append(decode_envelope(raw))
+                envelopes.append(state.decode(raw))
             except RemoteProtocolError:
                 continue
         fresh = [env for env in envelopes if not state.is_known(env.id)]

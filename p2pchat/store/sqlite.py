@@ -108,7 +108,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (channel, epoch)
     );
     """,
+    # 7: envelopes in wire v2 (protocol.md §8.1); loading a channel reads its rows in order
+    """
+    CREATE INDEX IF NOT EXISTS envelopes_by_channel ON envelopes (channel, pos);
+    """,
 )
+#: The migration from which stored envelopes are in wire v2: older rows cannot be read.
+WIRE_V2_MIGRATION = 7
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -147,6 +153,8 @@ class Store:
             raise StoreError(
                 f"database {self.path} has schema version {version}, this p2pchat knows "
                 f"{SCHEMA_VERSION}: upgrade p2pchat")
+        if 2 <= version < WIRE_V2_MIGRATION:
+            await self._refuse_wire_v1()
         for number in range(version, SCHEMA_VERSION):
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -158,6 +166,17 @@ class Store:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+
+    async def _refuse_wire_v1(self) -> None:
+        """A home written before wire v2 holds envelopes this version cannot verify (their
+        signatures cover other bytes): refuse it, untouched, rather than lose it."""
+        async with self._db.execute("SELECT data FROM envelopes LIMIT 1") as cur:
+            row = await cur.fetchone()
+        if row is not None and bytes(row[0])[:1] == b"\x92":
+            raise StoreError(
+                f"database {self.path} holds channels in envelope format v1 (p2pchat before "
+                "wire v2); this version cannot read them: move the node home aside and "
+                "start a new one (docs/operations.md)")
 
     async def schema_version(self) -> int:
         async with self._db.execute("PRAGMA user_version") as cur:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from p2pchat.channel.envelope import decode_envelope
+from p2pchat.channel.envelope import channel_topic, decode_envelope
 from p2pchat.channel.invite import parse_channel_id, parse_invite
 from p2pchat.core.channels import topic_for
 from p2pchat.errors import CloseCode
@@ -49,8 +49,9 @@ def test_forged_envelope_closes_the_link_and_changes_nothing(
                     raws += frame.items
             forged = bytearray(raws[1])  # the "before" message...
             forged[-80] ^= 0x01  # ...with one ciphertext byte changed under its signature
-            env = decode_envelope(bytes(forged))
-            assert env.author == server.did and env.id != decode_envelope(raws[1]).id
+            env = decode_envelope(bytes(forged), channel_topic(cid))
+            assert env.author == server.did
+            assert env.id != decode_envelope(raws[1], channel_topic(cid)).id
             client.send(Envelopes(topic=topic, items=(bytes(forged),)))
             event = await client.closed(5.0)
             assert int(CloseCode.PROTOCOL_ERROR) == event.error_code

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pchat.channel.envelope import decode_envelope
+from p2pchat.channel.envelope import channel_topic, decode_envelope
+from p2pchat.channel.invite import parse_channel_id
 from p2pchat.channel.keys import message_key
 from p2pchat.crypto import DecryptionError
 from p2pchat.home import DB_FILE
@@ -97,14 +98,16 @@ def test_offline_member_catches_up_from_a_server_and_a_banned_one_reads_nothing(
     s.stop()
     # with its whole keyring, C opens no envelope the server holds that was written after
     db = next(p for p in s.home.rglob("*.db"))
-    stored = [decode_envelope(raw) for raw in _db_rows(db, "SELECT data FROM envelopes")]
+    cid = parse_channel_id(channel)
+    stored = [decode_envelope(raw, channel_topic(cid))
+              for raw in _db_rows(db, "SELECT data FROM envelopes")]
     assert len(stored) >= 1000
     opened: list[bytes] = []  # plaintexts: the operation and its change (with the text)
     c_secrets = _db_rows(c.home / DB_FILE, "SELECT secret FROM epoch_keys")
     for env in stored:
         for secret in c_secrets:
             try:
-                opened.append(env.decrypt(message_key(secret, env.author)))
+                opened.append(env.decrypt(message_key(secret, env.author), cid))
             except DecryptionError:
                 continue
     seen_texts = {t for t in before + after if any(t.encode() in p for p in opened)}

@@ -15,7 +15,7 @@ from channelkit import T0, Forger, Kit, change_of, history_bytes, sync_into
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchat.channel.envelope import Envelope, decode_envelope
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import ChannelState, Status
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -95,7 +95,7 @@ def mixed_set() -> EnvelopeSet:
     full = kit.replica(channel, kit.identity("collector"))
     for data in base.wire:
         full.receive_bytes(data, T0)
-    g = decode_envelope(full.raw[full.log[0]])
+    g = full.decode(full.raw[full.log[0]])
     mallory = kit.identity("mallory")
     f = Forger(kit, mallory, channel, [change_of(g, kit.key)])
     targets = sorted(full.messages)

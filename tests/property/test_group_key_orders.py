@@ -11,7 +11,6 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchat.channel.envelope import decode_envelope
 from p2pchat.channel.state import ChannelState
 from tests.unit.test_group_epochs import World, sync, texts
 
@@ -67,7 +66,7 @@ def replay(name: str, order: list[int], duplicates: list[int]) -> ChannelState:
                                   and original.group.epochs[e].distributor
                                   == original.identity.did})
     for i in order + duplicates:
-        fresh.receive(decode_envelope(raws[i]), 0)
+        fresh.receive(fresh.decode(raws[i]), 0)
     return fresh
 
 

@@ -3,7 +3,6 @@ removal, convergence of concurrent rotations, and catch-up after long absences."
 
 from __future__ import annotations
 
-from p2pchat.channel.envelope import decode_envelope
 from p2pchat.channel.state import ChannelState, Status
 from p2pchat.testing import SimNetwork, seed_from_env
 
@@ -101,6 +100,6 @@ def test_offline_through_ten_rotations_and_a_removal_reads_what_it_is_entitled_t
     d = _state(net, "d", channel)
     kick = next(e.env for e in a.mod_events if e.action == "kick")
     later = [i for i in a.log if a.in_past(kick, i)
-             and decode_envelope(a.raw[i]).epoch != a.clear_epoch]
+             and a.envs[i].epoch != a.clear_epoch]
     assert later and all(d.envs[i].status is Status.SEALED for i in later if i in d.envs)
     assert d.key_status() == "removed"

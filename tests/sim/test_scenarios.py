@@ -226,7 +226,7 @@ def test_a_backlog_larger_than_the_sync_window_arrives_window_by_window(
     seed = seed_from_env(19)
     net = SimNetwork(seed, ["a", "b"])
     channel = net.create_channel("a", "backlog")
-    texts = [f"m{i}" for i in range(300)]
+    texts = [f"m{i} " + "x" * 400 for i in range(300)]  # 600+ bytes an envelope
     for text in texts:
         net.post("a", channel, text)
     net.join("b", channel)

@@ -15,13 +15,29 @@ import msgpack
 from automerge.core import ROOT, ObjType, ScalarType
 
 from p2pchat.channel.doc import AuthoringDocument
-from p2pchat.channel.envelope import Envelope, actor_id, seal_envelope
-from p2pchat.channel.state import ChannelState, ReceiveResult, epoch_id_for
+from p2pchat.channel.envelope import Envelope, actor_id, channel_topic, seal_envelope
+from p2pchat.channel.state import (
+    ChannelState,
+    ReceiveResult,
+    decode_operation,
+    encode_operation,
+    epoch_id_for,
+)
 from p2pchat.channel.ulid import make_ulid
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.identity import Identity
 
 T0 = 1_700_000_000_000  # a fixed "now" in milliseconds
+
+#: channel ids by topic (an envelope names its topic, not its channel), for open_op
+_CHANNELS: dict[bytes, bytes] = {}
+#: envelopes sealed by hand, by (author, device, seq): their successors' implicit dep
+_SLOTS: dict[tuple[str, bytes, int], bytes] = {}
+
+
+def know_channel(channel: bytes) -> bytes:
+    _CHANNELS[channel_topic(channel)] = channel
+    return channel
 
 
 class Kit:
@@ -43,11 +59,14 @@ class Kit:
 
     def found(self, identity: Identity, name: str = "general", now: int = T0
               ) -> tuple[ChannelState, Envelope]:
-        return ChannelState.create(identity, name, self.key, now, self.rb)
+        state, genesis = ChannelState.create(identity, name, self.key, now, self.rb)
+        know_channel(state.channel_id)
+        return state, genesis
 
     def replica(self, channel_id: bytes, identity: Identity, genesis: Envelope | None = None,
                 now: int = T0) -> ChannelState:
         state = ChannelState(channel_id, identity, self.keys)
+        know_channel(channel_id)
         state.current_epoch = self.epoch
         if genesis is not None:
             assert state.receive(genesis, now).applied == [genesis]
@@ -55,23 +74,34 @@ class Kit:
 
     def seal(self, identity: Identity, channel: bytes, seq: int, deps: Iterable[bytes],
              op: dict[str, Any], change: bytes, *, key: bytes | None = None,
-             epoch: bytes | None = None) -> Envelope:
-        """An envelope built by hand: any op, any change, any deps."""
-        plaintext = msgpack.packb({**op, "change": change}, use_bin_type=True)
-        return seal_raw(identity, channel, seq, tuple(deps), plaintext, self.rb(24),
-                        key=key or self.key, epoch=epoch or self.epoch)
+             epoch: bytes | None = None, prev: bytes | None = None) -> Envelope:
+        """An envelope built by hand: any op, any change, any deps (all of them: the
+        device's previous envelope, implicit on the wire, is ``prev`` or found among
+        ``deps``)."""
+        return seal_raw(identity, channel, seq, tuple(deps), encode_operation(op, change),
+                        self.rb(24), key=key or self.key, epoch=epoch or self.epoch, prev=prev)
 
 
 def seal_raw(identity: Identity, channel: bytes, seq: int, deps: tuple[bytes, ...],
-             plaintext: bytes, nonce: bytes, *, key: bytes, epoch: bytes) -> Envelope:
-    return seal_envelope(identity, channel=channel, seq=seq, deps=deps, epoch=epoch, key=key,
-                         nonce=nonce, plaintext=plaintext)
+             plaintext: bytes, nonce: bytes, *, key: bytes, epoch: bytes,
+             prev: bytes | None = None) -> Envelope:
+    know_channel(channel)
+    if prev is None and seq > 1:
+        known = [d for d in deps if _SLOTS.get((identity.did, identity.device_salt, seq - 1))
+                 == d]
+        if not known and len(deps) != 1:
+            raise ValueError("say which dep is the device's previous envelope (prev=)")
+        prev = known[0] if known else deps[0]
+    env = seal_envelope(identity, channel=channel, seq=seq, deps=deps, epoch=epoch, key=key,
+                        nonce=nonce, plaintext=plaintext, prev=prev or b"")
+    _SLOTS[(identity.did, identity.device_salt, seq)] = env.id
+    return env
 
 
 def open_op(env: Envelope, key: bytes) -> dict[str, Any]:
     """The decrypted operation of ``env`` (with its raw change under ``"change"``)."""
-    op: dict[str, Any] = msgpack.unpackb(env.decrypt(key), raw=False)
-    return op
+    op, change = decode_operation(env.decrypt(key, _CHANNELS[env.topic]))
+    return {**op, "change": change}
 
 
 def change_of(env: Envelope, key: bytes) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from p2pchat.channel.envelope import Envelope, decode_envelope
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import ChannelState
 from p2pchat.identity import Identity
 from tests.unit.channelkit import T0, Kit, sync_into
@@ -81,7 +81,7 @@ class World:
         """A fresh replica that received ``order`` (duplicates and any order welcome)."""
         state = self.kit.replica(self.channel, self.kit.identity("observer"))
         for raw in order:
-            state.receive(decode_envelope(raw), self.now)
+            state.receive(state.decode(raw), self.now)
         return state
 
 

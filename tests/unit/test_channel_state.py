@@ -31,7 +31,14 @@ from channelkit import (
 
 from p2pchat.channel import state as state_module
 from p2pchat.channel.change import MAGIC, parse_change
-from p2pchat.channel.envelope import Envelope, actor_id, decode_envelope, seal_envelope
+from p2pchat.channel.envelope import (
+    ENVELOPE_VERSION,
+    Envelope,
+    actor_id,
+    channel_topic,
+    decode_envelope,
+    seal_envelope,
+)
 from p2pchat.channel.state import (
     MAX_CHANGE_SIZE,
     MAX_DISPLAY_SKEW_MS,
@@ -40,6 +47,7 @@ from p2pchat.channel.state import (
     Rejected,
     Status,
     channel_id_for,
+    encode_operation,
     epoch_id_for,
 )
 from p2pchat.channel.ulid import make_ulid, ulid_ms
@@ -103,13 +111,13 @@ def view(msg_id: str, author: Identity, text: str, ts: int, *, reply_to: str = "
 
 def resign(env: Envelope, signer: Identity, **changes: object) -> Envelope:
     """``env`` with some signed fields replaced, correctly signed again by ``signer``."""
-    values = {"version": 1, "channel": env.channel, "author": env.author, "device": env.device,
-              "seq": env.seq, "deps": list(env.deps), "epoch": env.epoch, "nonce": env.nonce,
-              "ciphertext": env.ciphertext}
+    values = {"version": ENVELOPE_VERSION, "author": env.author_key, "device": env.device,
+              "seq": env.seq, "deps": list(env.wire_deps), "epoch": env.wire_epoch,
+              "nonce": env.nonce, "ciphertext": env.ciphertext}
     values.update(changes)
     signed = msgpack.packb(list(values.values()), use_bin_type=True)
-    wire = msgpack.packb([signed, signer.sign(Domain.ENVELOPE, signed)], use_bin_type=True)
-    return decode_envelope(wire)
+    wire = signed + signer.sign(Domain.ENVELOPE, env.topic + signed)
+    return decode_envelope(wire, env.topic)
 
 
 def assert_rejected(state: ChannelState, env: Envelope, match: str = "") -> None:
@@ -151,8 +159,9 @@ def test_create_refuses_bad_names() -> None:
 
 def test_envelope_fields_of_an_authored_post() -> None:
     w = world()
-    assert (w.cid, w.bob.did, w.bob.device_salt, 1, (w.p1.id,), epoch_id_for(w.k.key)) == (
-        w.p2.channel, w.p2.author, w.p2.device, w.p2.seq, w.p2.deps, w.p2.epoch)
+    assert (channel_topic(w.cid), w.bob.did, w.bob.device_salt, 1, (w.p1.id,),
+            epoch_id_for(w.k.key)) == (
+        w.p2.topic, w.p2.author, w.p2.device, w.p2.seq, w.p2.deps, w.p2.epoch)
     op = open_op(w.p2, w.k.key)
     change = parse_change(op.pop("change"))
     assert {"op": "post", "id": w.m2, "ts": T0 + 2000} == op  # the text is in the change
@@ -359,7 +368,7 @@ def test_forged_signature_bit_flip() -> None:
     forged = dataclasses.replace(p3, signature=bytes(sig))
     assert forged.id == p3.id
     assert_rejected(w.r, forged, "signature")
-    assert_rejected(w.r, decode_envelope(forged.encode()), "signature")
+    assert_rejected(w.r, decode_envelope(forged.encode(), forged.topic), "signature")
     assert [p3] == w.r.receive(p3, T0).applied  # the genuine one is not blocked
 
 
@@ -383,7 +392,7 @@ def test_actor_signer_mismatch() -> None:
     assert_rejected(w.a, env, "actor")
     # same DID, another device: the actor id binds the device too
     other_device = Identity(w.bob.secret_key, w.k.rb(16), "bob-laptop")
-    env = w.k.seal(other_device, w.cid, 2, [w.p2.id], op, change)
+    env = w.k.seal(other_device, w.cid, 1, [w.p2.id], op, change)
     assert_rejected(w.r, env, "actor")
     assert_honest_peers_unaffected(w)
 
@@ -483,13 +492,14 @@ def test_change_seq_differs_from_envelope_seq() -> None:
     p, _ = f.post([w.p2.id], "seq 1 change", T0 + 5000)
     op = open_op(p, w.k.key)
     change = op.pop("change")
-    assert_rejected(w.r, w.k.seal(w.mallory, w.cid, 2, [w.p2.id], op, change), "seq")
     assert [p] == w.r.receive(p, T0).applied  # the honest seq-1 envelope applies
+    # its seq-1 change again, now as the device's envelope 2
+    assert_rejected(w.r, w.k.seal(w.mallory, w.cid, 2, [p.id], op, change), "seq")
     second, _ = f.post([p.id], "seq 2 change", T0 + 6000)
+    assert [second] == w.r.receive(second, T0).applied
     op2 = open_op(second, w.k.key)
     change2 = op2.pop("change")
-    assert_rejected(w.r, w.k.seal(w.mallory, w.cid, 3, [p.id], op2, change2), "seq")
-    assert [second] == w.r.receive(second, T0).applied
+    assert_rejected(w.r, w.k.seal(w.mallory, w.cid, 3, [second.id], op2, change2), "seq")
 
 
 def test_change_depending_on_another_authors_change() -> None:
@@ -517,15 +527,19 @@ def test_change_that_does_not_build_on_genesis() -> None:
     assert_rejected(w.r, env, "change dependencies")
 
 
-def test_envelope_not_depending_on_its_authors_previous_envelope() -> None:
+def test_the_devices_previous_envelope_is_an_implicit_dependency() -> None:
+    """Wire v2: an envelope never names its device's previous envelope (nor a repeated
+    epoch); a replica resolves it by (author, device, seq - 1) and waits for it."""
     w = world()
     p3, _ = w.b.post("second from bob", T0 + 5000, w.k.rb)
-    assert w.p2.id in p3.deps
-    op = open_op(p3, w.k.key)
-    change = op.pop("change")
-    skipping = w.k.seal(w.bob, w.cid, 2, [w.p1.id], op, change)
-    assert_rejected(w.r, skipping, "previous envelope")
-    assert [p3] == w.r.receive(p3, T0).applied
+    p4, _ = w.b.post("third from bob", T0 + 6000, w.k.rb)
+    assert ((w.p2.id,), (), None) == (p3.deps, p3.wire_deps, p3.wire_epoch)
+    wire = w.r.decode(p4.encode())
+    assert ((), b"", False) == (wire.deps, wire.epoch, wire.resolved)
+    assert w.r.receive(wire, T0).pending  # waits for bob's envelope 2
+    result = w.r.receive(w.r.decode(p3.encode()), T0)
+    assert [p3.id, p4.id] == [e.id for e in result.applied]
+    assert ((p3.id,), p3.epoch) == (w.r.envs[p4.id].deps, w.r.envs[p4.id].epoch)
 
 
 def test_dependency_on_a_missing_envelope_waits_and_changes_nothing() -> None:
@@ -555,7 +569,10 @@ def test_pending_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     w = world()
     f = w.forger()
     ghost = hashlib.blake2b(b"never sent", digest_size=32).digest()
-    envs = [f.post([w.p2.id, ghost], f"w{i}", T0 + 5000 + i)[0] for i in range(4)]
+    envs = []
+    for i in range(4):
+        envs.append(f.post([w.p2.id, ghost] + [e.id for e in envs[-1:]], f"w{i}",
+                           T0 + 5000 + i)[0])
     for env in envs[:3]:
         assert w.r.receive(env, T0).pending
     assert_rejected(w.r, envs[3], "pending")
@@ -570,7 +587,7 @@ def test_replay_of_an_applied_envelope_is_a_duplicate() -> None:
         result = w.r.receive(env, T0 + 9000)
         assert (True, []) == (result.duplicate, result.applied)
         assert w.r.receive_bytes(env.encode(), T0 + 9000).duplicate
-        assert w.r.receive(decode_envelope(env.encode()), T0 + 9000).duplicate
+        assert w.r.receive(w.r.decode(env.encode()), T0 + 9000).duplicate
     assert before == snapshot(w.r)
 
 
@@ -997,10 +1014,14 @@ def test_missing_for_delivers_the_second_branch_of_an_equivocation() -> None:
 def test_own_envelopes_use_seal_envelope_layout() -> None:
     w = world()
     op = open_op(w.p1, w.k.key)
+    change = op.pop("change")
     again = seal_envelope(w.alice, channel=w.cid, seq=w.p1.seq, deps=w.p1.deps,
                           epoch=w.p1.epoch, key=w.k.key, nonce=w.p1.nonce,
-                          plaintext=msgpack.packb(op, use_bin_type=True))
+                          plaintext=encode_operation(op, change), prev=w.genesis.id,
+                          prev_epoch=w.genesis.epoch)
     assert w.p1.id == again.id
+    # wire v2: the previous envelope and a repeated epoch stay implicit
+    assert ((), w.p1.epoch == w.genesis.epoch) == (again.wire_deps, again.wire_epoch is None)
 
 
 def test_post_whose_id_time_differs_from_its_timestamp_is_invalid() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 import msgpack
 import pytest
 
-from p2pchat.channel.envelope import Envelope, decode_envelope
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.invite import make_grant, make_proof
 from p2pchat.channel.keys import (
     KeyError_,
@@ -20,7 +20,7 @@ from p2pchat.channel.keys import (
     open_prekey,
     seal_bundle,
 )
-from p2pchat.channel.state import ChannelState, Status
+from p2pchat.channel.state import ChannelState, Status, decode_operation
 from p2pchat.crypto import DecryptionError, Domain, secret_key_from_seed
 from p2pchat.identity import Identity
 from p2pchat.identity.did import did_from_public_key
@@ -91,16 +91,17 @@ def texts(state: ChannelState) -> list[str]:
 
 def content(state: ChannelState, ids: Iterable[bytes]) -> list[Envelope]:
     """The encrypted (non-clear-epoch) envelopes among ``ids``."""
-    envs = [decode_envelope(state.raw[i]) for i in ids]
+    envs = [state.stored(i) for i in ids]
     return [e for e in envs if e.epoch != state.clear_epoch]
 
 
-def opens(env: Envelope, secrets: Iterable[bytes], authors: Iterable[str]) -> bool:
+def opens(env: Envelope, secrets: Iterable[bytes], authors: Iterable[str],
+          channel: bytes) -> bool:
     """Does any of these secrets, under any author's message key (or raw), open ``env``?"""
     for secret in secrets:
         for key in [secret, *(message_key(secret, a) for a in authors)]:
             try:
-                env.decrypt(key)
+                env.decrypt(key, channel)
             except DecryptionError:
                 continue
             return True
@@ -136,7 +137,8 @@ def test_a_banned_member_with_every_ciphertext_and_old_key_reads_nothing_after_t
     assert len(written) == 3  # the three posts
     authors = [s.identity.did for s in (owner, alice, mallory)]
     stolen = list(mallory.group.secrets.values())
-    assert len(stolen) == 1 and all(not opens(e, stolen, authors) for e in written)
+    assert len(stolen) == 1
+    assert all(not opens(e, stolen, authors, owner.channel_id) for e in written)
     assert all(mallory.envs[e.id].status is Status.SEALED for e in written)
     assert ["alice before", "mallory before", "owner before"] == sorted(texts(mallory))
     assert ["owner after 1", "alice after", "owner after 2"] == texts(alice)[-3:]
@@ -200,10 +202,10 @@ def test_replayed_moved_and_re_signed_bundles_change_nothing() -> None:
     owner = w.found()
     member = w.replica(owner, "member")
     w.admit(owner, member)
-    env = decode_envelope(owner.raw[owner.log[1]])  # the log starts: genesis, bundle
+    env = owner.stored(owner.log[1])  # the log starts: genesis, bundle
     key = owner._key_for(env.epoch, owner.identity.did)
     assert key is not None
-    op = msgpack.unpackb(env.decrypt(key), raw=False)
+    op, _ = decode_operation(env.decrypt(key, owner.channel_id))
     original = op["bundle"]
     epoch = owner.group.send_epoch(w.now)
     # the owner replays its own old bundle: same epoch id, already distributed
@@ -326,7 +328,8 @@ def test_a_stolen_keyring_reads_nothing_after_the_next_rotation() -> None:
     assert ["before the theft"] == texts(thief)
     authors = [s.identity.did for s in (owner, alice, bob)]
     late = [e for e in content(owner, owner.log) if e.epoch not in stolen]
-    assert len(late) == 2 and not any(opens(e, stolen.values(), authors) for e in late)
+    assert len(late) == 2 and not any(opens(e, stolen.values(), authors, owner.channel_id)
+                                  for e in late)
 
 
 def test_sealed_envelopes_open_in_causal_order_when_the_share_arrives() -> None:

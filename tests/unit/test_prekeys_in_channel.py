@@ -59,9 +59,8 @@ def test_prekeys_survive_a_snapshot_and_any_delivery_order() -> None:
         member.publish_prekey(record, T0 + i, kit.rb)
     raws = [member.raw[i] for i in member.log]
     observer = kit.replica(owner.channel_id, kit.identity("observer"))
-    from p2pchat.channel.envelope import decode_envelope
 
-    deliver(observer, [decode_envelope(r) for r in reversed(raws)])
+    deliver(observer, [observer.decode(r) for r in reversed(raws)])
     assert member.prekeys == observer.prekeys
     restored = ChannelState.restore(observer.channel_id, observer.identity, kit.keys,
                                     kit.epoch, observer.snapshot(), dict(observer.raw))

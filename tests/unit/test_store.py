@@ -288,3 +288,40 @@ def test_connect_reports_a_peer_it_could_not_store(tmp_path: Path) -> None:
 
     message = asyncio.run(scenario())
     assert "could not store it as a peer to redial" in message
+
+
+def _home_at_schema_6(db: Path, envelope: bytes) -> None:
+    """A database as p2pchat left it before wire v2, holding one envelope."""
+    from p2pchat.store.sqlite import MIGRATIONS
+
+    conn = sqlite3.connect(db)
+    try:
+        for script in MIGRATIONS[:6]:
+            conn.executescript(script)
+        conn.execute("INSERT INTO channels VALUES (?, 'old', ?, 1.0)", (b"c" * 32, b""))
+        conn.execute("INSERT INTO envelopes (channel, id, data) VALUES (?, ?, ?)",
+                     (b"c" * 32, b"i" * 32, envelope))
+        conn.execute("PRAGMA user_version=6")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_home_holding_wire_v1_envelopes_is_refused_untouched(
+    db: Path, opened_connections: list[aiosqlite.Connection]
+) -> None:
+    v1 = bytes([0x92, 0xC4, 0x01, 0x00, 0xC4, 0x40]) + b"\x00" * 64  # [signed, signature]
+    _home_at_schema_6(db, v1)
+    with pytest.raises(StoreError, match="envelope format v1"):
+        run(lambda: Store.open(db))
+    conn = sqlite3.connect(db)
+    try:
+        assert 6 == conn.execute("PRAGMA user_version").fetchone()[0]
+        assert [(v1,)] == conn.execute("SELECT data FROM envelopes").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_home_with_wire_v2_envelopes_migrates(db: Path) -> None:
+    _home_at_schema_6(db, bytes([0x98]) + b"\x00" * 80)
+    assert SCHEMA_VERSION == run(lambda: with_store(db, lambda s: s.schema_version()))

@@ -23,7 +23,7 @@ from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode
 from p2pchat.core.events import format_address
 from p2pchat.errors import LocalError
 from p2pchat.home import parse_listen
-from p2pchat.runtime.node import Node
+from p2pchat.runtime.node import Node, sync_json
 
 log = logging.getLogger("p2pchat.control")
 
@@ -303,7 +303,8 @@ class ControlServer:
                         "sealed": state.sealed_count(),
                         "messages": len(state.history()),
                         "peers": len(hub.shared_with(channel)),
-                        "topic": state.moderation().topic if state.mod_events else ""})
+                        "topic": state.moderation().topic if state.mod_events else "",
+                        "sync": sync_json(hub.sync_progress(channel))})
         return sorted(out, key=lambda c: (c["name"], c["channel"]))
 
     async def _invite(self, params: dict[str, Any]) -> Any:

@@ -92,6 +92,20 @@ MAX_DMS_PER_PEER = 2
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
 
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """A channel catching up (:meth:`ChannelHub.sync_progress`): envelopes received since
+    it began, and how many the linked peers' summaries say this node still lacks."""
+
+    received: int
+    behind: int
+
+    @property
+    def expected(self) -> int:
+        return self.received + self.behind
+
+
 RandomBytes = Callable[[int], bytes]
 #: Checks the signatures of a batch of envelopes; the runtime may spread the work over
 #: threads (libsodium releases the GIL). Must return one verdict per envelope, in order.
@@ -145,6 +159,9 @@ class _LinkChannels:
     refused: set[bytes] = field(default_factory=set)
     #: the last summary it sent for a refused channel, answered if it may sync again
     ignored: dict[bytes, Summary] = field(default_factory=dict)
+    #: per channel, the peer's seq of each device that was above ours when its summary
+    #: came (what this node lacks from it; caught-up devices are dropped): sync progress
+    ahead: dict[bytes, dict[tuple[str, bytes], int]] = field(default_factory=dict)
 
 
 class ChannelHub:
@@ -190,6 +207,10 @@ class ChannelHub:
         #: DM offers (invite URIs) to deliver when a link to the peer opens, by DID
         self._dm_offers: dict[str, str] = {}
         self._key_due: dict[bytes, int] = {}
+        #: channels catching up on what peers' summaries announced (``sync_progress``)
+        self._sync: dict[bytes, SyncProgress] = {}
+        #: channels whose sync progress changed since the runtime last took this set
+        self.sync_changed: set[bytes] = set()
 
     # --- queries ------------------------------------------------------------------
 
@@ -206,6 +227,42 @@ class ChannelHub:
     def shared_with(self, channel: bytes) -> list[str]:
         return sorted(lc.link.peer_did or "" for lc in self._links.values()
                       if channel in lc.shared)
+
+    def sync_progress(self, channel: bytes) -> SyncProgress | None:
+        """How far ``channel`` has caught up on what linked peers' summaries announced
+        (an initial sync after a join, or catch-up after being offline); None when this
+        node lacks nothing they announced."""
+        return self._sync.get(channel)
+
+    def _track_sync(self, channel: bytes) -> None:
+        """Recount what ``channel`` lacks of the peers' summaries: after a summary, an
+        applied batch, or a link (or a peer's right to sync) gone. ``received`` grows by
+        what the lack shrank by, so envelopes nobody announced do not count."""
+        old = self._sync.get(channel)
+        state = self.channels.get(channel)
+        if state is None or (old is None and
+                             not any(channel in lc.ahead for lc in self._links.values())):
+            return
+        top: dict[tuple[str, bytes], int] = {}
+        for lc in self._links.values():
+            ahead = lc.ahead.get(channel)
+            if ahead is None:
+                continue
+            for device, seq in list(ahead.items()):
+                if state.vector.get(device, 0) >= seq:
+                    del ahead[device]
+                elif seq > top.get(device, 0):
+                    top[device] = seq
+            if not ahead:
+                del lc.ahead[channel]
+        behind = sum(seq - state.vector.get(device, 0) for device, seq in top.items())
+        if behind == 0:
+            self._sync.pop(channel, None)
+        else:
+            received = 0 if old is None else old.received + max(0, old.behind - behind)
+            self._sync[channel] = SyncProgress(received, behind)
+        if self._sync.get(channel) != old:
+            self.sync_changed.add(channel)
 
     # --- requests -----------------------------------------------------------------
 
@@ -716,6 +773,8 @@ class ChannelHub:
             if channel in lc.shared and not state.may_sync(lc.link.peer_did or ""):
                 lc.shared.discard(channel)
                 lc.refused.add(channel)
+                if lc.ahead.pop(channel, None) is not None:
+                    self._track_sync(channel)
 
     # --- prekeys (E2EE groundwork: published now, used by key bundles next) -----------
 
@@ -797,7 +856,9 @@ class ChannelHub:
         return effects
 
     def on_link_closed(self, link_id: int) -> None:
-        self._links.pop(link_id, None)
+        lc = self._links.pop(link_id, None)
+        for channel in lc.ahead if lc is not None else ():
+            self._track_sync(channel)  # what only this peer announced is not coming
 
     def _subscribe(self, lc: _LinkChannels) -> list[Effect]:
         session = lc.link.session_id
@@ -868,6 +929,8 @@ class ChannelHub:
         channel = self._channel_of(lc, frame.topic)
         state = self.channels[channel]
         theirs = {(e.author, e.device): e.seq for e in frame.entries}
+        lc.ahead[channel] = {d: s for d, s in theirs.items() if s > state.vector.get(d, 0)}
+        self._track_sync(channel)
         ids = state.missing_for(theirs)
         forked = {(e.author, e.device) for e in frame.entries
                   if (slot := state.slots.get((e.author, e.device, e.seq))) is not None
@@ -970,6 +1033,7 @@ class ChannelHub:
             self._drop_banned(channel)
         if refused:
             effects.append(PersistEnvelopes(channel, tuple(refused)))
+        self._track_sync(channel)
         if error is not None:
             return effects + lc.link.close(error.code, str(error))
         effects += pending_evidence
@@ -1018,6 +1082,7 @@ class ChannelHub:
             self._drop_banned(channel)
         if refused:
             effects.append(PersistEnvelopes(channel, tuple(refused)))
+        self._track_sync(channel)  # a server may bring what a peer announced
         return effects
 
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],

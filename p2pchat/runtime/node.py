@@ -22,7 +22,7 @@ from p2pchat import __version__
 from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite, format_channel_id
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
-from p2pchat.core.channels import verify_in_order
+from p2pchat.core.channels import SyncProgress, verify_in_order
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -77,6 +77,10 @@ log = logging.getLogger("p2pchat.node")
 AGENT = f"p2pchat/{__version__}"
 #: Change events queued per watching control client before it is told it lagged.
 MAX_WATCH_EVENTS = 1024
+#: Shortest time between two ``sync`` watch events of one channel (its progress while
+#: it catches up): at most four a second; the newest figure goes out when it is over.
+#: The first event of a sync and the one saying it is done are never held back.
+SYNC_EVENT_INTERVAL = 0.25
 #: Threads that check envelope signatures of large batches (catch-up sync): the loop's
 #: own thread and VERIFY_THREADS - 1 workers.
 VERIFY_THREADS = 2
@@ -98,6 +102,7 @@ class PeerView:
     connected_for_s: float
     found_by: str = "inbound"
     path: str = "direct"
+    via: str = "direct"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,7 +110,7 @@ class PeerView:
             "rtt_ms": None if self.rtt_ms is None else round(self.rtt_ms, 3),
             "direction": "outbound" if self.outbound else "inbound",
             "connected_for_s": round(self.connected_for_s, 1),
-            "found_by": self.found_by, "path": self.path,
+            "found_by": self.found_by, "path": self.path, "via": self.via,
         }
 
 
@@ -122,6 +127,24 @@ def path_of(address: Address) -> str:
     if ip.is_private or ip.is_link_local:
         return "lan"
     return "internet"
+
+
+def via_of(found_by: str, path: str) -> str:
+    """The way a peer is reached, as the chat client's status bar counts them:
+    ``bootstrap`` (the link is to a bootstrap server, which relays envelopes), ``lan``
+    (found by mDNS, or at a private or link-local address), else ``direct``."""
+    if found_by == "bootstrap-server":
+        return "bootstrap"
+    if found_by == "mdns" or path == "lan":
+        return "lan"
+    return "direct"
+
+
+def sync_json(progress: SyncProgress | None) -> dict[str, int] | None:
+    """A channel's sync progress as ``channel.list`` and the ``sync`` event show it."""
+    if progress is None:
+        return None
+    return {"received": progress.received, "expected": progress.expected}
 
 
 class _SystemRandom(random.SystemRandom):
@@ -177,6 +200,11 @@ class Node:
         self.peer_listeners: list[Callable[[Effect], None]] = []
         #: control clients watching for changes (``watch``): one bounded queue each
         self.watchers: set[asyncio.Queue[dict[str, Any]]] = set()
+        #: per syncing channel, when its last ``sync`` event went out; the channels whose
+        #: newest figure waits out SYNC_EVENT_INTERVAL, and the timer that sends them
+        self._sync_told: dict[bytes, float] = {}
+        self._sync_due: set[bytes] = set()
+        self._sync_timer: asyncio.TimerHandle | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -210,6 +238,8 @@ class Node:
         await self.transport.stop()
         if self._timer is not None:
             self._timer.cancel()
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
         await self._writes.put(None)
         await self._writer
         self._verifier.shutdown(wait=True)
@@ -353,6 +383,7 @@ class Node:
             "name": self.identity.name,
             "listen": format_address(self.listen_address) if self.listen_address else None,
             "peers": len(self.core.peers(self._loop.time())),
+            "bootstrap_servers": len(self.core.bootstrap.servers),
             "links": self.core.link_count(),
             "wanted": [{"address": format_address(a), "did": d} for a, d in self.core.wanted()],
             "uptime_s": round(time.time() - self.started_at, 1),
@@ -361,9 +392,10 @@ class Node:
 
     @staticmethod
     def _view(p: PeerInfo) -> PeerView:
+        path = path_of(p.address)
         return PeerView(p.did, p.name, format_address(p.address), p.outbound,
                         None if p.rtt is None else p.rtt * 1000.0, p.connected_for,
-                        p.found_by, path_of(p.address))
+                        p.found_by, path, via_of(p.found_by, path))
 
     # --- LinkEvents (called by the transport) -------------------------------------------
 
@@ -392,8 +424,9 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
+        sync = self._sync_events(self._loop.time())
         if self.watchers:
-            self._tell_watchers(effects)
+            self._tell_watchers(effects, sync)
         if isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
             self._cork()  # app writes come in bursts: let them share frames and packets
         else:
@@ -505,10 +538,9 @@ class Node:
         self.watchers.add(queue)
         return queue
 
-    def _tell_watchers(self, effects: list[Effect]) -> None:
-        """One event per changed channel, key rotation and peer change of this turn.
-        A watcher that does not keep up gets ``lagged`` (refresh everything) instead of
-        an unbounded backlog."""
+    def _tell_watchers(self, effects: list[Effect], sync: list[dict[str, Any]]) -> None:
+        """One event per changed channel, key rotation and peer change of this turn, and
+        the ``sync`` events due (see :meth:`_sync_events`)."""
         events: dict[tuple[str, str], dict[str, Any]] = {}
         for effect in effects:
             if isinstance(effect, PersistEnvelopes):
@@ -519,16 +551,80 @@ class Node:
                 events[("keys", channel)] = {"event": "keys", "channel": channel}
             elif isinstance(effect, (PeerConnected, PeerDisconnected)):
                 events[("peers", "")] = {"event": "peers"}
+        self._put_events(list(events.values()) + sync)
+
+    def _put_events(self, events: list[dict[str, Any]]) -> None:
+        """Queue ``events`` for every watcher. One that does not keep up gets ``lagged``
+        (refresh everything) instead of an unbounded backlog."""
         if not events:
             return
         for queue in self.watchers:
-            for event in events.values():
+            for event in events:
                 if queue.full():
                     while not queue.empty():
                         queue.get_nowait()
                     queue.put_nowait({"event": "lagged"})
                     break
                 queue.put_nowait(event)
+
+    def _sync_events(self, now: float) -> list[dict[str, Any]]:
+        """``sync`` events for the channels whose progress changed (the hub's
+        ``sync_changed``), at most one per channel per SYNC_EVENT_INTERVAL: a figure
+        that comes sooner waits for the timer, which sends the newest one then."""
+        hub = self.core.hub
+        if not hub.sync_changed:
+            return []
+        changed, hub.sync_changed = hub.sync_changed, set()
+        if not self.watchers:
+            self._sync_told.clear()
+            self._sync_due.clear()
+            return []
+        events = []
+        for channel in sorted(changed):
+            progress = hub.sync_progress(channel)
+            told = self._sync_told.get(channel)
+            if progress is not None and told is not None and now - told < SYNC_EVENT_INTERVAL:
+                self._sync_due.add(channel)
+                self._arm_sync_timer(told + SYNC_EVENT_INTERVAL)
+            else:
+                events.append(self._sync_event(channel, progress, now))
+        return events
+
+    def _sync_event(self, channel: bytes, progress: SyncProgress | None,
+                    now: float) -> dict[str, Any]:
+        self._sync_due.discard(channel)
+        if progress is None:
+            self._sync_told.pop(channel, None)
+        else:
+            self._sync_told[channel] = now
+        return {"event": "sync", "channel": format_channel_id(channel),
+                "sync": sync_json(progress)}
+
+    def _arm_sync_timer(self, at: float) -> None:
+        if self._sync_timer is None and not self._stopped.is_set():
+            self._sync_timer = self._loop.call_at(at, self._flush_sync)
+
+    def _flush_sync(self) -> None:
+        """The held-back ``sync`` figures whose interval is over (re-armed for the rest)."""
+        self._sync_timer = None
+        if self._stopped.is_set() or not self.watchers:
+            self._sync_due.clear()
+            return
+        now = self._loop.time()
+        hub = self.core.hub
+        events = []
+        later = []
+        for channel in sorted(self._sync_due):
+            told = self._sync_told.get(channel, now - SYNC_EVENT_INTERVAL)
+            if channel not in hub.channels:
+                self._sync_due.discard(channel)
+            elif now - told >= SYNC_EVENT_INTERVAL:
+                events.append(self._sync_event(channel, hub.sync_progress(channel), now))
+            else:
+                later.append(told + SYNC_EVENT_INTERVAL)
+        if later:
+            self._arm_sync_timer(min(later))
+        self._put_events(events)
 
     def _notify(self, effect: Effect) -> None:
         for listener in self.peer_listeners:

@@ -33,15 +33,21 @@ from p2pchat.home import NodeHome
 from p2pchat.tui.client import AsyncControl, WatchStream, socket_path_of
 from p2pchat.tui.format import (
     ACTION_PREFIX,
+    BOOTSTRAP_PATH,
     COMMANDS,
     MOD_WITH_REASON,
     Completer,
+    Sync,
+    bootstrap_text,
     clean,
     help_lines,
     message_text,
     modlog_line,
     notice_text,
     parse_input,
+    parse_sync,
+    peer_via,
+    peers_text,
     resolve_member,
     short,
 )
@@ -116,6 +122,7 @@ class ChatApp(App[None]):
     #pane:focus { border: tall $primary; }
     #members-box { width: 30; height: 1fr; border: tall $primary-darken-2; }
     #status { height: 1; background: $primary-darken-2; color: $text; padding: 0 1; }
+    #status.busy { background: $accent-darken-2; }
     #status.warn { background: $warning-darken-2; }
     ChatInput { height: 3; }
     """
@@ -137,7 +144,15 @@ class ChatApp(App[None]):
         self.live = "connecting"
         self.me = ""
         self.my_name = ""
+        #: connected peers (bootstrap servers apart), and every link counted by ``via``
         self.peer_count = 0
+        self.paths: dict[str, int] = {}
+        #: bootstrap servers configured on the node (``status``)
+        self.servers_configured = 0
+        #: channel id -> its sync progress while it catches up (``sync`` events)
+        self.sync: dict[str, Sync] = {}
+        self._sync_seq = 0
+        self._sync_at: dict[str, int] = {}
         self.names: dict[str, str] = {}
         self.peer_dids: list[str] = []
         #: channel id -> the entry of ``channel.list``
@@ -270,12 +285,10 @@ class ChatApp(App[None]):
                 else:
                     async for event in watch.events():
                         self._on_event(event)
-                self.live = "offline"
-                self._update_status()
+                self._offline()
                 self.notice("lost the connection to the node; reconnecting", error=True)
             except (LocalError, OSError, TimeoutError) as exc:
-                self.live = "offline"
-                self._update_status()
+                self._offline()
                 if str(exc) != told:
                     told = str(exc)
                     self.notice(f"{exc}; retrying", error=True)
@@ -284,6 +297,14 @@ class ChatApp(App[None]):
                 await ctl.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
+
+    def _offline(self) -> None:
+        """The node is not reachable: no figures from it are current (sync progress)."""
+        self.live = "offline"
+        if self.sync:
+            self.sync.clear()
+            self._render_channel_list()
+        self._update_status()
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         if self.ctl is None:
@@ -300,8 +321,28 @@ class ChatApp(App[None]):
             self._mark(channel=channel)
         elif kind == "peers":
             self._mark(peers=True)
+        elif kind == "sync" and isinstance(channel, str):
+            self._on_sync(channel, event.get("sync"))
         elif kind == "lagged":
             self._mark(all_=True)
+
+    def _on_sync(self, cid: str, value: Any) -> None:
+        """A ``sync`` event: shown at once (the node sends a few a second at most)."""
+        try:
+            sync = parse_sync(value)
+        except ValueError:
+            log.warning("ignored a sync event for %s: %r", cid[:80], value)
+            return
+        self._sync_seq += 1
+        self._sync_at[cid] = self._sync_seq
+        if sync == self.sync.get(cid):
+            return
+        if sync is None:
+            self.sync.pop(cid, None)
+        else:
+            self.sync[cid] = sync
+        self._render_channel_list()
+        self._update_status()
 
     def _mark(self, channel: str | None = None, peers: bool = False, all_: bool = False) -> None:
         if channel is not None:
@@ -358,6 +399,8 @@ class ChatApp(App[None]):
         status = await self.call("status")
         self.me = str(status.get("did", ""))
         self.my_name = str(status.get("name") or "")
+        servers = status.get("bootstrap_servers", 0)
+        self.servers_configured = servers if type(servers) is int and servers >= 0 else 0
         if self.me and self.my_name:
             self.names[self.me] = self.my_name
         await self._load_peers()
@@ -378,16 +421,34 @@ class ChatApp(App[None]):
 
     async def _load_peers(self) -> None:
         peers = await self.call("peers")
-        self.peer_count = len(peers)
-        self.peer_dids = [str(p.get("did")) for p in peers]
+        self.paths = {}
+        for p in peers:
+            via = peer_via(p)
+            self.paths[via] = self.paths.get(via, 0) + 1
+        self.peer_count = len(peers) - self.paths.get(BOOTSTRAP_PATH, 0)
+        self.peer_dids = [str(p.get("did")) for p in peers if peer_via(p) != BOOTSTRAP_PATH]
         for p in peers:
             if p.get("name"):
                 self.names[str(p["did"])] = str(p["name"])
         self._update_status()
 
     async def _load_channels(self) -> None:
+        asked = self._sync_seq
         listed = await self.call("channel.list")
         channels = {str(c["channel"]): c for c in listed}
+        # the listing's sync figures, unless a sync event came after it was asked for
+        # (events and answers travel on two connections: the newer one wins)
+        for cid in set(self.sync) | set(channels):
+            if self._sync_at.get(cid, 0) > asked:
+                continue
+            try:
+                sync = parse_sync(channels.get(cid, {}).get("sync"))
+            except ValueError:
+                sync = None  # malformed: shown as not syncing (an older node has none)
+            if sync is None:
+                self.sync.pop(cid, None)
+            else:
+                self.sync[cid] = sync
         for cid, info in channels.items():
             if cid not in self.seen:
                 # at start nothing is news; a channel that shows up later (joined, or a
@@ -433,6 +494,9 @@ class ChatApp(App[None]):
             if count:
                 label.append(f" ({count})", style="bold")
                 label.stylize("bold")
+            sync = self.sync.get(cid)
+            if sync is not None:
+                label.append(f" sync {sync.percent}%", style="italic cyan")
             if cid == self.current:
                 label.stylize("reverse")
             options.append(Option(label, id=cid))
@@ -563,13 +627,31 @@ class ChatApp(App[None]):
         with contextlib.suppress(Exception):
             self.query_one("#members", Static).update(text)
 
+    def sync_text(self) -> str:
+        """``syncing #general 3,200/10,000``: the open channel's sync, or else the first
+        syncing one's (``+N more`` when several are); empty when none is."""
+        if not self.sync:
+            return ""
+        order = {cid: i for i, cid in enumerate(self.channels)}
+        syncing = sorted(self.sync, key=lambda c: (c != self.current, order.get(c, len(order)), c))
+        first = syncing[0]
+        more = f" (+{len(syncing) - 1} more)" if len(syncing) > 1 else ""
+        return f"syncing {self._label(first)} {self.sync[first].figure()}{more}"
+
     def status_text(self) -> str:
         parts = [f"{short(self.me) if self.me else 'not attached'}"
                  + (f" {clean(self.my_name)}" if self.my_name else ""),
-                 f"{self.peer_count} peer{'s' if self.peer_count != 1 else ''}"]
+                 peers_text(self.paths)]
+        servers = bootstrap_text(self.paths.get(BOOTSTRAP_PATH, 0), self.servers_configured)
+        if servers:
+            parts.append(servers)
         info = self.channels.get(self.current or "", {})
         if self.current is not None:
             parts.append(self._label(self.current))
+        syncing = self.sync_text()
+        if syncing:
+            parts.append(syncing)
+        if self.current is not None:
             keys = info.get("keys")
             if keys == "waiting":
                 parts.append("waiting for a member to admit this node")
@@ -596,8 +678,11 @@ class ChatApp(App[None]):
                 topic = clean(str(info.get("topic") or ""))
                 self.pane.border_title = self._label(self.current) + (
                     f" \u2014 {topic}" if topic else "")
+                sync = self.sync.get(self.current)
+                self.pane.border_subtitle = f"syncing {sync.figure()}" if sync else ""
             status.set_class(self.live == "offline" or info.get("keys") in ("waiting", "removed")
                              or bool(info.get("sealed")), "warn")
+            status.set_class(bool(self.sync), "busy")
 
     def _completion_dids(self) -> list[str]:
         dids = [str(m.get("did")) for m in self.members if m.get("did") != self.me]
@@ -817,6 +902,7 @@ class ChatApp(App[None]):
             name = clean(str(p.get("name") or ""))
             rtt = p.get("rtt_ms")
             self.notice(f"  {p.get('did')} {name} {p.get('address')} {p.get('direction', '')}"
+                        f" {peer_via(p)}"
                         + (f" {rtt:.1f} ms" if isinstance(rtt, int | float) else ""))
 
 

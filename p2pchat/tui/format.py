@@ -149,6 +149,64 @@ def modlog_line(entry: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+#: How a peer is reached (``peers`` ``via``), in the order the status bar lists them;
+#: ``bootstrap`` links are bootstrap servers, counted apart from chat peers.
+PEER_PATHS = ("lan", "direct")
+BOOTSTRAP_PATH = "bootstrap"
+
+
+def peer_via(peer: dict[str, Any]) -> str:
+    """``peers`` ``via`` of one entry; ``direct`` for a node without that field, or for
+    a value this client does not know."""
+    via = peer.get("via")
+    return via if via in PEER_PATHS or via == BOOTSTRAP_PATH else "direct"
+
+
+def peers_text(paths: dict[str, int]) -> str:
+    """``2 peers (1 lan, 1 direct)`` from a count per ``via`` (bootstrap servers left
+    out: :func:`bootstrap_text` shows them)."""
+    count = sum(n for via, n in paths.items() if via != BOOTSTRAP_PATH)
+    text = f"{count} peer{'s' if count != 1 else ''}"
+    used = [f"{paths[via]} {via}" for via in PEER_PATHS if paths.get(via)]
+    return text + (f" ({', '.join(used)})" if used else "")
+
+
+def bootstrap_text(linked: int, configured: int) -> str:
+    """``bootstrap 1/2``: servers linked of those configured; empty without any."""
+    if not configured and not linked:
+        return ""
+    return f"bootstrap {linked}/{max(configured, linked)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """A channel catching up: ``channel.list`` ``sync`` or a ``sync`` event."""
+
+    received: int
+    expected: int
+
+    @property
+    def percent(self) -> int:
+        """Whole percent done, 99 at most while it lasts."""
+        return min(99, self.received * 100 // self.expected) if self.expected else 0
+
+    def figure(self) -> str:
+        return f"{self.received:,}/{self.expected:,}"
+
+
+def parse_sync(value: Any) -> Sync | None:
+    """``{"received": n, "expected": m}`` (0 <= n <= m, m > 0) as :class:`Sync`, None for
+    ``null`` (not syncing); ValueError for anything else."""
+    if value is None:
+        return None
+    received = value.get("received") if isinstance(value, dict) else None
+    expected = value.get("expected") if isinstance(value, dict) else None
+    if type(received) is not int or type(expected) is not int \
+            or not 0 <= received <= expected or expected == 0:
+        raise ValueError(f"malformed sync progress: {str(value)[:80]}")
+    return Sync(received, expected)
+
+
 @dataclass(frozen=True)
 class Command:
     name: str

@@ -38,7 +38,7 @@ def test_screenshot_script_writes_both_svgs(tmp_path: Path) -> None:
     for text in ("channels", "#general \u2014 p2p chat, no servers", "members",
                  "morning! the new build is up", "* alice", "ok ok, fewer links",
                  "-- moderation:", "mute", "(too many links)", "alice", "owner", "muted",
-                 "1 peer"):
+                 "1 peer (1 direct)"):
         assert text in screen, (text, screen)
     view = "\n".join(screen_lines(modlog.read_text()))
     for text in ("moderation log of #general", "5 entries, 1 invalid", "time", "action",

@@ -10,9 +10,9 @@ from typing import Any
 import msgpack
 
 from p2pchat.bench.stats import summarize
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.invite import make_grant, make_proof
 from p2pchat.channel.keys import make_prekey, open_bundle, open_prekey, seal_bundle
-from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import ChannelState
 from p2pchat.crypto import generate_secret_key
 from p2pchat.identity import Identity
@@ -59,32 +59,7 @@ def bench_group_keys(members: int = 128, samples: int = 30) -> dict[str, Any]:
     state, _ = ChannelState.create(author, "bench", None, now, os.urandom)
     overheads = [_overhead(state, state.post(TYPICAL_TEXT, now + i, os.urandom)[0])
                  for i in range(OVERHEAD_POSTS)]
-    # and a conversation: two members taking turns, so every post also names the other's
-    # last envelope (one explicit dependency, 33 bytes)
-    other = _identity("other")
-    privates: dict[bytes, bytes] = {}
-    peer = ChannelState(state.channel_id, other, private_for=privates.get)
-    assert state.genesis_id is not None
-    peer.receive_bytes(state.raw[state.genesis_id], now)
-    record, private = make_prekey(other, os.urandom, now)
-    privates[open_prekey(record, now).prekey_id] = private
-    cap = os.urandom(32)
-    grant, signature = make_grant(author, state.channel_id, cap, now + INVITE_TTL_MS)
-    peer.join(grant, signature, make_proof(cap, state.channel_id, other.did), record, now,
-              os.urandom)
-    _copy(peer, state, now)
-    prekey = state.prekey_of(other.did, now)
-    assert prekey is not None
-    state.share([prekey], list(state.group.secrets), now, os.urandom)
-    _copy(state, peer, now)
-    talk = []
-    for i in range(CONVERSATION_TURNS):
-        speaker, listener = (state, peer) if i % 2 else (peer, state)
-        if speaker is peer and peer.key_status() != "member":
-            break  # not admitted: no conversation figure
-        env, _ = speaker.post(TYPICAL_TEXT, now + 1000 + i, os.urandom)
-        listener.receive(listener.decode(env.encode()), now + 1000 + i)
-        talk.append(_overhead(speaker, env))
+    talk = _conversation(state, author, now)
     return {
         "members": members,
         "bundle_build_ms_p50": round(summarize(builds).p50 * 1000, 3),
@@ -97,6 +72,37 @@ def bench_group_keys(members: int = 128, samples: int = 30) -> dict[str, Any]:
         "conversation_overhead_p50_bytes": summarize([float(o) for o in talk]).p50
         if talk else None,
     }
+
+
+def _conversation(state: ChannelState, author: Identity, now: int) -> list[int]:
+    """Overheads of a conversation: a second member admitted to ``state``'s channel and
+    the two taking turns, so every post also names the other's last envelope (one
+    explicit dependency, 33 bytes)."""
+    other = _identity("other")
+    keyring: dict[bytes, bytes] = {}
+    peer = ChannelState(state.channel_id, other, private_for=keyring.get)
+    assert state.genesis_id is not None
+    peer.receive_bytes(state.raw[state.genesis_id], now)
+    record, private_key = make_prekey(other, os.urandom, now)
+    keyring[open_prekey(record, now).prekey_id] = private_key
+    cap = os.urandom(32)
+    grant, signature = make_grant(author, state.channel_id, cap, now + INVITE_TTL_MS)
+    peer.join(grant, signature, make_proof(cap, state.channel_id, other.did), record, now,
+              os.urandom)
+    _copy(peer, state, now)
+    their_prekey = state.prekey_of(other.did, now)
+    assert their_prekey is not None
+    state.share([their_prekey], list(state.group.secrets), now, os.urandom)
+    _copy(state, peer, now)
+    talk: list[int] = []
+    for i in range(CONVERSATION_TURNS):
+        speaker, listener = (state, peer) if i % 2 else (peer, state)
+        if speaker is peer and peer.key_status() != "member":
+            break  # not admitted: no conversation figure
+        env, _ = speaker.post(TYPICAL_TEXT, now + 1000 + i, os.urandom)
+        listener.receive(listener.decode(env.encode()), now + 1000 + i)
+        talk.append(_overhead(speaker, env))
+    return talk
 
 
 def _copy(src: ChannelState, dst: ChannelState, now: int) -> None:

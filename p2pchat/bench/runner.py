@@ -87,9 +87,12 @@ from p2pchat.bench.channels import (
     ServerControl,
     bench_channels,
 )
+from p2pchat.bench.fanout import RECEIVERS, FanoutPlan, bench_fanout
+from p2pchat.bench.floors import bench_floors, receive_floor_us
 from p2pchat.bench.groupkeys import bench_group_keys
 from p2pchat.bench.rawquic import RawClient, make_frame, timed_dial
 from p2pchat.bench.replicas import bench_apply_cost, bench_reconcile
+from p2pchat.bench.report import summary_lines
 from p2pchat.bench.server import (
     MAX_COMMAND_LINE,
     BenchServers,
@@ -97,14 +100,14 @@ from p2pchat.bench.server import (
     bench_identity,
     quic_idle_timeout,
 )
-from p2pchat.bench.stats import Summary, summarize
+from p2pchat.bench.stats import Summary, cdf, summarize
 from p2pchat.bench.tui import bench_tui
 from p2pchat.core import NodeConfig
 from p2pchat.errors import LocalError
 from p2pchat.runtime.node import Node
 
-#: Version of the report's JSON layout.
-REPORT_SCHEMA = 2
+#: Version of the report's JSON layout (3: floors, fan-out, compare, floor ratios).
+REPORT_SCHEMA = 3
 #: Budgets from the issue: node p50 / raw aioquic p50.
 HANDSHAKE_BUDGET = 2.0
 RTT_BUDGET = 1.5
@@ -133,6 +136,12 @@ BUNDLE_SIZE_BUDGET = 15_000
 ENVELOPE_OVERHEAD_BUDGET = 200
 #: Chat UI (issue 7): a channel this big opens within the budget of p2pchat.bench.tui
 TUI_MESSAGES = 10_000
+#: Fan-out (issue 8): one sender to 10 receivers sustains at least this many msg/s...
+FANOUT_MIN_RATE = 2000.0
+#: ...and its delivery latency p50 at 1,000 msg/s is within this factor of ngircd's.
+FANOUT_VS_IRCD_BUDGET = 1.5
+#: The smallest possible envelope overhead over its change: signature + nonce + AEAD tag.
+ENVELOPE_FLOOR_BYTES = 64 + 24 + 16
 #: Raw echo frame size on the wire, length prefix included.
 FRAME_SIZE = 200
 #: How long the server process may take to come up / to go away.
@@ -161,16 +170,22 @@ class Plan:
     apply_small: int
     apply_big: int
     apply_samples: int
+    fanout_messages: int
+    fanout_warmup: int
+    fanout_saturate: int
+    fanout_sweep: tuple[int, ...]
 
 
 QUICK = Plan(handshakes=20, handshake_warmup=3, round_trips=300, rtt_warmup=50, rtt_block=50,
              channel_messages=SYNC_MESSAGES, channel_rounds=1, latency_messages=1500,
              latency_warmup=200, reconcile_shared=200, apply_small=1000, apply_big=20_000,
-             apply_samples=300)
+             apply_samples=300, fanout_messages=1000, fanout_warmup=200, fanout_saturate=1500,
+             fanout_sweep=(1, RECEIVERS))
 FULL = Plan(handshakes=100, handshake_warmup=10, round_trips=3000, rtt_warmup=300, rtt_block=100,
             channel_messages=SYNC_MESSAGES, channel_rounds=3, latency_messages=5000,
             latency_warmup=500, reconcile_shared=1000, apply_small=1000, apply_big=100_000,
-            apply_samples=1000)
+            apply_samples=1000, fanout_messages=3000, fanout_warmup=300, fanout_saturate=5000,
+            fanout_sweep=(1, 2, 5, RECEIVERS))
 
 
 # --- server side ----------------------------------------------------------------------
@@ -417,9 +432,11 @@ def _latency_result(raw: dict[str, Any]) -> dict[str, Any]:
     failed = _failed(raw)
     if failed:
         return failed
-    node, floor = summarize(raw.pop("node_ms")), summarize(raw.pop("floor_ms"))
+    node_ms, floor_ms = raw.pop("node_ms"), raw.pop("floor_ms")
+    node, floor = summarize(node_ms), summarize(floor_ms)
     return {
         **raw,
+        "node_cdf_ms": cdf(node_ms), "floor_cdf_ms": cdf(floor_ms),
         "node_p50": round(node.p50, 4), "node_p99": round(node.p99, 4),
         "floor_p50": round(floor.p50, 4), "floor_p99": round(floor.p99, 4),
         "ratio": round(node.p50 / floor.p50, 3),
@@ -471,6 +488,60 @@ def _group_result(raw: dict[str, Any]) -> dict[str, Any]:
             "bundle_ok": ok, "overhead_ok": overhead_ok, "ok": ok and overhead_ok}
 
 
+def _with_floors(results: dict[str, Any], floors: dict[str, Any]) -> None:
+    """Put the floors next to the figures that had none: a ratio for every budget."""
+    tp, sync = results["channel_throughput"], results["initial_sync_s"]
+    if "error" not in sync and "error" not in tp:
+        # the floor pipeline moving the same messages at its measured rate
+        sync["floor_s"] = round(sync["messages"] / tp["floor_rate"], 4)
+        sync["floor_ratio"] = round(sync["seconds"] / sync["floor_s"], 3)
+    rec = results["reconcile"]
+    if "error" not in rec:
+        rec["floor_round_trips"] = 1  # one summary exchange is the least any protocol needs
+        rec["floor_ratio"] = round(rec["round_trips"] / 1, 3)
+    app = results["apply_cost_us"]
+    if "error" not in app and "error" not in floors:
+        floor = receive_floor_us(floors)
+        app["floor_us"] = round(floor, 2)
+        app["floor_ratio_small"] = round(app["small_p50_us"] / floor, 3)
+        app["floor_ratio_big"] = round(app["big_p50_us"] / floor, 3)
+    grp = results["group_keys"]
+    if "error" not in grp and "error" not in floors:
+        per_member = floors["x25519"]["us"] + floors["xchacha_seal"]["us"]
+        grp["floor_build_ms"] = round(grp["members"] * per_member / 1000.0, 3)
+        grp["floor_build_ratio"] = round(grp["bundle_build_ms_p50"] / grp["floor_build_ms"], 3)
+    if "error" not in grp:
+        grp["floor_overhead_bytes"] = ENVELOPE_FLOOR_BYTES
+        grp["floor_overhead_ratio"] = round(grp["envelope_overhead_bytes"]
+                                            / ENVELOPE_FLOOR_BYTES, 3)
+
+
+def _fanout_result(raw: dict[str, Any]) -> dict[str, Any]:
+    """Budgets of the fan-out: the node's rate, and its p50 against ngircd's if measured."""
+    if "error" in raw:
+        return {**raw, "ok": False}
+    node, floor = raw.get("node", {}), raw.get("floor", {})
+    out = {**raw, "min_rate": FANOUT_MIN_RATE, "budget_vs_ircd": FANOUT_VS_IRCD_BUDGET}
+    rate_ok = bool(node.get("rate", 0.0) >= FANOUT_MIN_RATE)
+    if "rate" in node and floor.get("rate"):
+        out["rate_ratio"] = round(node["rate"] / floor["rate"], 3)
+    if "p50_ms" in node and floor.get("p50_ms"):
+        out["p50_ratio"] = round(node["p50_ms"] / floor["p50_ms"], 3)
+    ircd = raw.get("ircd", {})
+    ok = rate_ok
+    if "p50_ms" in ircd and "p50_ms" in node:
+        out["p50_vs_ircd"] = round(node["p50_ms"] / ircd["p50_ms"], 3)
+        out["p99_vs_ircd"] = round(node["p99_ms"] / ircd["p99_ms"], 3)
+        ok = ok and out["p50_vs_ircd"] <= FANOUT_VS_IRCD_BUDGET
+    if "rate" in ircd and "rate" in node:
+        out["rate_vs_ircd"] = round(node["rate"] / ircd["rate"], 4)
+    if "error" in ircd or "latency_error" in ircd or "saturated_error" in ircd:
+        ok = False
+    out["rate_ok"] = rate_ok
+    out["ok"] = ok
+    return out
+
+
 def _cpu_duty(seconds: float = 0.25) -> dict[str, float]:
     """How much of the wall clock a busy loop gets here (shared or throttled CPUs get less)."""
     stalls: list[float] = []
@@ -486,17 +557,20 @@ def _cpu_duty(seconds: float = 0.25) -> dict[str, float]:
             "stall_p50_ms": round(summarize(stalls).p50 * 1000.0, 2) if stalls else 0.0}
 
 
-async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[str, Any]:
+async def run_benchmarks(quick: bool = False, *, isolate: bool = True,
+                         compare: bool = False) -> dict[str, Any]:
     """Run the suite and return the report (JSON-serialisable; see :func:`format_report`).
 
     ``quick`` uses fewer iterations and a smaller big channel for the apply cost;
     ``isolate=False`` runs the server side in this event loop instead of a child
-    process.
+    process; ``compare`` also runs the fan-out workload through ngircd (skipped,
+    with the reason in the report, when ngircd is not installed).
     """
     plan = QUICK if quick else FULL
     began = time.perf_counter()
     machine = _machine()
     machine["cpu_share"] = _cpu_duty()
+    floors = _in_process("floors", bench_floors)
     async with _server_side(isolate) as (info, control):
         baseline = _open_fds()
         gc.collect()
@@ -511,6 +585,13 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
             latency_rate=LATENCY_RATE, latency_messages=plan.latency_messages,
             latency_warmup=plan.latency_warmup))
         left = await _settle(baseline)
+    gc.collect()
+    try:
+        fanout = await bench_fanout(FanoutPlan(
+            latency_messages=plan.fanout_messages, latency_warmup=plan.fanout_warmup,
+            saturate_messages=plan.fanout_saturate, sweep=plan.fanout_sweep), compare)
+    except LocalError as exc:
+        fanout = {"error": f"fan-out: {exc}"}
     # CPU-bound and in one process: run after the server side is gone
     gc.collect()
     reconcile = _in_process("reconcile", lambda: bench_reconcile(plan.reconcile_shared,
@@ -545,13 +626,17 @@ async def run_benchmarks(quick: bool = False, *, isolate: bool = True) -> dict[s
         "apply_cost_us": _apply_result(apply_cost),
         "group_keys": _group_result(group_keys),
         "chat_ui": {**chat_ui, "ok": bool(chat_ui.get("ok"))},
+        "fanout": _fanout_result(fanout),
+        "floors": {**floors, "ok": "error" not in floors},
     }
+    _with_floors(results, floors)
     machine["loadavg_end"] = _loadavg()
     return {
         "schema": REPORT_SCHEMA,
         "version": __version__,
         "aioquic": aioquic.__version__,
         "quick": quick,
+        "compare": compare,
         "server": "child-process" if isolate else "in-process",
         "machine": machine,
         "parameters": asdict(plan),
@@ -743,6 +828,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"round trip: raw = {rtt['raw_frame_bytes']}-byte frame echoed on a stream; "
                  "node = ping() through core and codec")
     lines += ["", *_channel_lines(report)]
+    lines += ["", *summary_lines(report)]
     lines.append(_load_line(machine))
     left = report.get("open_fds_left")
     if left:

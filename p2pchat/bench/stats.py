@@ -59,3 +59,21 @@ def summarize(samples: Sequence[float]) -> Summary:
         min=ordered[0],
         max=ordered[-1],
     )
+
+
+#: Points of a latency CDF kept in the report (percentiles 0, 1, ..., 100).
+CDF_POINTS = 101
+
+
+def cdf(samples: Sequence[float], points: int = CDF_POINTS, digits: int = 4) -> list[float]:
+    """The samples' percentiles at ``points`` evenly spaced ranks from 0 to 100.
+
+    A compact stand-in for the whole sample set: enough to draw its CDF (the
+    value at index i is the ``100 * i / (points - 1)``-th percentile).
+    """
+    if points < 2:
+        raise ValueError("a CDF needs at least two points")
+    ordered = sorted(samples)
+    if not ordered:
+        return []
+    return [round(percentile(ordered, 100.0 * i / (points - 1)), digits) for i in range(points)]

@@ -577,15 +577,34 @@ def stop() -> None:
 
 @app.command()
 def bench(quick: Annotated[bool, typer.Option("--quick", help="Fewer iterations.")] = False,
-          as_json: JsonOption = False) -> None:
+          as_json: JsonOption = False,
+          out: Annotated[Path | None, typer.Option(
+              "--out", help="Write bench.json and bench.md (and charts) into this directory.",
+              file_okay=False)] = None,
+          compare: Annotated[bool, typer.Option(
+              "--compare", help="Also run the fan-out workload through ngircd, if installed.")
+          ] = False,
+          plot: Annotated[bool, typer.Option(
+              "--plot", help="Write PNG charts into --out (needs the plot extra).")] = False,
+          ) -> None:
     """Measure links and channels against floors taken in the same run.
 
     Link handshake and round trip vs raw aioquic; channel throughput and latency vs
-    a node-less pipeline; initial sync, reconciliation and apply-cost figures.
+    a node-less pipeline; initial sync, reconciliation and apply-cost figures; 1 -> 10
+    fan-out; primitive floors (crypto, msgpack, Automerge). Every figure is shown with
+    its floor and the ratio to it.
     """
+    from p2pchat.bench.report import require_matplotlib, write_outputs
     from p2pchat.bench.runner import format_report, run_benchmarks
 
-    report = guarded(lambda: asyncio.run(run_benchmarks(quick=quick)))
+    if plot:
+        if out is None:
+            fail("--plot writes its charts into --out DIR: give --out too")
+        guarded(require_matplotlib)  # before the run, not after minutes of it
+    report = guarded(lambda: asyncio.run(run_benchmarks(quick=quick, compare=compare)))
+    if out is not None:
+        written = guarded(lambda: write_outputs(report, out, plot=plot))
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if as_json:
         emit_json(report)
     else:

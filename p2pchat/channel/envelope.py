@@ -36,7 +36,7 @@ overhead over the bare change; v1 spent 358 (docs/design.md §13).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -122,7 +122,11 @@ class Envelope:
             return self
         deps = self.wire_deps if prev in self.wire_deps \
             else tuple(sorted((*self.wire_deps, prev)))
-        return replace(self, deps=deps, epoch=self.wire_epoch or prev_epoch, prev=prev)
+        # the constructor, not dataclasses.replace: this runs once per envelope received
+        return Envelope(self.topic, self.author, self.author_key, self.device, self.seq,
+                        self.wire_deps, self.wire_epoch, self.nonce, self.ciphertext,
+                        self.signature, self.signed, self.id, deps,
+                        self.wire_epoch or prev_epoch, prev)
 
     def encode(self) -> bytes:
         return self.signed + self.signature

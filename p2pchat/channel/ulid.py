@@ -53,5 +53,6 @@ def ulid_from_bytes(raw: bytes) -> str:
     """The text form of a 16-byte binary ULID."""
     if len(raw) != ULID_BYTES:
         raise ValueError(f"a binary ULID is {ULID_BYTES} bytes")
-    value = int.from_bytes(raw, "big")
-    return "".join(ALPHABET[(value >> (5 * i)) & 31] for i in range(ULID_LENGTH - 1, -1, -1))
+    # as make_ulid: the 130-bit base-32 form is the top of the value shifted into 20 bytes
+    text = base64.b32encode((int.from_bytes(raw, "big") << 30).to_bytes(20, "big"))
+    return text.decode("ascii")[:ULID_LENGTH].translate(_TO_CROCKFORD)

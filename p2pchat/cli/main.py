@@ -569,6 +569,44 @@ def modlog(channel: ChannelArg, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def sim(
+    file: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, help="A scenario file (TOML; see docs/scenarios).")],
+    seed: Annotated[int | None, typer.Option(
+        "--seed", min=0, help="Replay with this seed (default: the file's seed).")] = None,
+    as_json: JsonOption = False,
+    trace: Annotated[Path | None, typer.Option(
+        "--trace", help="Write the whole event trace, steps interleaved, to this file.")
+                     ] = None,
+    messages: Annotated[int | None, typer.Option(
+        "--messages", min=1, help="Scale the post steps to about this many messages.")
+                        ] = None,
+) -> None:
+    """Run a scenario file in the deterministic simulator and print a verdict per assertion.
+
+    Exit 0 if every assertion holds, 1 if one fails or the file is invalid (the
+    failure comes with the seed and the shortest trace that shows it).
+    """
+    from p2pchat.testing.scenariofile import ScenarioError, load_scenario, run_scenario
+
+    try:
+        scenario = load_scenario(file)
+        if messages is not None:
+            scenario = scenario.with_messages(messages)
+    except (ScenarioError, ValueError) as exc:
+        fail(str(exc))
+    result = run_scenario(scenario, seed)
+    if trace is not None:
+        trace.write_text("\n".join(result.full_trace()) + "\n", encoding="utf-8")
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        typer.echo(result.report())
+    if not result.passed:
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command()
 def stop() -> None:
     """Ask the running node to shut down gracefully."""
     control("stop")

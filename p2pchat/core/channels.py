@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pchat.channel import moderation as mod
-from p2pchat.channel.envelope import Envelope
+from p2pchat.channel.envelope import Envelope, envelope_id_of
 from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
 from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof, parse_invite
 from p2pchat.channel.keys import (
@@ -983,11 +983,14 @@ class ChannelHub:
         channel = self._channel_of(lc, frame.topic)
         state = self.channels[channel]
         try:
-            envelopes = [state.decode(raw) for raw in frame.items]
+            # what we hold already (gossip repeats a lot) is skipped before decoding: the id
+            # covers the signed bytes, so a copy with other signature bytes changes nothing
+            envelopes = [state.decode(raw) for raw in frame.items
+                         if not state.is_known(envelope_id_of(raw, state.topic))]
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
-        fresh = [env for env in envelopes if not state.is_known(env.id)]
-        verdicts = dict(zip((env.id for env in fresh), self.verify_batch(fresh), strict=True))
+        verdicts = dict(zip((env.id for env in envelopes), self.verify_batch(envelopes),
+                            strict=True))
         return self._apply_batch(lc, channel, frame.more, envelopes, verdicts, now_ms)
 
     def _apply_batch(self, lc: _LinkChannels, channel: bytes, more: bool,

@@ -110,11 +110,13 @@ from p2pchat.core.events import (
     DialFailed,
     Effect,
     Event,
+    FlushHeld,
     ForgetEpochKey,
     ForgetPeer,
     JoinRequested,
     LinkEstablished,
     LinkLost,
+    MessageOpRequested,
     ModRequested,
     PeerConnected,
     PeerDisconnected,
@@ -425,7 +427,11 @@ class SimNetwork:
         #: accepts and every ``DataReceived`` it delivers; for white-box tests.
         self.on_transmit: Callable[[str, int, bytes], None] | None = None
         self.on_deliver: Callable[[str, int, bytes], None] | None = None
+        #: Called with ``(node name, core)`` for every core the network builds (at
+        #: :meth:`add_node` and each :meth:`restart`) before it handles any event.
+        self.on_new_core: Callable[[str, NodeCore], None] | None = None
         self._rng = derive_rng(seed, "network")
+        self._names: dict[str, str] = {}  # DID -> node name (see _name_by_did)
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = 0
         self._conns: dict[End, _Conn] = {}
@@ -455,8 +461,11 @@ class SimNetwork:
         return node
 
     def _new_core(self, name: str, identity: Identity, incarnation: int) -> NodeCore:
-        return NodeCore(identity, self.config, derive_rng(self.seed, "core", name, incarnation),
+        core = NodeCore(identity, self.config, derive_rng(self.seed, "core", name, incarnation),
                         agent="sim")
+        if self.on_new_core is not None:
+            self.on_new_core(name, core)
+        return core
 
     def node(self, name: str) -> SimNode:
         return self.nodes[name]
@@ -468,10 +477,17 @@ class SimNetwork:
         return self.nodes[name].did
 
     def name_of(self, did: str) -> str:
-        for node in self.nodes.values():
-            if node.did == did:
-                return node.name
-        raise KeyError(did)
+        name = self._name_by_did(did)
+        if name is None:
+            raise KeyError(did)
+        return name
+
+    def _name_by_did(self, did: str) -> str | None:
+        # identities never change under a name (a restart keeps the node's identity), so
+        # the map only needs rebuilding when nodes are added
+        if len(self._names) != len(self.nodes):
+            self._names = {node.did: node.name for node in self.nodes.values()}
+        return self._names.get(did)
 
     @property
     def now(self) -> float:
@@ -553,13 +569,48 @@ class SimNetwork:
                                          invite.cap, invite.grant, invite.grant_signature,
                                          invite.genesis), rid)
 
-    def post(self, name: str, channel: bytes, text: str) -> str:
-        """``name`` posts ``text``; returns the message id."""
+    def post(self, name: str, channel: bytes, text: str, *, hold: bool = False) -> str:
+        """``name`` posts ``text``; returns the message id. ``hold`` keeps the live push
+        until :meth:`flush` (or the node's next event), as the runtime does in a burst."""
         rid = self._request_id()
-        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name)), rid)
+        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name),
+                                                  hold=hold), rid)
         msg_id = result["id"]
         assert isinstance(msg_id, str)
         return msg_id
+
+    def flush(self, name: str) -> None:
+        """Push ``name``'s held writes now (``FlushHeld``), one frame per link."""
+        self.request(name, FlushHeld())
+
+    def message_op(self, name: str, channel: bytes, op: str, msg_id: str, *, text: str = "",
+                   emoji: str = "", on: bool = True) -> None:
+        """``name`` edits (``op="edit"``, ``text``) or deletes one of its messages, or reacts
+        (``op="react"``, ``emoji``, ``on``) to any message."""
+        rid = self._request_id()
+        self._answer(name, MessageOpRequested(rid, channel, op, msg_id, self.wall_ms(name),
+                                              text, emoji, on), rid)
+
+    def rotate(self, name: str, channel: bytes) -> None:
+        """``name`` rotates ``channel``'s group key now, as its hub does after a removal or
+        every ``ROTATE_EVERY`` envelopes (there is no user request for it): the bundle is
+        stored and pushed like any local write."""
+        node = self.nodes[name]
+        if not node.alive:
+            raise self.fail(f"{name} is down")
+        hub = node.core.hub
+        state = hub.get(channel)
+        before = len(state.log)
+        rng = derive_rng(self.seed, "rotate", name, node.incarnation, before)
+        try:
+            state.rotate(self.wall_ms(name), rng.randbytes)
+        except ValueError as exc:
+            raise self.fail(f"{name}: rotate failed: {exc}") from exc
+        self._note("rotate", name, channel.hex()[:12])
+        effects = hub._after_local(state, before)  # the hub's own path for local writes
+        node.deadline = node.core.next_deadline()
+        for effect in effects:
+            self._carry_out(node, effect)
 
     def moderate(self, name: str, channel: bytes, action: str, target: str = "", *,
                  value: str = "", on: bool = True, reason: str = "") -> str:
@@ -776,10 +827,8 @@ class SimNetwork:
                             f"pending at {pending or 'none'}):\n" + "\n".join(problems))
 
     def _who(self, did: str) -> str:
-        for node in self.nodes.values():
-            if node.did == did:
-                return node.name
-        return did[:20]
+        name = self._name_by_did(did)
+        return did[:20] if name is None else name
 
     # --- inspection ----------------------------------------------------------------------------
 

@@ -141,6 +141,8 @@ def _encode_value(tag: str, spec: _FieldSpec, value: Any) -> Any:
 
 
 def _printable(text: str) -> bool:
+    if text.isascii() and text.isprintable():  # the common case, without a lookup per char
+        return True
     return all(unicodedata.category(c)[0] != "C" for c in text)
 
 

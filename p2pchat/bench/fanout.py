@@ -70,7 +70,13 @@ from p2pchat.bench.pipeline import (
     drive,
     wall_ms,
 )
-from p2pchat.bench.server import HOST, MAX_COMMAND_LINE, bench_identity, quic_idle_timeout
+from p2pchat.bench.server import (
+    HOST,
+    MAX_COMMAND_LINE,
+    bench_identity,
+    quic_idle_timeout,
+    serve_commands,
+)
 from p2pchat.bench.stats import cdf, summarize
 from p2pchat.channel.invite import parse_invite
 from p2pchat.channel.state import ChannelState
@@ -245,32 +251,12 @@ class ReceiverHost:
 
 
 async def _serve_until_stdin_closes() -> None:
-    loop = asyncio.get_running_loop()
     host = await ReceiverHost.start()
     try:
-        reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE)
-        pipe, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        try:
-            _answer({"floor": list(host.floor_address), "pid": os.getpid()})
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    request = None
-                if not isinstance(request, dict):
-                    _answer({"error": "a command must be a JSON object on one line"})
-                    continue
-                _answer(await host.command(request))
-        finally:
-            pipe.close()
+        await serve_commands({"floor": list(host.floor_address), "pid": os.getpid()},
+                             host.command)
     finally:
         await host.close()
-
-
-def _answer(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 def main() -> int:

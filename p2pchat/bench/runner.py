@@ -756,6 +756,9 @@ def _channel_lines(report: dict[str, Any]) -> list[str]:
                      "PASS" if grp["overhead_ok"] else "OVER BUDGET"])
         notes.append(f"group keys: opening a {grp['members']}-member bundle p50 "
                      f"{grp['bundle_open_ms_p50']:.2f} ms")
+        if grp.get("conversation_overhead_p50_bytes") is not None:
+            notes.append("group keys: a post answering another member's (one more dep) "
+                         f"is {grp['conversation_overhead_p50_bytes']:.0f} B over its change")
     ui = results.get("chat_ui")
     if ui is not None and "error" in ui:
         rows.append(["chat UI", "-", "-", "-", "", _verdict(ui)])

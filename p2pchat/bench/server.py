@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,26 +165,34 @@ class BenchServers:
         return {"channel": invite.channel.hex()}
 
 
-async def _serve_until_stdin_closes() -> None:
+async def serve_commands(hello: dict[str, Any],
+                         command: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+                         ) -> None:
+    """A benchmark child's loop: print ``hello`` as one JSON line, then answer each JSON
+    command read from stdin with one line, until stdin closes (the parent is gone)."""
     loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE)
+    pipe, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        _answer(hello)
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+            except ValueError:
+                request = None
+            if not isinstance(request, dict):
+                _answer({"error": "a command must be a JSON object on one line"})
+                continue
+            _answer(await command(request))
+    finally:
+        pipe.close()
+
+
+async def _serve_until_stdin_closes() -> None:
     servers = await BenchServers.start()
     try:
-        reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE)
-        pipe, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        try:
-            _answer(servers.info.to_json())
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    request = None
-                if not isinstance(request, dict):
-                    _answer({"error": "a command must be a JSON object on one line"})
-                    continue
-                _answer(await servers.command(request))
-        finally:
-            pipe.close()
+        await serve_commands(servers.info.to_json(), servers.command)
     finally:
         await servers.close()
 

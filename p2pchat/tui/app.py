@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,19 +38,26 @@ from p2pchat.tui.format import (
     COMMANDS,
     MOD_WITH_REASON,
     Completer,
+    MessageRef,
+    Substitution,
     Sync,
     bootstrap_text,
     clean,
+    gutter,
     help_lines,
     message_text,
     modlog_line,
     notice_text,
     parse_input,
+    parse_substitution,
     parse_sync,
     peer_via,
     peers_text,
+    reaction_of,
+    resolve_handle,
     resolve_member,
     short,
+    split_handle,
 )
 from p2pchat.tui.modlog import ModlogScreen
 from p2pchat.tui.pane import MessagePane
@@ -68,6 +76,9 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 MODERATOR_RANKS = ("owner", "moderator")
 RANK_ORDER = {"owner": 0, "moderator": 1, "member": 2, "muted": 3, "banned": 4}
 INPUT_HISTORY = 500
+#: Seconds between two refreshes of an open moderation log view (events coming
+#: faster are folded into one refresh at the end of the interval).
+MODLOG_VIEW_INTERVAL = 0.5
 
 
 class ChatInput(Input):
@@ -79,12 +90,14 @@ class ChatInput(Input):
         Binding("tab", "complete", "complete", show=False),
     ]
 
-    def __init__(self, complete: Callable[[], list[str]], **kwargs: Any) -> None:
+    def __init__(self, complete: Callable[[], list[str]],
+                 messages: Callable[[], list[MessageRef]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.lines: list[str] = []
         self._at = 0
         self._draft = ""
         self._dids = complete
+        self._messages = messages or list
         self.completer = Completer()
 
     def remember(self, line: str) -> None:
@@ -104,7 +117,7 @@ class ChatInput(Input):
         self.cursor_position = len(self.value)
 
     def action_complete(self) -> None:
-        new = self.completer.complete(self.value, self._dids())
+        new = self.completer.complete(self.value, self._dids(), self._messages())
         if new is not None:
             self.value = new
             self.cursor_position = len(new)
@@ -162,6 +175,12 @@ class ChatApp(App[None]):
         self.seen: dict[str, int] = {}
         #: messages of the current channel shown in the pane, by id
         self.messages: dict[str, dict[str, Any]] = {}
+        #: channel id -> message id -> its handle, the number shown before it (kept for
+        #: the session, so a number always means the same message)
+        self.handles: dict[str, dict[str, int]] = {}
+        #: channels whose next refresh fetches the whole window, not just the tail (this
+        #: node changed a message older than the tail)
+        self._wide: set[str] = set()
         self.members: list[dict[str, Any]] = []
         #: this node is owner or moderator of the open channel (sees hidden placeholders)
         self.moderating = False
@@ -184,6 +203,9 @@ class ChatApp(App[None]):
         self._dirty_keys: set[str] = set()
         self._dirty_peers = False
         self._dirty_all = False
+        self._dirty_modlog = False
+        self._modlog_at = 0.0
+        self._modlog_timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- layout ----------------------------------------------------------------------
@@ -196,7 +218,7 @@ class ChatApp(App[None]):
                 with VerticalScroll(id="members-box"):
                     yield Static(id="members")
             yield Static(id="status")
-            yield ChatInput(self._completion_dids, id="input",
+            yield ChatInput(self._completion_dids, self.message_refs, id="input",
                             placeholder="message, or /help for commands")
 
     @property
@@ -218,6 +240,8 @@ class ChatApp(App[None]):
                        loop.create_task(self._guard(self._command_loop))]
 
     async def on_unmount(self) -> None:
+        if self._modlog_timer is not None:
+            self._modlog_timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -316,6 +340,9 @@ class ChatApp(App[None]):
         channel = event.get("channel")
         if kind == "channel" and isinstance(channel, str):
             self._mark(channel=channel)
+            screen = self.modlog_screen
+            if screen is not None and screen.channel == channel and screen.is_active:
+                self._mark_modlog()
         elif kind == "keys" and isinstance(channel, str):
             self._dirty_keys.add(channel)
             self._mark(channel=channel)
@@ -325,6 +352,8 @@ class ChatApp(App[None]):
             self._on_sync(channel, event.get("sync"))
         elif kind == "lagged":
             self._mark(all_=True)
+            if self.modlog_screen is not None and self.modlog_screen.is_active:
+                self._mark_modlog()
 
     def _on_sync(self, cid: str, value: Any) -> None:
         """A ``sync`` event: shown at once (the node sends a few a second at most)."""
@@ -344,6 +373,20 @@ class ChatApp(App[None]):
         self._render_channel_list()
         self._update_status()
 
+    def _mark_modlog(self) -> None:
+        """Refresh the open moderation log view: at once, or, within
+        :data:`MODLOG_VIEW_INTERVAL` of the last refresh, once at the end of it."""
+        wait = self._modlog_at + MODLOG_VIEW_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._dirty_modlog = True
+            self._wake.set()
+        elif self._modlog_timer is None:
+            def fire() -> None:
+                self._modlog_timer = None
+                self._mark_modlog()
+
+            self._modlog_timer = asyncio.get_running_loop().call_later(wait, fire)
+
     def _mark(self, channel: str | None = None, peers: bool = False, all_: bool = False) -> None:
         if channel is not None:
             self._dirty_channels.add(channel)
@@ -361,6 +404,13 @@ class ChatApp(App[None]):
             keys, self._dirty_keys = self._dirty_keys, set()
             peers, self._dirty_peers = self._dirty_peers, False
             everything, self._dirty_all = self._dirty_all, False
+            modlog, self._dirty_modlog = self._dirty_modlog, False
+            if modlog:
+                try:
+                    await self._refresh_modlog_view()
+                except LocalError as exc:
+                    if self.ctl is not None and self.ctl.connected:
+                        self.notice(f"moderation log refresh failed: {exc}", error=True)
             try:
                 if everything:
                     await self._load_all(first=False)
@@ -540,10 +590,36 @@ class ChatApp(App[None]):
         """Messages hidden by moderation stay as placeholders for moderators only."""
         return history if self.moderating else [m for m in history if not m.get("hidden")]
 
+    def _handle(self, mid: str, cid: str | None = None) -> int:
+        """The handle of message ``mid`` of ``cid`` (the open channel by default): the next
+        number the first time it is shown, the same one afterwards."""
+        handles = self.handles.setdefault(cid or self.current or "", {})
+        handle = handles.get(mid)
+        if handle is None:
+            handle = handles[mid] = len(handles) + 1
+        return handle
+
     def _message_text(self, m: dict[str, Any]) -> Text:
-        reply = m.get("reply_to")
-        replied = self.messages.get(str(reply)) if reply else None
-        return message_text(m, self.names, self.me, replied)
+        reply = str(m.get("reply_to") or "")
+        replied = self.messages.get(reply) if reply else None
+        return message_text(m, self.names, self.me, replied, handle=self._handle(str(m["id"])),
+                            replied_handle=self._handle(reply) if replied is not None else None)
+
+    def message_refs(self) -> list[MessageRef]:
+        """The open channel's messages in the pane, oldest first, as commands refer to them."""
+        refs = []
+        for mid in self.pane.keys():  # noqa: SIM118 (a pane is not iterable)
+            m = self.messages.get(mid)
+            if m is None:
+                continue
+            reactions = m.get("reactions")
+            refs.append(MessageRef(
+                handle=self._handle(mid), id=mid, author=str(m.get("author", "")),
+                text=str(m.get("text", "")), deleted=bool(m.get("deleted")),
+                hidden=bool(m.get("hidden")), mine=m.get("author") == self.me,
+                reactions=tuple(str(e) for e in reactions) if isinstance(reactions, dict)
+                else ()))
+        return refs
 
     async def _load_current_tail(self) -> None:
         cid = self.current
@@ -552,9 +628,18 @@ class ChatApp(App[None]):
         seq = self._open_seq
         modlog = await self.call("modlog", {"channel": cid})
         moderated = len(modlog) != self.modlog_len.get(cid, 0)
-        limit = HISTORY_WINDOW if moderated else TAIL
+        wide = cid in self._wide
+        self._wide.discard(cid)
+        limit = HISTORY_WINDOW if moderated or wide else TAIL
         tail = self._shown(await self.call("history", {"channel": cid, "limit": limit,
                                                        "hidden": True}))
+        if limit < HISTORY_WINDOW and len(tail) == limit and self.messages \
+                and not any(str(m["id"]) in self.messages for m in tail):
+            # more new messages than the tail holds: the whole window, so the pane keeps
+            # the messages before them (and their handles)
+            limit = HISTORY_WINDOW
+            tail = self._shown(await self.call("history", {"channel": cid, "limit": limit,
+                                                           "hidden": True}))
         if seq != self._open_seq or cid != self.current:
             return
         if moderated:
@@ -579,22 +664,29 @@ class ChatApp(App[None]):
         shown = [k for k in self.pane.keys() if k in self.messages]  # noqa: SIM118
         start = shown.index(ids[0]) if full and ids[0] in self.messages else 0 if not full \
             else len(shown)
+        changed: set[str] = set()
         for mid in shown[start:]:
             if mid not in present:
                 del self.messages[mid]
                 self.pane.remove_entry(mid)
+                changed.add(mid)
         for pos, m in enumerate(tail):
             mid = ids[pos]
             old = self.messages.get(mid)
             self.messages[mid] = m
             if old == m:
                 continue
+            changed.add(mid)
             text = self._message_text(m)
             if old is not None:
                 self.pane.replace(mid, text)
                 continue
             after = next((i for i in ids[pos + 1:] if i in self.pane), None)
             self.pane.insert_sorted(mid, text, after)
+        if changed:  # replies quote what they answer: show its new text, or that it is gone
+            for mid, m in self.messages.items():
+                if mid not in changed and m.get("reply_to") in changed and mid in self.pane:
+                    self.pane.replace(mid, self._message_text(m))
 
     async def _load_members(self) -> None:
         cid = self.current
@@ -732,7 +824,11 @@ class ChatApp(App[None]):
                 self.lines_done += 1
 
     async def run_line(self, line: str) -> None:
-        """One line of input: a /command or text for the current channel."""
+        """One line of input: a /command, ``s/old/new/``, or text for the current channel."""
+        substitution = parse_substitution(line)
+        if substitution is not None:
+            await self._substitute(substitution)
+            return
         command = parse_input(line)
         if command is None:
             text = line[1:] if line.startswith("//") else line
@@ -749,10 +845,84 @@ class ChatApp(App[None]):
             raise LocalError("no channel open: /create NAME or /join INVITE first")
         return self.current
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, reply_to: str = "") -> None:
         cid = self._need_channel()
-        await self.call("send", {"channel": cid, "text": text})
+        params = {"channel": cid, "text": text}
+        if reply_to:
+            params["reply_to"] = reply_to
+        await self.call("send", params)
         self._mark(channel=cid)  # the watch event will follow; do not wait for it
+
+    # --- messages by handle: reply, edit, delete, react --------------------------------
+
+    def _message(self, word: str) -> MessageRef:
+        """The message a handle typed in a command refers to (ValueError: inline error)."""
+        self._need_channel()
+        return resolve_handle(word, self.message_refs())
+
+    def _my_message(self, word: str | None, usage: str) -> MessageRef:
+        """``word``'s message, which must be this node's and still there; without a word,
+        this node's newest such message."""
+        if word is None:
+            self._need_channel()
+            mine = [r for r in self.message_refs() if r.editable]
+            if not mine:
+                raise LocalError(f"you have no message here to change ({usage})")
+            return mine[-1]
+        ref = self._message(word)
+        if not ref.mine:
+            raise LocalError(f"message {ref.handle} is not yours (by {short(ref.author)}); "
+                             "only your own messages can be changed")
+        if ref.deleted or ref.hidden:
+            raise LocalError(f"message {ref.handle} is "
+                             f"{'deleted' if ref.deleted else 'hidden by moderation'}")
+        return ref
+
+    async def _message_op(self, method: str, ref: MessageRef, **params: Any) -> None:
+        cid = self._need_channel()
+        if method == "edit" and params.get("text") == ref.text:
+            raise LocalError(f"nothing to change: message {ref.handle} already says that")
+        await self.call(method, {"channel": cid, "id": ref.id, **params})
+        refs = [r.id for r in self.message_refs()]
+        if ref.id not in refs[-TAIL:]:
+            self._wide.add(cid)  # older than the tail a refresh fetches
+        self._mark(channel=cid)
+
+    async def _cmd_reply(self, args: str) -> None:
+        word, _, text = args.partition(" ")
+        if not word or not text.strip():
+            raise LocalError("usage: /reply N TEXT (N: the dim number before a message)")
+        ref = self._message(word)
+        await self._send(text.strip(), reply_to=ref.id)
+
+    async def _cmd_edit(self, args: str) -> None:
+        usage = "usage: /edit [N] TEXT, or s/old/new/"
+        word, text = split_handle(args)
+        if not text:
+            raise LocalError(usage)
+        ref = self._my_message(word, usage)
+        await self._message_op("edit", ref, text=text)
+
+    async def _substitute(self, sub: Substitution) -> None:
+        ref = self._my_message(None, "s/old/new/ changes your last message")
+        await self._message_op("edit", ref, text=sub.apply(ref.text))
+
+    async def _cmd_delete(self, args: str) -> None:
+        word = args.strip() or None
+        if word is not None and " " in word:
+            raise LocalError("usage: /delete [N]")
+        await self._message_op("delete", self._my_message(word, "usage: /delete [N]"))
+
+    async def _cmd_react(self, args: str) -> None:
+        word, _, emoji = args.partition(" ")
+        if not word or not emoji.strip():
+            raise LocalError("usage: /react N EMOJI (again to take it back)")
+        ref = self._message(word)
+        reaction = reaction_of(emoji)
+        message = self.messages.get(ref.id, {})
+        who = (message.get("reactions") or {}).get(reaction, [])
+        on = not (isinstance(who, list) and self.me in who)
+        await self._message_op("react", ref, emoji=reaction, on=on)
 
     def _member(self, arg: str) -> str:
         return resolve_member(arg, self._completion_dids())
@@ -760,6 +930,8 @@ class ChatApp(App[None]):
     async def _cmd_help(self, args: str) -> None:
         for line in help_lines():
             self.notice(line)
+        self.notice("s/old/new/ edits your last message; N is the dim number before a "
+                    "message, ^ the newest, ^2 the one before")
         self.notice("keys: tab completes, up/down recall lines, ctrl+n/ctrl+p switch channel, "
                     "pageup/pagedown scroll, ctrl+q quits")
 
@@ -866,8 +1038,20 @@ class ChatApp(App[None]):
         self.notice(f"moderation log of {self._label(cid)}: {len(entries)} "
                     f"entr{'y' if len(entries) == 1 else 'ies'}"
                     + (f", {invalid} invalid" if invalid else "") + " (escape closes it)")
-        self.modlog_screen = ModlogScreen(self._label(cid), entries, dict(self.names))
+        self.modlog_screen = ModlogScreen(self._label(cid), entries, dict(self.names), channel=cid)
+        self._modlog_at = time.monotonic()
         await self.push_screen(self.modlog_screen)
+
+    async def _refresh_modlog_view(self) -> None:
+        """The open moderation log view shows the log as it is now (``channel`` events of
+        its channel, at most every :data:`MODLOG_VIEW_INTERVAL` s)."""
+        screen = self.modlog_screen
+        if screen is None or not screen.is_active:
+            return
+        self._modlog_at = time.monotonic()
+        entries = await self.call("modlog", {"channel": screen.channel})
+        if screen.is_active:
+            screen.update_entries(entries, dict(self.names))
 
     def action_modlog(self) -> None:
         if isinstance(self.screen, ModlogScreen):
@@ -881,8 +1065,11 @@ class ChatApp(App[None]):
             raise LocalError("usage: /search WORDS")
         found = await self.call("search", {"channel": cid, "query": args})
         self.notice(f"search {args!r}: {len(found)} message{'s' if len(found) != 1 else ''}")
+        handles = self.handles.get(cid, {})
         for m in found:
-            self.notice("  " + message_text(m, self.names, self.me).plain)
+            line = message_text({**m, "reply_to": None}, self.names, self.me).plain.lstrip()
+            # the handle of a message shown in the pane, to /reply or /react to it
+            self.notice(f"  {gutter(handles.get(str(m.get('id'))))}{line}")
 
     async def _cmd_members(self, args: str) -> None:
         cid = self._need_channel()

@@ -6,6 +6,9 @@ action (``(off)`` for a mode cleared), the target's short DID, the detail
 (topic text, mode name, reason), who did it, and whether it counts: ``applied``,
 or ``INVALID: why`` (an action by someone without the authority, a ban of the
 owner, ...), which the node keeps in the log but ignores.
+
+The view follows the log while it is open: the app calls :meth:`ModlogScreen.update_entries`
+when the channel changes (rate-limited, see ``MODLOG_VIEW_INTERVAL`` in ``app.py``).
 """
 
 from __future__ import annotations
@@ -69,31 +72,64 @@ class ModlogScreen(ModalScreen[None]):
     ]
 
     def __init__(self, label: str, entries: list[dict[str, Any]],
-                 names: dict[str, str] | None = None) -> None:
+                 names: dict[str, str] | None = None, channel: str = "") -> None:
         super().__init__()
         self.label = label
+        self.channel = channel
         self.entries = entries
         self.names = names or {}
+        #: times the rows were replaced while open (tests wait on it)
+        self.updates = 0
 
-    def compose(self) -> ComposeResult:
+    def title_text(self) -> str:
         invalid = sum(1 for e in self.entries if not e.get("applied", True))
         count = f"{len(self.entries)} entr{'y' if len(self.entries) == 1 else 'ies'}"
+        return (f"moderation log of {self.label} \u2014 {count}"
+                + (f", {invalid} invalid" if invalid else ""))
+
+    def help_text(self) -> str:
+        return ("no moderation actions yet" if not self.entries else
+                "escape closes \u00b7 up/down scroll \u00b7 invalid entries are kept "
+                "in the log and ignored \u00b7 updates live")
+
+    def compose(self) -> ComposeResult:
         with Vertical(id="modlog-box"):
-            yield Static(f"moderation log of {self.label} \u2014 {count}"
-                         + (f", {invalid} invalid" if invalid else ""), id="modlog-title")
+            yield Static(self.title_text(), id="modlog-title")
             yield DataTable(id="modlog-table", cursor_type="row", zebra_stripes=True)
-            yield Static("no moderation actions yet" if not self.entries else
-                         "escape closes \u00b7 up/down scroll \u00b7 invalid entries are kept "
-                         "in the log and ignored", id="modlog-help")
+            yield Static(self.help_text(), id="modlog-help")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns(*COLUMNS)
-        for i, entry in enumerate(self.entries):
-            table.add_row(*modlog_row(entry, self.names), key=str(entry.get("id") or i))
+        self._fill(table)
         table.focus()
         if self.entries:
             table.move_cursor(row=len(self.entries) - 1)
+
+    def _fill(self, table: DataTable[Any]) -> None:
+        for i, entry in enumerate(self.entries):
+            table.add_row(*modlog_row(entry, self.names), key=str(entry.get("id") or i))
+
+    def update_entries(self, entries: list[dict[str, Any]],
+                       names: dict[str, str] | None = None) -> bool:
+        """Show ``entries`` (the log now) if they differ; True if they did. A cursor on the
+        last row stays on the last row (new entries come into view); any other row keeps
+        its place."""
+        names = names if names is not None else self.names
+        if entries == self.entries and names == self.names:
+            return False
+        table = self.query_one(DataTable)
+        row = table.cursor_row
+        follow = row >= table.row_count - 1
+        self.entries, self.names = entries, names
+        table.clear()
+        self._fill(table)
+        if entries:
+            table.move_cursor(row=len(entries) - 1 if follow else min(row, len(entries) - 1))
+        self.query_one("#modlog-title", Static).update(self.title_text())
+        self.query_one("#modlog-help", Static).update(self.help_text())
+        self.updates += 1
+        return True
 
     def rows(self) -> list[list[str]]:
         """The table's cells as plain text (for tests)."""

@@ -2,11 +2,12 @@
 
 ``DIR`` is usually ``docs/screenshots``. Starts two throwaway nodes (alice and
 bob, real ``p2pchat run`` processes on loopback, homes in a temporary
-directory), makes a channel with a few messages, a topic and moderation,
-including an action that does not count: bob, made a moderator, sets a topic
+directory), makes a channel with a few messages (one a reply), a topic and
+moderation, including an action that does not count: bob, made a moderator, sets a topic
 while the two nodes are apart and alice deops him meanwhile, so the log shows it
-as INVALID. Then it runs the app headless attached to alice's node, mutes bob
-from the input line (a live moderation notice) and writes ``DIR/main.svg`` (the
+as INVALID. Then it runs the app headless attached to alice's node, reacts to
+bob's reply and edits a message (``s/old/new/``) by typing, mutes bob from the
+input line (a live moderation notice) and writes ``DIR/main.svg`` (the
 main screen) and ``DIR/modlog.svg`` (the moderation-log view). Takes ~8 s.
 """
 
@@ -53,11 +54,14 @@ def prepare(alice: DevNode, bob: DevNode) -> str:
     _ok(bob.cli("join", created["invite"]))
     bob.wait_synced(channel)
     _ok(alice.cli("mod", "topic", channel, "p2p chat, no servers"))
+    first = ""
     for node, text in ((alice, "morning! the new build is up"),
                        (bob, "pulled it, syncing 10k messages took under a second"),
                        (alice, "/me cheers"),
                        (bob, "the member list shows who is online now")):
-        _ok(node.cli("send", channel, text))
+        reply = ("--reply-to", first) if node is bob and first and "pulled" in text else ()
+        sent = node.cli_json("send", channel, text, *reply)
+        first = first or str(sent["id"])
         time.sleep(0.05)  # distinct timestamps, so the order is the order written
     # an action that does not count: bob is made a moderator, then, while the two
     # nodes are apart, alice deops him and he sets a topic
@@ -85,6 +89,12 @@ async def shoot(home: Path, channel: str, out: Path, bob: DevNode) -> list[Path]
                     raise LocalError(f"timed out waiting for {what}")
                 await pilot.pause(0.05)
 
+        async def typed(line: str) -> None:
+            done = app.lines_done
+            app.chat_input.value = line
+            await pilot.press("enter")
+            await until(lambda: app.lines_done > done, line)
+
         await until(lambda: app.live == "watch" and app.current == channel, "the app")
         await until(lambda: app.peer_count >= 1, "bob's node to connect")
         sent = await asyncio.to_thread(bob.cli, "send", channel, "ok ok, fewer links")
@@ -93,6 +103,13 @@ async def shoot(home: Path, channel: str, out: Path, bob: DevNode) -> list[Path]
                     "bob's live message")
         await until(lambda: any(m.get("online") for m in app.members
                                 if m.get("did") == bob.did), "bob online")
+        # a reaction to bob's reply and an edit, typed (handles: the dim numbers)
+        reply = next(r for r in app.message_refs() if r.text.startswith("pulled it"))
+        for line in (f"/react {reply.handle} :+1:", "s/cheers/cheers, well done/"):
+            await typed(line)
+        await until(lambda: any("\U0001f44d 1]" in ln for ln in app.pane.plain_lines())
+                    and any("well done (edited)" in ln for ln in app.pane.plain_lines()),
+                    "the reaction and the edit")
         # a moderation notice, live: alice mutes bob from the input line
         app.chat_input.value = f"/mute {bob.did[-8:]} too many links"
         await pilot.press("enter")

@@ -38,7 +38,10 @@ def test_screenshot_script_writes_both_svgs(tmp_path: Path) -> None:
     for text in ("channels", "#general \u2014 p2p chat, no servers", "members",
                  "morning! the new build is up", "* alice", "ok ok, fewer links",
                  "-- moderation:", "mute", "(too many links)", "alice", "owner", "muted",
-                 "1 peer (1 direct)"):
+                 "1 peer (1 direct)",
+                 # handles, a reply's quote, a reaction and an edit typed in the input line
+                 "\u256d\u2500", ": morning! the new build is up", "[\U0001f44d",
+                 "cheers, well done (edited)"):
         assert text in screen, (text, screen)
     view = "\n".join(screen_lines(modlog.read_text()))
     for text in ("moderation log of #general", "5 entries, 1 invalid", "time", "action",

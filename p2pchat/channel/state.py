@@ -512,7 +512,11 @@ class ChannelState:
     def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_text(text)
         self._check_may_write()
-        self._own_message(msg_id)
+        record = self._own_message(msg_id)
+        current = next((t for _, kind, t, _ in reversed(record.ops) if kind == "edit"),
+                       record.text)
+        if text == current:  # protocol.md §7: an edit must change something
+            raise ValueError("nothing to change")
         self._ready_epoch(now_ms, randbytes)
         change = self.authoring.update_entry("messages", msg_id, {"text": text, "edited": now_ms})
         return self._author({"op": "edit", "id": msg_id, "text": text, "ts": now_ms}, change,

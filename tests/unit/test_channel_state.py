@@ -258,6 +258,12 @@ def test_repeating_a_reaction_or_an_identical_edit_is_a_clean_local_error() -> N
     with pytest.raises(ValueError):
         w.a.edit(w.m1, "same", T0 + 4000, w.k.rb)
     assert before == snapshot(w.a)
+    # protocol.md §7: the same text later is still nothing to change (no envelope)
+    with pytest.raises(ValueError, match="nothing to change"):
+        w.a.edit(w.m1, "same", T0 + 5000, w.k.rb)
+    with pytest.raises(ValueError, match="nothing to change"):
+        w.b.edit(w.m2, "hi alice", T0 + 5000, w.k.rb)  # the post's own text
+    assert before == snapshot(w.a)
 
 
 def test_out_of_order_delivery_waits_for_dependencies() -> None:

@@ -23,6 +23,15 @@ author's own history is visible, and serves views from that validated index.
 Applying a change: automerge 1.0.0rc1 has no ``apply_changes``; a sync message
 ``0x42, 0 heads, 0 need, 0 have, n changes`` passed to ``receive_sync_message``
 applies them (in causal order only; a change with missing deps is dropped).
+
+A change whose header is well formed can still carry op columns that make
+automerge *panic* (e.g. an actor index past the change's actor table). The
+panic surfaces as ``pyo3_runtime.PanicException``, a ``BaseException``, and
+leaves the ``Document`` unusable (every later call fails). A hostile member can
+sign and encrypt such a change, so :meth:`SharedDocument.apply` catches any
+failure, rebuilds the document as it was before the call -- from the bytes it
+was loaded from (``base``) plus every change applied since, which it keeps until
+the next :meth:`SharedDocument.save` -- and raises :class:`ChangeApplyError`.
 """
 
 from __future__ import annotations
@@ -55,18 +64,58 @@ def changes_message(changes: list[bytes]) -> bytes:
     return bytes(body)
 
 
+class _Unreadable:
+    """A value automerge holds but the binding cannot hand to Python (it panics): equal
+    to nothing, so every check against the document fails."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+UNREADABLE: Any = _Unreadable()
+
+
+class ChangeApplyError(ValueError):
+    """Automerge failed (or panicked) applying a change; the document is as before it."""
+
+
+def _apply_changes(doc: Document, changes: list[bytes]) -> None:
+    doc.receive_sync_message(SyncState(), Message.decode(changes_message(changes)))
+
+
 class SharedDocument:
     """The replicated document of one channel (all authors' changes)."""
 
-    def __init__(self, doc: Document | None = None) -> None:
+    def __init__(self, doc: Document | None = None, base: bytes = b"") -> None:
         self.doc = doc if doc is not None else Document()
         self._objs: dict[str, bytes] = {}
         #: the genesis change: top-level maps are the ones it created, whatever later
         #: changes wrote to the root
         self.genesis: bytes | None = None
+        #: what rebuilds ``doc`` after a failed apply: the saved bytes it started from
+        #: (b"": empty) and the changes applied since (cleared by :meth:`save`)
+        self._base = base
+        self._since: list[bytes] = []
 
     def apply(self, raw_change: bytes) -> None:
-        self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
+        """Apply one change; :class:`ChangeApplyError` (document unchanged) if automerge
+        cannot."""
+        try:
+            _apply_changes(self.doc, [raw_change])
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as exc:
+            self._rebuild()
+            raise ChangeApplyError(
+                f"automerge cannot apply the change ({type(exc).__name__})") from None
+        self._since.append(raw_change)
+
+    def _rebuild(self) -> None:
+        doc = Document.load(self._base) if self._base else Document()
+        if self._since:
+            _apply_changes(doc, self._since)
+        self.doc = doc
+        self._objs = {}
 
 
     def obj(self, name: str) -> bytes | None:
@@ -81,35 +130,48 @@ class SharedDocument:
         return obj
 
     def read_map(self, top: str, key: str, heads: list[bytes]) -> dict[str, Any] | None:
-        """The scalar fields of ``top[key]`` as seen at ``heads``, or None if absent."""
+        """The scalar fields of ``top[key]`` as seen at ``heads``, or None if absent.
+        A field the binding cannot convert reads as :data:`UNREADABLE`."""
         parent = self.obj(top)
         if parent is None:
             return None
-        got = self.doc.get(parent, key, heads)
-        if got is None or got[0] != ObjType.Map:
-            return None
-        obj = got[1]
-        # values() lists the fields in keys() order: two calls instead of one per field
-        return {field: _scalar(value)
-                for field, (value, _) in zip(self.doc.keys(obj, heads),
-                                             self.doc.values(obj, heads), strict=True)
-                if isinstance(value, tuple)}
+        try:
+            got = self.doc.get(parent, key, heads)
+            if got is None or got[0] != ObjType.Map:
+                return None
+            obj = got[1]
+            # values() lists the fields in keys() order: two calls instead of one per field
+            return {field: _scalar(value)
+                    for field, (value, _) in zip(self.doc.keys(obj, heads),
+                                                 self.doc.values(obj, heads), strict=True)
+                    if isinstance(value, tuple)}
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:
+            return {"": UNREADABLE}
 
     def read_scalar(self, top: str, key: str, heads: list[bytes]) -> Any:
         parent = self.obj(top)
         if parent is None:
             return None
-        got = self.doc.get(parent, key, heads)
+        try:
+            got = self.doc.get(parent, key, heads)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:
+            return UNREADABLE
         if got is None or not isinstance(got[0], tuple):
             return None
         return got[0][1]
 
     def save(self) -> bytes:
-        return self.doc.save()
+        data: bytes = self.doc.save()
+        self._base, self._since = data, []
+        return data
 
     @classmethod
     def load(cls, data: bytes) -> SharedDocument:
-        return cls(Document.load(data))
+        return cls(Document.load(data), base=data)
 
 
 class AuthoringDocument:

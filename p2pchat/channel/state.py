@@ -46,12 +46,13 @@ import msgpack
 
 from p2pchat.channel import moderation as mod
 from p2pchat.channel.change import ChangeFormatError, ChangeHeader, parse_change
-from p2pchat.channel.doc import AuthoringDocument, SharedDocument
+from p2pchat.channel.doc import AuthoringDocument, ChangeApplyError, SharedDocument
 from p2pchat.channel.envelope import (
     Envelope,
     actor_id,
     channel_topic,
     decode_envelope,
+    envelope_id_of,
     seal_envelope,
 )
 from p2pchat.channel.group import (
@@ -80,6 +81,7 @@ from p2pchat.channel.keys import (
     seal_share,
 )
 from p2pchat.channel.moderation import ModEvent, ModState
+from p2pchat.channel.shared import SharedWork
 from p2pchat.channel.ulid import (
     ULID_BYTES,
     is_ulid,
@@ -100,6 +102,9 @@ MAX_PENDING_PER_AUTHOR = 2_000
 MAX_TEXT_LENGTH = 16_000
 #: Largest Automerge change inside one envelope, in bytes.
 MAX_CHANGE_SIZE = 64 * 1024
+#: Changes that automerge failed on remembered per replica, so a resend is refused
+#: without another document rebuild (cleared when full).
+MAX_UNAPPLIABLE = 256
 MAX_CHANNEL_NAME = 100
 MAX_EMOJI_LENGTH = 32
 #: How far in the future a message time is shown before it is clamped to "now".
@@ -281,6 +286,28 @@ def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
     return {"action": action, "value": value, "on": on, "reason": reason}
 
 
+def open_envelope(env: Envelope, key: bytes, channel: bytes
+                  ) -> tuple[dict[str, Any], bytes, ChangeHeader]:
+    """Decrypt ``env`` with ``key`` and check its change against its header: (operation,
+    change, change header), or :class:`Rejected`. A pure function of its arguments."""
+    try:
+        plaintext = env.decrypt(key, channel)
+    except DecryptionError as exc:
+        raise Rejected(f"envelope does not decrypt: {exc}") from None
+    op, change = decode_operation(plaintext)
+    if len(change) > MAX_CHANGE_SIZE:
+        raise Rejected(f"change of {len(change)} bytes exceeds {MAX_CHANGE_SIZE}")
+    try:
+        header = parse_change(change)
+    except ChangeFormatError as exc:
+        raise Rejected(f"bad change: {exc}") from None
+    if header.actor != actor_id(env.author, env.device):
+        raise Rejected("change actor does not belong to the envelope's author")
+    if header.seq != env.seq:
+        raise Rejected(f"change seq {header.seq} does not match envelope seq {env.seq}")
+    return op, change, header
+
+
 class ChannelState:
     def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup | None = None,
                  private_for: PrivateLookup | None = None,
@@ -313,6 +340,11 @@ class ChannelState:
         #: published prekeys by member: prekey id -> Prekey (valid when published)
         self.prekeys: dict[str, dict[bytes, Prekey]] = {}
         self.doc = SharedDocument()
+        #: memos shared with other replicas in this process (the simulator's; see
+        #: :mod:`p2pchat.channel.shared`); None: compute everything here
+        self.shared: SharedWork | None = None
+        #: hashes of changes automerge failed on (see SharedDocument.apply)
+        self._unappliable: set[bytes] = set()
         self._actor = actor_id(identity.did, identity.device_salt)
         self.authoring = AuthoringDocument(self._actor)
         self.name = ""
@@ -701,7 +733,17 @@ class ChannelState:
 
     def decode(self, data: bytes) -> Envelope:
         """Parse an envelope of this channel (unresolved; see :meth:`receive`)."""
-        return decode_envelope(data, self.topic)
+        shared = self.shared
+        if shared is None:
+            return decode_envelope(data, self.topic)
+        return shared.memo(shared.decoded, (self.topic, data),
+                           lambda: decode_envelope(data, self.topic))
+
+    def id_of(self, data: bytes) -> bytes:
+        """The id of envelope bytes of this channel, without decoding them."""
+        if self.shared is None:
+            return envelope_id_of(data, self.topic)
+        return self.decode(data).id
 
     def stored(self, env_id: bytes) -> Envelope:
         """A recorded envelope, resolved as when it was recorded."""
@@ -855,7 +897,12 @@ class ChannelState:
                     meta.status, meta.why = Status.REFUSED, refusal
                     continue
                 inner = ReceiveResult()
-                self._apply(env, op, change, header, inner, meta.eff, meta.depth)
+                try:
+                    self._apply(env, op, change, header, inner, meta.eff, meta.depth)
+                except Rejected as exc:  # automerge cannot apply it: as if unreadable
+                    meta.status, meta.why = Status.INVALID, str(exc)
+                    self.unreadable.add(env_id)
+                    continue
                 result.unsealed += inner.applied
 
     def _refusal(self, env: Envelope) -> str:
@@ -880,7 +927,10 @@ class ChannelState:
                 continue
             op, change, header = self._open(env)
             meta = self.envs[env_id]
-            self._apply(env, op, change, header, result, meta.eff, meta.depth)
+            try:
+                self._apply(env, op, change, header, result, meta.eff, meta.depth)
+            except Rejected as exc:  # automerge cannot apply it: kept, never applied
+                meta.status, meta.why = Status.INVALID, str(exc)
 
     def _open(self, env: Envelope) -> tuple[dict[str, Any], bytes, ChangeHeader]:
         key = self._key_for(env.epoch, env.author)
@@ -897,21 +947,12 @@ class ChannelState:
 
     def _open_with(self, env: Envelope, key: bytes
                    ) -> tuple[dict[str, Any], bytes, ChangeHeader]:
-        try:
-            plaintext = env.decrypt(key, self.channel_id)
-        except DecryptionError as exc:
-            raise Rejected(f"envelope does not decrypt: {exc}") from None
-        op, change = decode_operation(plaintext)
-        if len(change) > MAX_CHANGE_SIZE:
-            raise Rejected(f"change of {len(change)} bytes exceeds {MAX_CHANGE_SIZE}")
-        try:
-            header = parse_change(change)
-        except ChangeFormatError as exc:
-            raise Rejected(f"bad change: {exc}") from None
-        if header.actor != actor_id(env.author, env.device):
-            raise Rejected("change actor does not belong to the envelope's author")
-        if header.seq != env.seq:
-            raise Rejected(f"change seq {header.seq} does not match envelope seq {env.seq}")
+        shared = self.shared
+        if shared is None:
+            op, change, header = open_envelope(env, key, self.channel_id)
+        else:
+            op, change, header = shared.memo(
+                shared.opened, (env.id, key), lambda: open_envelope(env, key, self.channel_id))
         if env.epoch == self.clear_epoch and op["op"] in ("bundle", "share"):
             self.group.harvest(env.author, op)
         return op, change, header
@@ -990,7 +1031,15 @@ class ChannelState:
 
     def _apply(self, env: Envelope, op: dict[str, Any], change: bytes, header: ChangeHeader,
                result: ReceiveResult, eff: int, depth: int, trusted: bool = False) -> None:
-        self.doc.apply(change)
+        if header.hash in self._unappliable:
+            raise Rejected("automerge cannot apply the change (seen before)")
+        try:
+            self.doc.apply(change)
+        except ChangeApplyError as exc:
+            if len(self._unappliable) >= MAX_UNAPPLIABLE:
+                self._unappliable.clear()
+            self._unappliable.add(header.hash)  # a resend costs no second rebuild
+            raise Rejected(str(exc)) from None
         if header.hash not in self.doc.doc.get_heads():
             raise Rejected("automerge could not apply the change")  # document unchanged
         own = env.author == self.identity.did and env.device == self.identity.device_salt
@@ -1175,7 +1224,7 @@ class ChannelState:
         if trusted:  # our own post was just written from these very values
             text, reply_to = op["text"], op["reply_to"]
         else:  # the text travels in the change only: read the entry back
-            entry = self.doc.read_map("messages", msg_id, heads) or {}
+            entry = self._read_map("messages", msg_id, heads) or {}
             text, reply_to = entry.get("text"), entry.get("reply_to")
             if type(text) is not str or type(reply_to) is not str \
                     or entry != {"author": env.author, "text": text, "reply_to": reply_to,
@@ -1208,6 +1257,16 @@ class ChannelState:
             return "document does not match the prekey"
         self.prekeys.setdefault(env.author, {})[prekey.prekey_id] = prekey
         return ""
+
+    def _read_map(self, top: str, key: str, heads: list[bytes]) -> dict[str, Any] | None:
+        """``self.doc.read_map``, shared across replicas when :attr:`shared` is set: the
+        heads are change hashes, so every replica holding them reads the same entry.
+        The caller must not change the dict it gets."""
+        shared = self.shared
+        if shared is None:
+            return self.doc.read_map(top, key, heads)
+        return shared.memo(shared.maps, (top, key, tuple(heads)),
+                           lambda: self.doc.read_map(top, key, heads))
 
     def _doc_says(self, key: str, author: str, heads: list[bytes]) -> bool:
         return bool(self.doc.read_map("keys", key, heads) == {"by": author})

@@ -8,9 +8,10 @@ from __future__ import annotations
 import base64
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_INDEX = {c: i for i, c in enumerate(ALPHABET)}
 _CHARS = frozenset(ALPHABET)
 _TO_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", ALPHABET)
+#: Crockford digits to the ones int(text, 32) reads (0-9, A-V)
+_TO_INT32 = str.maketrans(ALPHABET, "0123456789ABCDEFGHIJKLMNOPQRSTUV")
 ULID_LENGTH = 26
 MAX_MS = 2**48 - 1
 
@@ -32,10 +33,7 @@ def is_ulid(text: object) -> bool:
 
 def ulid_ms(ulid: str) -> int:
     """The millisecond timestamp of a (valid) ULID."""
-    value = 0
-    for c in ulid[:10]:
-        value = (value << 5) | _INDEX[c]
-    return value
+    return int(ulid[:10].translate(_TO_INT32), 32)
 
 
 ULID_BYTES = 16
@@ -43,10 +41,7 @@ ULID_BYTES = 16
 
 def ulid_to_bytes(ulid: str) -> bytes:
     """The 128-bit binary form of a (valid) ULID."""
-    value = 0
-    for c in ulid:
-        value = (value << 5) | _INDEX[c]
-    return value.to_bytes(ULID_BYTES, "big")
+    return int(ulid.translate(_TO_INT32), 32).to_bytes(ULID_BYTES, "big")
 
 
 def ulid_from_bytes(raw: bytes) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pchat.channel import moderation as mod
-from p2pchat.channel.envelope import Envelope, envelope_id_of
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.group import EPHEMERAL_WINDOW_MS
 from p2pchat.channel.invite import INVITE_TTL_MS, Invite, make_grant, make_proof, parse_invite
 from p2pchat.channel.keys import (
@@ -40,6 +40,7 @@ from p2pchat.channel.keys import (
     make_prekey,
     open_prekey,
 )
+from p2pchat.channel.shared import SharedWork
 from p2pchat.channel.state import ChannelState, ReceiveResult, Rejected, epoch_id_for
 from p2pchat.core.events import (
     ChannelAnswer,
@@ -181,6 +182,9 @@ class ChannelHub:
         self.snapshot_every = SNAPSHOT_EVERY
         #: emit IndexMessages for search (off when nothing stores them)
         self.index_messages = True
+        #: memos shared with other hubs in this process (the simulator sets one for all
+        #: its nodes; see :mod:`p2pchat.channel.shared`)
+        self.shared: SharedWork | None = None
         #: own envelopes of held writes, per channel, not pushed to links yet
         self._held: dict[bytes, list[bytes]] = {}
         self._held_count = 0
@@ -284,7 +288,7 @@ class ChannelHub:
             self.keys[channel] = key
         else:
             state = ChannelState(channel, self.identity, None, self.private_for, dict(secrets))
-        self.channels[channel] = state
+        self._adopt(state)
         if self.prekeys_on:
             self._prekey_missing.add(channel)
         return state
@@ -328,7 +332,7 @@ class ChannelHub:
                                          self.private_for, dict(stored.secrets))
         except Exception:  # a damaged snapshot costs a full replay, never the channel
             return None
-        self.channels[stored.channel] = state
+        self._adopt(state)
         return state
 
     def snapshots(self, force: bool = False) -> list[Effect]:
@@ -348,7 +352,7 @@ class ChannelHub:
                                            self._randbytes, ev.policy, self.private_for)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        self.channels[state.channel_id] = state
+        self._adopt(state)
         self.names[state.channel_id] = state.name
         if self.prekeys_on:
             self._prekey_missing.add(state.channel_id)
@@ -406,7 +410,7 @@ class ChannelHub:
                        now_ms, self._randbytes)
         except (RemoteProtocolError, ValueError, RuntimeError) as exc:
             return [], str(exc)
-        self.channels[channel] = state
+        self._adopt(state)
         if self.prekeys_on:
             self._prekey_missing.add(channel)
         self.names[channel] = name
@@ -455,7 +459,7 @@ class ChannelHub:
             except (ValueError, KeyError_, AssertionError) as exc:
                 return [ChannelAnswer(ev.request_id, None, f"cannot reach {ev.did}: {exc}")]
             channel = state.channel_id
-            self.channels[channel] = state
+            self._adopt(state)
             self.names[channel] = "dm"
             if self.prekeys_on:
                 self._prekey_missing.add(channel)
@@ -915,6 +919,10 @@ class ChannelHub:
             entries.append(VectorEntry(author=author, device=device, seq=seq, last=last[:8]))
         return lc.link.send(Summary(topic=self._topic(lc, channel), entries=tuple(entries)))
 
+    def _adopt(self, state: ChannelState) -> None:
+        state.shared = self.shared
+        self.channels[state.channel_id] = state
+
     def _topic(self, lc: _LinkChannels, channel: bytes) -> bytes:
         topic = lc.by_channel.get(channel)
         return topic if topic is not None else topic_for(channel, lc.link.session_id)
@@ -986,7 +994,7 @@ class ChannelHub:
             # what we hold already (gossip repeats a lot) is skipped before decoding: the id
             # covers the signed bytes, so a copy with other signature bytes changes nothing
             envelopes = [state.decode(raw) for raw in frame.items
-                         if not state.is_known(envelope_id_of(raw, state.topic))]
+                         if not state.is_known(state.id_of(raw))]
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"sent an invalid envelope: {exc}") from None
         verdicts = dict(zip((env.id for env in envelopes), self.verify_batch(envelopes),

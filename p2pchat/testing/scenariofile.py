@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.channel.envelope import Envelope
+from p2pchat.channel.shared import SharedWork
 from p2pchat.core import NodeCore
 from p2pchat.core.channels import verify_in_order
 from p2pchat.testing.sim import Faults, SimError, SimNetwork, Uniform, derive_rng
@@ -999,6 +1000,7 @@ class _Runner:
                               clock_skew_ms=scenario.network.clock_skew_ms,
                               max_events=50_000_000)
         self.verifier = SharedVerifier()
+        self.shared = SharedWork()
         self.net.on_new_core = self._configure
         for name in scenario.nodes:
             self.net.add_node(name)
@@ -1010,10 +1012,12 @@ class _Runner:
 
     def _configure(self, name: str, core: NodeCore) -> None:
         # as the runtime does when nothing stores search rows or snapshots (the simulator
-        # keeps neither); signature checks shared across nodes (see SharedVerifier)
+        # keeps neither); signature checks and the pure steps of receiving an envelope
+        # shared across nodes (see SharedVerifier and p2pchat.channel.shared)
         core.hub.index_messages = False
         core.hub.snapshot_every = 0
         core.hub.verify_batch = self.verifier
+        core.hub.shared = self.shared
 
     def mark(self, text: str) -> None:
         self.markers.append((len(self.net.trace), f"== {text}"))

@@ -1038,3 +1038,45 @@ def test_post_whose_id_time_differs_from_its_timestamp_is_invalid() -> None:
     for replica in w.replicas:
         assert "message id time does not match the operation's time" == replica.envs[env.id].why
         assert "back-dated id" not in [v.text for v in replica.history()]
+
+
+def _garble_body(change: bytes, pos: int, value: int) -> bytes:
+    """``change`` with one byte of its op columns replaced and its checksum fixed, so the
+    chunk header still parses (parse_change) but Automerge may fail to decode the body."""
+    garbled = bytearray(change)
+    garbled[pos] = value
+    garbled[4:8] = hashlib.sha256(bytes(garbled[8:])).digest()[:4]
+    return bytes(garbled)
+
+
+def test_change_that_automerge_cannot_decode_is_rejected_not_raised() -> None:
+    """A member signs and encrypts a change whose header is fine but whose body Automerge
+    refuses (it raises a bare Exception): the envelope is Rejected with a reason and the
+    replica is untouched, instead of the exception escaping into the node."""
+    w = world()
+    post, _ = w.forger().post([w.p2.id], "soon garbled", T0 + 5000)
+    op = open_op(post, w.k.key)
+    change = op.pop("change")
+    outcomes: dict[str, int] = {}
+    for pos in range(80, len(change)):  # the op columns, past the header
+        for value in (0x00, 0xFF, 0x7F):
+            bad = _garble_body(change, pos, value)
+            if bad == change:
+                continue
+            replica = w.k.replica(w.cid, w.k.identity("fresh"), w.genesis)
+            deliver(replica, [w.p1, w.p2])
+            env = w.k.seal(w.mallory, w.cid, 1, [w.p2.id], op, bad)
+            before = snapshot(replica)
+            try:
+                replica.receive(env, T0 + 10_000)
+            except Rejected as exc:
+                assert before == snapshot(replica)
+                outcomes[str(exc)] = outcomes.get(str(exc), 0) + 1
+            else:  # automerge read another well-formed change; the fold judged it
+                outcomes["judged"] = outcomes.get("judged", 0) + 1
+    assert any("automerge cannot apply" in why for why in outcomes), outcomes
+    # the replica that refused the last one still works
+    deliver(replica, [])
+    p3, _ = w.b.post("still here", T0 + 9000, w.k.rb)
+    assert [p3] == replica.receive(p3, T0 + 9000).applied
+    assert "still here" == replica.history()[-1].text

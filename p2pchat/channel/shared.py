@@ -1,0 +1,78 @@
+"""Work shared between many replicas in one process (the simulator's nodes).
+
+Theory of operation
+-------------------
+A real node holds one replica per channel, so nothing here helps it. The
+simulator holds fifty, and each of them decodes, decrypts and validates every
+envelope of the channel: the same bytes, the same key, the same answer, fifty
+times. :class:`SharedWork` memoizes exactly the steps whose answer is a pure
+function of *content-addressed* input, so each replica still gets the answer it
+would have computed itself:
+
+* ``decode``: the parse of an envelope's bytes under a channel topic (the
+  result is a frozen :class:`~p2pchat.channel.envelope.Envelope`; a malformed
+  envelope's error is memoized too);
+* ``opened``: decrypting an envelope with one key and parsing its plaintext and
+  change header (keyed by envelope id and key: the id is a hash over every byte
+  that the AEAD authenticates, and a wrong key fails the same way every time);
+* ``read_map``: one map entry of the document as of given heads. Heads are
+  change hashes, and a change hash commits to the change's whole causal history,
+  so the document *as of those heads* is the same on every replica holding them.
+
+What stays per replica is everything that depends on a replica's own state: the
+DAG, the slots, the pending buffer, the Automerge document itself, the fold, the
+group keys. Each memo is cleared when it reaches :data:`MAX_SHARED_ENTRIES`
+(a run's working set is far smaller; clearing only costs recomputation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+#: Entries each memo holds before it is cleared (and rebuilt on demand).
+MAX_SHARED_ENTRIES = 1_000_000
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Failed:
+    """A memoized exception: raised again, as a fresh instance, on every lookup."""
+
+    __slots__ = ("args", "kind")
+
+    def __init__(self, exc: Exception) -> None:
+        self.kind, self.args = type(exc), exc.args
+
+
+class SharedWork:
+    """Memos of pure, content-addressed steps of receiving an envelope."""
+
+    def __init__(self, limit: int = MAX_SHARED_ENTRIES) -> None:
+        self.limit = limit
+        self.decoded: dict[tuple[bytes, bytes], Any] = {}
+        self.opened: dict[tuple[bytes, bytes], Any] = {}
+        self.maps: dict[tuple[str, str, tuple[bytes, ...]], Any] = {}
+        self.hits = self.misses = 0
+
+    def memo(self, table: dict[_K, Any], key: _K, compute: Callable[[], _V]) -> _V:
+        """``compute()`` once per ``key`` (its result or the exception it raised)."""
+        got = table.get(key, _MISSING)
+        if got is _MISSING:
+            self.misses += 1
+            if len(table) >= self.limit:
+                table.clear()
+            try:
+                got = table[key] = compute()
+            except Exception as exc:
+                table[key] = _Failed(exc)
+                raise
+            return got
+        self.hits += 1
+        if type(got) is _Failed:
+            raise got.kind(*got.args)
+        return got  # type: ignore[no-any-return]
+
+
+_MISSING = object()

@@ -87,7 +87,9 @@ class SharedDocument:
     """The replicated document of one channel (all authors' changes)."""
 
     def __init__(self, doc: Document | None = None, base: bytes = b"") -> None:
-        self.doc = doc if doc is not None else Document()
+        self._doc = doc if doc is not None else Document()
+        #: changes known to apply, not applied yet (see :meth:`defer`)
+        self._deferred: list[bytes] = []
         self._objs: dict[str, bytes] = {}
         #: the genesis change: top-level maps are the ones it created, whatever later
         #: changes wrote to the root
@@ -96,6 +98,29 @@ class SharedDocument:
         #: (b"": empty) and the changes applied since (cleared by :meth:`save`)
         self._base = base
         self._since: list[bytes] = []
+
+    @property
+    def doc(self) -> Document:
+        """The automerge document, with every deferred change applied."""
+        if self._deferred:
+            self._flush()
+        return self._doc
+
+    def defer(self, raw_change: bytes) -> None:
+        """Apply a change that is known to apply (another replica in this process applied
+        it: p2pchat.channel.shared) the next time the document is used, with any others
+        deferred so far, in one automerge call."""
+        self._deferred.append(raw_change)
+
+    def _flush(self) -> None:
+        changes, self._deferred = self._deferred, []
+        if self.apply_all(changes, set()):
+            return
+        for change in changes:  # known to apply, yet one did not: apply the rest
+            try:
+                self.apply(change)
+            except ChangeApplyError:
+                continue
 
     def apply(self, raw_change: bytes) -> None:
         """Apply one change; :class:`ChangeApplyError` (document unchanged) if automerge
@@ -110,11 +135,29 @@ class SharedDocument:
                 f"automerge cannot apply the change ({type(exc).__name__})") from None
         self._since.append(raw_change)
 
+    def apply_all(self, changes: list[bytes], tips: set[bytes]) -> bool:
+        """Apply ``changes`` (in causal order) in one call. True if they all applied, as
+        far as ``tips`` (the last change of each author's run, which nothing else in the
+        document can depend on yet) are all heads after it; else the document is as
+        before and False."""
+        try:
+            _apply_changes(self.doc, changes)
+            ok = tips.issubset(self.doc.get_heads())
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException:  # as in apply: pyo3 panics
+            ok = False
+        if not ok:
+            self._rebuild()
+            return False
+        self._since += changes
+        return True
+
     def _rebuild(self) -> None:
         doc = Document.load(self._base) if self._base else Document()
         if self._since:
             _apply_changes(doc, self._since)
-        self.doc = doc
+        self._doc = doc
         self._objs = {}
 
 

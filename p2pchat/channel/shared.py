@@ -15,9 +15,18 @@ would have computed itself:
 * ``opened``: decrypting an envelope with one key and parsing its plaintext and
   change header (keyed by envelope id and key: the id is a hash over every byte
   that the AEAD authenticates, and a wrong key fails the same way every time);
+* ``headers``: the parsed, signature-checked header of a key bundle or share
+  (its bytes are the key; what a member can open of it stays per replica);
 * ``read_map``: one map entry of the document as of given heads. Heads are
   change hashes, and a change hash commits to the change's whole causal history,
   so the document *as of those heads* is the same on every replica holding them.
+
+* ``applied``: that automerge applied a change. The change's deps name the
+  author's previous change, so its causal history is fixed by its hash; once one
+  replica has applied it, the others *defer* it
+  (:meth:`~p2pchat.channel.doc.SharedDocument.defer`): it joins their documents
+  in one batch the next time anything reads them, and with every read above
+  shared, a simulated node's document is often never read at all.
 
 What stays per replica is everything that depends on a replica's own state: the
 DAG, the slots, the pending buffer, the Automerge document itself, the fold, the
@@ -54,7 +63,16 @@ class SharedWork:
         self.decoded: dict[tuple[bytes, bytes], Any] = {}
         self.opened: dict[tuple[bytes, bytes], Any] = {}
         self.maps: dict[tuple[str, str, tuple[bytes, ...]], Any] = {}
+        self.headers: dict[tuple[str, bytes], Any] = {}
+        self.scalars: dict[tuple[str, str, tuple[bytes, ...]], Any] = {}
+        #: hashes of changes some replica applied to its document
+        self.applied: set[bytes] = set()
         self.hits = self.misses = 0
+
+    def note_applied(self, change_hash: bytes) -> None:
+        if len(self.applied) >= self.limit:
+            self.applied.clear()
+        self.applied.add(change_hash)
 
     def memo(self, table: dict[_K, Any], key: _K, compute: Callable[[], _V]) -> _V:
         """``compute()`` once per ``key`` (its result or the exception it raised)."""

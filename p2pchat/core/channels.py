@@ -1013,6 +1013,7 @@ class ChannelHub:
         pending_evidence: list[Effect] = []
         parked = False
         error: RemoteProtocolError | None = None
+        state.preapply(envelopes, verdicts)
         for env in envelopes:
             try:
                 result = state.receive(env, now_ms, verdicts.get(env.id))

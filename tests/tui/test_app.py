@@ -125,6 +125,16 @@ def synced(channel: str) -> Callable[[Any], bool]:
     return lambda listed: any(c["channel"] == channel and c["synced"] for c in listed)
 
 
+async def member_ready(pilot: Pilot[Any], app: ChatApp, member: NodeProcess, channel: str,
+                       rank: str | None = None) -> None:
+    """The app follows its node's watch stream and ``member`` holds ``channel`` synced (and,
+    with ``rank``, the app shows ``member`` with that rank)."""
+    await attached(pilot, app)
+    await cli_until(pilot, member, ("channel", "list"), synced(channel), "B to sync")
+    if rank is not None:
+        await until(pilot, lambda: has_rank(app, member.did, rank), f"B as {rank}")
+
+
 # --- pure parts ------------------------------------------------------------------------
 
 
@@ -319,8 +329,7 @@ def test_every_slash_command(spawn: Callable[[str], NodeProcess]) -> None:
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")
         async with app.run_test(size=SIZE) as pilot:
-            await attached(pilot, app)
-            await cli_until(pilot, b, ("channel", "list"), synced(channel), "B to sync")
+            await member_ready(pilot, app, b, channel)
             assert 0 == (await cli(b, "send", channel, "findme please")).returncode
             await until(pilot, lambda: pane_has(app, "findme please"), "B's message")
             await until(pilot, lambda: rank_of(app, b.did) is not None, "B among the members")

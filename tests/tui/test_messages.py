@@ -35,10 +35,10 @@ from tests.tui.test_app import (
     cli,
     cli_until,
     enter,
+    member_ready,
     pane_has,
     room_with_member,
     spawn,
-    synced,
     type_keys,
     until,
 )
@@ -156,8 +156,7 @@ def test_reply_edit_delete_react_from_the_input_line(
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")
         async with app.run_test(size=SIZE) as pilot:
-            await attached(pilot, app)
-            await cli_until(pilot, b, ("channel", "list"), synced(channel), "B to sync")
+            await member_ready(pilot, app, b, channel)
             history = ("history", channel)
 
             async def ok(line: str) -> None:

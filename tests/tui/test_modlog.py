@@ -21,14 +21,12 @@ from p2pchat.tui.modlog import ModlogScreen, modlog_row
 from tests.integration.nodeproc import NodeProcess
 from tests.tui.test_app import (
     SIZE,
-    attached,
     cli,
-    cli_until,
     enter,
     has_rank,
+    member_ready,
     room_with_member,
     spawn,
-    synced,
     until,
 )
 
@@ -62,9 +60,7 @@ def test_modlog_view_lists_every_entry(spawn: Callable[[str], NodeProcess]) -> N
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")
         async with app.run_test(size=SIZE) as pilot:
-            await attached(pilot, app)
-            await cli_until(pilot, b, ("channel", "list"), synced(channel), "B to sync")
-            await until(pilot, lambda: has_rank(app, b.did, "member"), "B among the members")
+            await member_ready(pilot, app, b, channel, rank="member")
             # an empty log still opens, and says so
             await pilot.press("ctrl+l")
             await until(pilot, lambda: isinstance(app.screen, ModlogScreen), "the view (ctrl+l)")
@@ -112,9 +108,7 @@ def test_modlog_view_updates_while_open(spawn: Callable[[str], NodeProcess]) -> 
     async def main() -> None:
         app = ChatApp(NodeHome(a.home), "#room")
         async with app.run_test(size=SIZE) as pilot:
-            await attached(pilot, app)
-            await cli_until(pilot, b, ("channel", "list"), synced(channel), "B to sync")
-            await until(pilot, lambda: has_rank(app, b.did, "member"), "B among the members")
+            await member_ready(pilot, app, b, channel, rank="member")
             await enter(pilot, app, "/topic before the view")
             await enter(pilot, app, "/modlog")
             await until(pilot, lambda: isinstance(app.screen, ModlogScreen), "the view")

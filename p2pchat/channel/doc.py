@@ -79,6 +79,17 @@ class ChangeApplyError(ValueError):
     """Automerge failed (or panicked) applying a change; the document is as before it."""
 
 
+def load_document(data: bytes) -> Document:
+    """``Document.load``, with automerge's panics on damaged bytes (a ``BaseException``)
+    turned into ``ValueError``."""
+    try:
+        return Document.load(data)
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # pyo3 panics on some damaged documents
+        raise ValueError(f"automerge cannot load the document ({type(exc).__name__})") from None
+
+
 def _apply_changes(doc: Document, changes: list[bytes]) -> None:
     doc.receive_sync_message(SyncState(), Message.decode(changes_message(changes)))
 
@@ -154,7 +165,7 @@ class SharedDocument:
         return True
 
     def _rebuild(self) -> None:
-        doc = Document.load(self._base) if self._base else Document()
+        doc = load_document(self._base) if self._base else Document()
         if self._since:
             _apply_changes(doc, self._since)
         self._doc = doc
@@ -214,7 +225,7 @@ class SharedDocument:
 
     @classmethod
     def load(cls, data: bytes) -> SharedDocument:
-        return cls(Document.load(data), base=data)
+        return cls(load_document(data), base=data)
 
 
 class AuthoringDocument:
@@ -283,7 +294,7 @@ class AuthoringDocument:
 
     @classmethod
     def load(cls, actor: bytes, data: bytes) -> AuthoringDocument:
-        return cls(actor, Document.load(data))
+        return cls(actor, load_document(data))
 
 
 def _scalar(value: tuple[Any, Any]) -> Any:

@@ -23,7 +23,7 @@ from aioquic.quic.connection import QuicConnection
 
 from p2pchat.core.events import Address
 from p2pchat.errors import LocalError
-from p2pchat.transport.quic import client_configuration
+from p2pchat.transport.quic import abandon_connect_waiter, client_configuration
 
 #: The stream the client uses (its first bidirectional stream, like a link).
 STREAM_ID = 0
@@ -129,10 +129,12 @@ async def dial_protocol(address: Address, factory: Callable[[QuicConnection], P]
         async with asyncio.timeout(limit):
             await protocol.wait_connected()
     except (TimeoutError, ConnectionError) as exc:
+        abandon_connect_waiter(protocol)
         transport.close()
         raise LocalError(f"raw aioquic handshake with {address[0]}:{address[1]} failed: "
                          f"{type(exc).__name__}") from None
     except BaseException:
+        abandon_connect_waiter(protocol)
         transport.close()
         raise
     return transport, protocol

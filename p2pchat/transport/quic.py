@@ -128,6 +128,16 @@ def raw_ed25519_key(cert: x509.Certificate) -> bytes | None:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def abandon_connect_waiter(protocol: QuicConnectionProtocol) -> None:
+    """After a dial stopped waiting for its handshake (timeout, cancel): aioquic awaits
+    ``wait_connected`` through ``asyncio.shield``, so the inner future outlives us and,
+    when the connection then terminates, gets a ConnectionError nobody retrieves
+    ("Future exception was never retrieved" on stderr). Retrieve it when it comes."""
+    waiter = getattr(protocol, "_connected_waiter", None)  # aioquic 1.x private
+    if isinstance(waiter, asyncio.Future):
+        waiter.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+
 def unacked_bytes(quic: QuicConnection) -> int:
     """Bytes buffered on the link stream awaiting acknowledgement (aioquic internals)."""
     stream = quic._streams.get(LINK_STREAM_ID)
@@ -325,6 +335,7 @@ class QuicTransport:
     def _abandon(self, proto: LinkProtocol | None, code: CloseCode, reason: str) -> None:
         if proto is None:
             return
+        abandon_connect_waiter(proto)
         proto.shut(code, reason)
         proto.closed_reason = reason
         if proto.link_id is None:

@@ -17,10 +17,9 @@ would have computed itself:
   that the AEAD authenticates, and a wrong key fails the same way every time);
 * ``headers``: the parsed, signature-checked header of a key bundle or share
   (its bytes are the key; what a member can open of it stays per replica);
-* ``read_map``: one map entry of the document as of given heads. Heads are
+* ``reads``: one map entry or scalar of the document as of given heads. Heads are
   change hashes, and a change hash commits to the change's whole causal history,
-  so the document *as of those heads* is the same on every replica holding them.
-
+  so the document *as of those heads* is the same on every replica holding them;
 * ``applied``: that automerge applied a change. The change's deps name the
   author's previous change, so its causal history is fixed by its hash; once one
   replica has applied it, the others *defer* it
@@ -62,9 +61,8 @@ class SharedWork:
         self.limit = limit
         self.decoded: dict[tuple[bytes, bytes], Any] = {}
         self.opened: dict[tuple[bytes, bytes], Any] = {}
-        self.maps: dict[tuple[str, str, tuple[bytes, ...]], Any] = {}
+        self.reads: dict[tuple[str, str, str, tuple[bytes, ...]], Any] = {}
         self.headers: dict[tuple[str, bytes], Any] = {}
-        self.scalars: dict[tuple[str, str, tuple[bytes, ...]], Any] = {}
         #: hashes of changes some replica applied to its document
         self.applied: set[bytes] = set()
         self.hits = self.misses = 0

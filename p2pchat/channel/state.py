@@ -1368,19 +1368,19 @@ class ChannelState:
         """``self.doc.read_map``, shared across replicas when :attr:`shared` is set: the
         heads are change hashes, so every replica holding them reads the same entry.
         The caller must not change the dict it gets."""
-        shared = self.shared
-        if shared is None:
-            return self.doc.read_map(top, key, heads)
-        return shared.memo(shared.maps, (top, key, tuple(heads)),
-                           lambda: self.doc.read_map(top, key, heads))
+        return self._read(self.doc.read_map, top, key, heads)  # type: ignore[no-any-return]
 
     def _read_scalar(self, top: str, key: str, heads: list[bytes]) -> Any:
         """``self.doc.read_scalar``, shared as :meth:`_read_map` is."""
+        return self._read(self.doc.read_scalar, top, key, heads)
+
+    def _read(self, read: Callable[[str, str, list[bytes]], Any], top: str, key: str,
+              heads: list[bytes]) -> Any:
         shared = self.shared
         if shared is None:
-            return self.doc.read_scalar(top, key, heads)
-        return shared.memo(shared.scalars, (top, key, tuple(heads)),
-                           lambda: self.doc.read_scalar(top, key, heads))
+            return read(top, key, heads)
+        return shared.memo(shared.reads, (read.__name__, top, key, tuple(heads)),
+                           lambda: read(top, key, heads))
 
     def _doc_says(self, key: str, author: str, heads: list[bytes]) -> bool:
         return bool(self._read_map("keys", key, heads) == {"by": author})

@@ -31,7 +31,9 @@ def _unretrieved(abandon: bool) -> list[dict[str, Any]]:
         assert waiter is not None
         proto._connected_waiter = None
         waiter.set_exception(ConnectionError)  # as aioquic does on ConnectionTerminated
-        await asyncio.sleep(0)  # done callbacks run
+        turn = loop.create_future()  # queued after the waiter's done callbacks (FIFO)
+        loop.call_soon(turn.set_result, None)
+        await turn
         del waiter, proto
         gc.collect()
 

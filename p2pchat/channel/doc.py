@@ -75,6 +75,11 @@ class _Unreadable:
 UNREADABLE: Any = _Unreadable()
 
 
+#: What ``except BaseException`` around an automerge call (to catch its panics) must let
+#: through.
+_NOT_AUTOMERGE = (KeyboardInterrupt, SystemExit, MemoryError)
+
+
 class ChangeApplyError(ValueError):
     """Automerge failed (or panicked) applying a change; the document is as before it."""
 
@@ -84,7 +89,7 @@ def load_document(data: bytes) -> Document:
     turned into ``ValueError``."""
     try:
         return Document.load(data)
-    except (KeyboardInterrupt, SystemExit, MemoryError):
+    except _NOT_AUTOMERGE:
         raise
     except BaseException as exc:  # pyo3 panics on some damaged documents
         raise ValueError(f"automerge cannot load the document ({type(exc).__name__})") from None
@@ -138,7 +143,7 @@ class SharedDocument:
         cannot."""
         try:
             _apply_changes(self.doc, [raw_change])
-        except (KeyboardInterrupt, SystemExit, MemoryError):
+        except _NOT_AUTOMERGE:
             raise
         except BaseException as exc:
             self._rebuild()
@@ -154,7 +159,7 @@ class SharedDocument:
         try:
             _apply_changes(self.doc, changes)
             ok = tips.issubset(self.doc.get_heads())
-        except (KeyboardInterrupt, SystemExit, MemoryError):
+        except _NOT_AUTOMERGE:
             raise
         except BaseException:  # as in apply: pyo3 panics
             ok = False
@@ -199,7 +204,7 @@ class SharedDocument:
                     for field, (value, _) in zip(self.doc.keys(obj, heads),
                                                  self.doc.values(obj, heads), strict=True)
                     if isinstance(value, tuple)}
-        except (KeyboardInterrupt, SystemExit, MemoryError):
+        except _NOT_AUTOMERGE:
             raise
         except BaseException:
             return {"": UNREADABLE}
@@ -210,7 +215,7 @@ class SharedDocument:
             return None
         try:
             got = self.doc.get(parent, key, heads)
-        except (KeyboardInterrupt, SystemExit, MemoryError):
+        except _NOT_AUTOMERGE:
             raise
         except BaseException:
             return UNREADABLE
@@ -238,7 +243,7 @@ class AuthoringDocument:
         self.last_header: ChangeHeader | None = None
 
     def apply(self, raw_change: bytes) -> None:
-        self.doc.receive_sync_message(SyncState(), Message.decode(changes_message([raw_change])))
+        _apply_changes(self.doc, [raw_change])
 
     def _last_change(self, heads_before: list[bytes]) -> bytes:
         changes = self.doc.get_changes(heads_before)

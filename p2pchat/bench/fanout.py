@@ -94,6 +94,10 @@ RECEIVER_PROCESSES = 2
 FANOUT_RATE = 1000.0
 #: Offered rate of the light-load latency run, msg/s.
 LIGHT_RATE = 100.0
+#: Sends the p2pchat sender keeps in flight (an app handing over messages without
+#: waiting for each to be stored; the IRC sender never waits either). The node seals
+#: the sends that arrive while it is busy into one envelope (DESIGN §10.2).
+SEND_WINDOW = 64
 #: The IRC channel.
 IRC_CHANNEL = "#bench"
 #: How long a receiver host may take to start / to go away.
@@ -118,6 +122,8 @@ class FanoutPlan:
     light_rate: float = LIGHT_RATE
     light_messages: int = 300
     light_warmup: int = 50
+    #: sends in flight at the p2pchat sender (the floor's sender sends one at a time)
+    send_window: int = SEND_WINDOW
 
 
 def wait_limit(messages: int, receivers: int) -> float:
@@ -373,7 +379,7 @@ def _flatten(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def node_run(sender: Node, hosts: ReceiverHosts, receivers: int, messages: int,
-                   rate: float | None, name: str) -> Delivery:
+                   rate: float | None, name: str, window: int = SEND_WINDOW) -> Delivery:
     """A fresh channel from the sender, joined by ``receivers`` nodes; ``messages`` to all."""
     created = await sender.create_channel(name)
     channel = created["channel"]
@@ -387,13 +393,13 @@ async def node_run(sender: Node, hosts: ReceiverHosts, receivers: int, messages:
     async def one(i: int) -> None:
         await sender.send(channel, bench_text(i, time.monotonic_ns()))
 
-    return await _deliver(hosts, receivers, messages, rate, one)
+    return await _deliver(hosts, receivers, messages, rate, one, window=window)
 
 
 async def _deliver(hosts: ReceiverHosts, receivers: int, messages: int, rate: float | None,
-                   one: Callable[[int], Any]) -> Delivery:
+                   one: Callable[[int], Any], window: int = 1) -> Delivery:
     start_ns = time.monotonic_ns()
-    send_s = await drive(messages, one, rate)
+    send_s = await drive(messages, one, rate, window)
     limit = wait_limit(messages, receivers)
     answers = await hosts.each(
         receivers, lambda i, k: {"op": "wait", "timeout": limit, "latencies": rate is not None},
@@ -510,7 +516,8 @@ async def bench_fanout(plan: FanoutPlan, compare: bool) -> dict[str, Any]:
             "floor", lambda count, rate: floor_run(hosts, n, count, rate), plan)
         out["node"] = await _system(
             "node", lambda count, rate: node_run(sender, hosts, n, count, rate,
-                                                 f"fanout-{count}-{rate}"), plan)
+                                                 f"fanout-{count}-{rate}", plan.send_window),
+            plan)
         if binary is not None:
             out["ircd"] = await bench_ircd(binary, hosts, plan)
         sweep: list[dict[str, Any]] = []
@@ -519,7 +526,8 @@ async def bench_fanout(plan: FanoutPlan, compare: bool) -> dict[str, Any]:
                 sweep.append({"receivers": n, "rate": out["node"]["rate"]})
                 continue
             try:
-                run = await node_run(sender, hosts, count, sat_n, None, f"fanout-sweep-{count}")
+                run = await node_run(sender, hosts, count, sat_n, None, f"fanout-sweep-{count}",
+                                     plan.send_window)
                 sweep.append({"receivers": count, "rate": round(run.rate, 1)})
             except LocalError as exc:
                 sweep.append({"receivers": count, "error": str(exc)})

@@ -168,25 +168,48 @@ class FastAuthor:
 
 
 async def drive(count: int, send_one: Callable[[int], Awaitable[None]],
-                rate: float | None = None) -> float:
+                rate: float | None = None, window: int = 1) -> float:
     """Call ``send_one(0..count-1)``; returns the seconds it took.
 
     ``rate=None``: back to back, yielding to the event loop once after each
     message (so the transport can take its acknowledgements). Otherwise open
     loop at ``rate`` messages per second: message i is due at ``start + i/rate``
-    and goes at once if the loop is behind; nothing is skipped.
+    and goes at once if the loop is behind; nothing is skipped. ``window``: how
+    many calls may be in flight at once (1: each is awaited before the next, as
+    a script calling ``send`` in a loop; more: as an app that does not wait for
+    one message to be stored before it hands over the next).
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
     interval = 0.0 if rate is None else 1.0 / rate
-    for i in range(count):
-        if rate is not None:
-            delay = start + i * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await send_one(i)
-        if rate is None:
-            await asyncio.sleep(0)
+    slots = asyncio.Semaphore(window)
+    running: set[asyncio.Task[None]] = set()
+
+    async def windowed(i: int) -> None:
+        try:
+            await send_one(i)
+        finally:
+            slots.release()
+
+    try:
+        for i in range(count):
+            if rate is not None:
+                delay = start + i * interval - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if window == 1:
+                await send_one(i)
+            else:
+                await slots.acquire()
+                task = asyncio.create_task(windowed(i))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if rate is None:
+                await asyncio.sleep(0)
+        await asyncio.gather(*running)  # a failed send fails the run
+    finally:
+        for task in running:
+            task.cancel()
     return loop.time() - start
 
 

@@ -275,6 +275,17 @@ class AuthoringDocument:
                 _put(tx, obj, k, v)
         return self._last_change(before)
 
+    def put_entries(self, top: str, entries: list[tuple[str, dict[str, Any]]]) -> bytes:
+        """Create several ``top[key]`` maps in one change (a multi-post envelope)."""
+        before = self.doc.get_heads()
+        parent = _top(self.doc, top)
+        with self.doc.transaction() as tx:
+            for key, fields in entries:
+                obj = tx.put_object(parent, key, ObjType.Map)
+                for k, v in fields.items():
+                    _put(tx, obj, k, v)
+        return self._last_change(before)
+
     def update_entry(self, top: str, key: str, fields: dict[str, Any]) -> bytes:
         """Set fields of an existing ``top[key]`` map (the author's own entry)."""
         before = self.doc.get_heads()

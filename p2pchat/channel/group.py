@@ -57,7 +57,8 @@ from p2pchat.channel.keys import (
 if TYPE_CHECKING:
     from p2pchat.channel.state import ChannelState
 
-#: Routine rotation: after this many envelopes in an epoch…
+#: Routine rotation: after this many messages in an epoch (a multi-post envelope
+#: counts each of its posts; a burst is cut at the boundary)…
 ROTATE_EVERY = 100
 #: …or when the epoch is this old.
 ROTATE_AGE_MS = 7 * 24 * 3600 * 1000

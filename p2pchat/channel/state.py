@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import pairwise
 from typing import Any
 
 import msgpack
@@ -58,6 +59,7 @@ from p2pchat.channel.envelope import (
 from p2pchat.channel.group import (
     MAX_REQUEST_EPOCHS,
     POLICIES,
+    ROTATE_EVERY,
     EpochInfo,
     GroupKeys,
     JoinInfo,
@@ -105,6 +107,14 @@ MAX_CHANGE_SIZE = 64 * 1024
 #: Changes that automerge failed on remembered per replica, so a resend is refused
 #: without another document rebuild (cleared when full).
 MAX_UNAPPLIABLE = 256
+#: Most posts one envelope carries (a burst of sends sealed together, DESIGN §10.2).
+MAX_POSTS_PER_ENVELOPE = 64
+#: Bytes of text (UTF-8, with reply_to) plus POST_ENTRY_OVERHEAD per post that one
+#: multi-post envelope may carry: its change must stay under MAX_CHANGE_SIZE.
+MAX_POSTS_BYTES = 56 * 1024
+#: A bound on what one messages entry adds to a change besides its text (the map, its
+#: id, four keys, the author DID, reply_to; ~140 bytes measured).
+POST_ENTRY_OVERHEAD = 256
 #: Changes applied ahead of their envelopes (preapply) that may wait for them.
 MAX_PREAPPLIED = 10_000
 MAX_CHANNEL_NAME = 100
@@ -125,10 +135,14 @@ def channel_id_for(founder: str, name: str, nonce: bytes) -> bytes:
 
 def encode_operation(op: dict[str, Any], change: bytes) -> bytes:
     """An envelope's plaintext: ``[change, operation]``. A post, the commonest, is just
-    ``[change, ulid]`` (16 bytes; its time is the ULID's): overhead counts (DESIGN §5)."""
+    ``[change, ulid]`` (16 bytes; its time is the ULID's): overhead counts (DESIGN §5).
+    Several posts sealed together are ``[change, [ulid, ...]]`` (2 to
+    MAX_POSTS_PER_ENVELOPE binary ULIDs, increasing; the time is the latest)."""
     if op["op"] == "post" and len(op) == 3 and is_ulid(op["id"]) \
             and op["ts"] == ulid_ms(op["id"]):
         body: Any = ulid_to_bytes(op["id"])
+    elif op["op"] == "posts" and len(op) == 3:
+        body = [ulid_to_bytes(i) for i in op["ids"]]
     else:
         body = op
     return msgpack.packb([change, body], use_bin_type=True)  # type: ignore[no-any-return]
@@ -148,10 +162,22 @@ def decode_operation(plaintext: bytes) -> tuple[dict[str, Any], bytes]:
         if not is_ulid(msg_id):
             raise Rejected("post id is not a ULID")
         return {"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change
+    if type(body) is list:
+        if not 2 <= len(body) <= MAX_POSTS_PER_ENVELOPE \
+                or any(type(b) is not bytes or len(b) != ULID_BYTES for b in body):
+            raise Rejected(f"a multi-post envelope names 2..{MAX_POSTS_PER_ENVELOPE} "
+                           "binary ULIDs")
+        ids = [ulid_from_bytes(b) for b in body]  # every 128-bit value is a ULID
+        return {"op": "posts", "ids": ids, "ts": max(ulid_ms(i) for i in ids)}, change
     if not isinstance(body, dict) or type(body.get("op")) is not str \
             or type(body.get("ts")) is not int or "change" in body:
         raise Rejected("envelope plaintext must be an operation with a change")
     return body, change
+
+
+def _post_bytes(text: str, reply_to: str) -> int:
+    """What one post of a multi-post envelope counts against MAX_POSTS_BYTES."""
+    return len(text.encode()) + len(reply_to) + POST_ENTRY_OVERHEAD
 
 
 def epoch_id_for(key: bytes) -> bytes:
@@ -532,12 +558,16 @@ class ChannelState:
     def epoch_of(self, env_id: bytes) -> bytes:
         return self.envs[env_id].epoch
 
-    def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
-             ) -> tuple[Envelope, str]:
+    def check_post(self, text: str, reply_to: str = "") -> None:
+        """Refuse a post that could not count (says why), before it is written."""
         self._check_text(text)
         self._check_may_write()
         if reply_to and reply_to not in self.messages:
             raise ValueError(f"no message {reply_to} to reply to")
+
+    def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
+             ) -> tuple[Envelope, str]:
+        self.check_post(text, reply_to)
         self._ready_epoch(now_ms, randbytes)
         msg_id = make_ulid(now_ms, randbytes(10))
         change = self.authoring.put_entry("messages", msg_id, {
@@ -546,6 +576,54 @@ class ChannelState:
         env = self._author({"op": "post", "id": msg_id, "ts": now_ms}, change, now_ms,
                            randbytes, local={"text": text, "reply_to": reply_to})
         return env, msg_id
+
+    def post_room(self, now_ms: int, posts: list[tuple[str, str]]) -> int:
+        """How many of ``posts`` ((text, reply_to), in order) the next envelope may
+        carry, at least one: up to MAX_POSTS_PER_ENVELOPE, MAX_POSTS_BYTES, and no
+        further than the current epoch's routine rotation (then the next one)."""
+        room = MAX_POSTS_PER_ENVELOPE
+        if self.e2ee:
+            epoch = self.group.send_epoch(now_ms)
+            used = 0 if epoch is None else self.group.count.get(epoch, 0)
+            room = min(room, ROTATE_EVERY - used)
+        size = 0
+        for n, (text, reply_to) in enumerate(posts[:room]):
+            size += _post_bytes(text, reply_to)
+            if size > MAX_POSTS_BYTES:
+                room = n
+                break
+        return max(1, room)
+
+    def post_many(self, posts: list[tuple[str, str, str]], now_ms: int,
+                  randbytes: RandomBytes) -> Envelope:
+        """Seal several posts, ``(id, text, reply_to)`` with increasing ULID ids made when
+        they were asked for, into one envelope and one change: all count or none does.
+        (A burst of sends shares one signature, seal and Automerge change; DESIGN §10.2.)
+        One post goes out as a plain post."""
+        if not 1 <= len(posts) <= MAX_POSTS_PER_ENVELOPE:
+            raise ValueError(f"an envelope carries 1..{MAX_POSTS_PER_ENVELOPE} posts")
+        ids = [msg_id for msg_id, _, _ in posts]
+        if not all(is_ulid(i) for i in ids) or any(a >= b for a, b in pairwise(ids)):
+            raise ValueError("post ids must be increasing ULIDs")
+        if len(posts) > 1 and sum(_post_bytes(t, r) for _, t, r in posts) > MAX_POSTS_BYTES:
+            raise ValueError(f"posts of more than {MAX_POSTS_BYTES} bytes in one envelope")
+        for msg_id, text, reply_to in posts:
+            self.check_post(text, reply_to)
+            if msg_id in self.messages:
+                raise ValueError(f"message id {msg_id} already used")
+        self._ready_epoch(now_ms, randbytes)
+        me = self.identity.did
+        entries = [(msg_id, {"author": me, "text": text, "reply_to": reply_to,
+                             "deleted": False}) for msg_id, text, reply_to in posts]
+        if len(posts) == 1:
+            msg_id, text, reply_to = posts[0]
+            change = self.authoring.put_entry("messages", msg_id, entries[0][1])
+            return self._author({"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change,
+                                now_ms, randbytes, local={"text": text, "reply_to": reply_to})
+        change = self.authoring.put_entries("messages", entries)
+        return self._author({"op": "posts", "ids": ids, "ts": max(ulid_ms(i) for i in ids)},
+                            change, now_ms, randbytes,
+                            local={"texts": [(t, r) for _, t, r in posts]})
 
     def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_text(text)
@@ -1056,8 +1134,9 @@ class ChannelState:
             self._record(env, header.hash, status, eff, depth, why)
         if op["op"] == "genesis":
             self.genesis_id, self.genesis_hash = env.id, header.hash
-        if env.epoch != self.clear_epoch:
-            self.group.count[env.epoch] = self.group.count.get(env.epoch, 0) + 1
+        if env.epoch != self.clear_epoch:  # routine rotation counts messages, not envelopes
+            n = len(op["ids"]) if op["op"] == "posts" else 1
+            self.group.count[env.epoch] = self.group.count.get(env.epoch, 0) + n
         result.applied.append(env)
 
     def _apply_change(self, change: bytes, change_hash: bytes) -> None:
@@ -1139,7 +1218,7 @@ class ChannelState:
                 op, change, header = got = self._open_with(env, key)
             except Rejected:
                 break
-            if op["op"] not in ("post", "edit", "delete", "react") \
+            if op["op"] not in ("post", "posts", "edit", "delete", "react") \
                     or tuple(sorted(header.deps)) != (expected,):
                 break
             opened[env.id] = got
@@ -1270,10 +1349,12 @@ class ChannelState:
             self.dm_peer = op.get("dm", "")
             return ""
         if self.e2ee and env.epoch == self.clear_epoch \
-                and kind in ("post", "edit", "delete", "react", "mod"):
+                and kind in ("post", "posts", "edit", "delete", "react", "mod"):
             return f"{kind} in the clear epoch (readable by anyone who knows the channel)"
         if kind == "post":
             return self._fold_post(env, op, heads, eff, depth, trusted)
+        if kind == "posts":
+            return self._fold_posts(env, op, heads, eff, depth, trusted)
         if kind in ("edit", "delete"):
             return self._fold_edit(env, op, heads, kind)
         if kind == "mod":
@@ -1327,27 +1408,58 @@ class ChannelState:
         assert isinstance(msg_id, str)
         if ulid_ms(msg_id) != op["ts"]:
             return "message id time does not match the operation's time"
-        if trusted:  # our own post was just written from these very values
-            text, reply_to = op["text"], op["reply_to"]
+        given = (op["text"], op["reply_to"]) if trusted else None
+        got = self._check_post(env, msg_id, heads, eff, depth, given)
+        if isinstance(got, str):
+            return got
+        if not trusted and "text" in op \
+                and (op.get("text"), op.get("reply_to", "")) != (got.text, got.reply_to):
+            return "document does not match the post"  # envelopes from before 0.6
+        self._add_post(got)
+        return ""
+
+    def _fold_posts(self, env: Envelope, op: dict[str, Any], heads: list[bytes], eff: int,
+                    depth: int, trusted: bool = False) -> str:
+        """Several posts in one change: every one must count, or none does."""
+        ids = op["ids"]  # decode_operation checked the shape
+        if any(a >= b for a, b in pairwise(ids)):
+            return "post ids must be strictly increasing"
+        records = []
+        for n, msg_id in enumerate(ids):
+            got = self._check_post(env, msg_id, heads, eff, depth,
+                                   op["texts"][n] if trusted else None)
+            if isinstance(got, str):
+                return f"post {n + 1} of {len(ids)}: {got}"
+            records.append(got)
+        for record in records:
+            self._add_post(record)
+        return ""
+
+    def _check_post(self, env: Envelope, msg_id: str, heads: list[bytes], eff: int,
+                    depth: int, given: tuple[str, str] | None) -> MessageRecord | str:
+        """The record of one post of ``env``, or why it does not count. ``given``: our own
+        post's (text, reply_to), just written from these very values."""
+        if given is not None:
+            text, reply_to = given
         else:  # the text travels in the change only: read the entry back
             entry = self._read_map("messages", msg_id, heads) or {}
-            text, reply_to = entry.get("text"), entry.get("reply_to")
-            if type(text) is not str or type(reply_to) is not str \
-                    or entry != {"author": env.author, "text": text, "reply_to": reply_to,
-                                 "deleted": False}:
+            read_text, read_reply = entry.get("text"), entry.get("reply_to")
+            if type(read_text) is not str or type(read_reply) is not str \
+                    or entry != {"author": env.author, "text": read_text,
+                                 "reply_to": read_reply, "deleted": False}:
                 return "document does not match the post"
-            if "text" in op and (op.get("text"), op.get("reply_to", "")) != (text, reply_to):
-                return "document does not match the post"  # envelopes from before 0.6
+            text, reply_to = read_text, read_reply
         if not 0 < len(text) <= MAX_TEXT_LENGTH:
             return "message text length out of range"
         if any(self.in_causal_past(r.env, env.deps) for r in self.claims(msg_id)):
             return "message id already used"
-        record = MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),
-                               env.id, env.seq, (eff, depth, msg_id))
-        self.posts[(msg_id, env.author, env.device)] = record
+        return MessageRecord(msg_id, env.author, env.device, text, reply_to, ulid_ms(msg_id),
+                             env.id, env.seq, (eff, depth, msg_id))
+
+    def _add_post(self, record: MessageRecord) -> None:
+        self.posts[(record.id, record.author, record.device)] = record
         self._add_claim(record)  # a concurrent claim on the same id: both posts are shown
-        self.changed.append(msg_id)
-        return ""
+        self.changed.append(record.id)
 
     def _fold_prekey(self, env: Envelope, op: dict[str, Any], heads: list[bytes]) -> str:
         record = op.get("record")

@@ -51,3 +51,12 @@ def ulid_from_bytes(raw: bytes) -> str:
     # as make_ulid: the 130-bit base-32 form is the top of the value shifted into 20 bytes
     text = base64.b32encode((int.from_bytes(raw, "big") << 30).to_bytes(20, "big"))
     return text.decode("ascii")[:ULID_LENGTH].translate(_TO_CROCKFORD)
+
+
+def ulid_after(ulid: str) -> str:
+    """The next ULID after ``ulid`` (its value + 1): ids made within one millisecond
+    stay in the order they were made (monotonic ULIDs)."""
+    value = int.from_bytes(ulid_to_bytes(ulid), "big") + 1
+    if value >> 128:
+        raise ValueError("no ULID after the last one")
+    return ulid_from_bytes(value.to_bytes(ULID_BYTES, "big"))

@@ -543,6 +543,7 @@ def doctor(as_json: JsonOption = False) -> None:
         state = (f"reachable, rtt {s['rtt_ms']} ms" if s["reachable"]
                  else f"UNREACHABLE{': ' + safe(s['last_error']) if s['last_error'] else ''}")
         typer.echo(f"bootstrap {s['address']}  {state}  (uploaded {s['uploaded']}, "
+                   f"{s['uploaded'] - s['acknowledged']} not yet stored, "
                    f"received {s['received']})")
     for c in result["channels"]:
         typer.echo(f"channel   #{safe(c['name'])}  {c['reachable']} of {c['members']} other "

@@ -415,7 +415,8 @@ class ControlServer:
                 "reachable": peer is not None,
                 "rtt_ms": None if peer is None or peer.rtt_ms is None else round(peer.rtt_ms, 3),
                 "last_error": status.last_error or None,
-                "uploaded": status.uploaded, "received": status.received})
+                "uploaded": status.uploaded, "acknowledged": status.acknowledged,
+                "received": status.received})
         channels = []
         hub = core.hub
         for channel, state in sorted(hub.channels.items()):

@@ -68,6 +68,8 @@ class ServerStatus:
     link_id: int | None = None
     last_error: str = ""
     uploaded: int = 0
+    #: uploaded envelopes the server has answered as stored
+    acknowledged: int = 0
     received: int = 0
 
 
@@ -229,7 +231,9 @@ class BootstrapClient:
             if pending:
                 assert link.peer_did is not None
                 key = (link.peer_did, frame.topic)
-                self.acked[key] = self.acked.get(key, 0) + pending.pop(0)
+                count = pending.pop(0)
+                self.acked[key] = self.acked.get(key, 0) + count
+                sl.status.acknowledged += count
             return []
         if isinstance(frame, Refused):
             sl.status.last_error = f"{frame.request} refused: {frame.code}: {frame.reason}"

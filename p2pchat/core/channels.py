@@ -41,7 +41,14 @@ from p2pchat.channel.keys import (
     open_prekey,
 )
 from p2pchat.channel.shared import SharedWork
-from p2pchat.channel.state import ChannelState, ReceiveResult, Rejected, epoch_id_for
+from p2pchat.channel.state import (
+    MAX_POSTS_PER_ENVELOPE,
+    ChannelState,
+    ReceiveResult,
+    Rejected,
+    epoch_id_for,
+)
+from p2pchat.channel.ulid import make_ulid, ulid_after
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
@@ -188,6 +195,9 @@ class ChannelHub:
         #: own envelopes of held writes, per channel, not pushed to links yet
         self._held: dict[bytes, list[bytes]] = {}
         self._held_count = 0
+        #: held posts not sealed yet, per channel: (request id, message id, text,
+        #: reply_to, wall ms); a burst goes out as one multi-post envelope
+        self._queued: dict[bytes, list[tuple[int, str, str, str, int]]] = {}
         #: channels whose held push carries a ban: cut the banned peers off after it
         self._drop_after_flush: set[bytes] = set()
         #: own envelopes written since NodeCore last looked (it uploads them to servers)
@@ -531,6 +541,8 @@ class ChannelHub:
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
+        if ev.hold:  # a burst: sealed with the posts around it (see flush_held)
+            return self._queue_post(state, ev)
         before = len(state.log)
         try:
             _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
@@ -540,10 +552,55 @@ class ChannelHub:
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
+    def _queue_post(self, state: ChannelState, ev: SendRequested) -> list[Effect]:
+        """Check a held post now (a refusal is answered at once) and queue it; it is
+        sealed with the rest of its burst at :meth:`flush_held`, or when
+        MAX_POSTS_PER_ENVELOPE are queued. Its id is made now, after the queue's last."""
+        try:
+            state.check_post(ev.text, ev.reply_to)
+        except ValueError as exc:
+            return [ChannelAnswer(ev.request_id, None, str(exc))]
+        queue = self._queued.setdefault(ev.channel, [])
+        msg_id = make_ulid(ev.wall_ms, self._randbytes(10))
+        if queue and msg_id <= queue[-1][1]:
+            msg_id = ulid_after(queue[-1][1])
+        queue.append((ev.request_id, msg_id, ev.text, ev.reply_to, ev.wall_ms))
+        if len(queue) >= MAX_POSTS_PER_ENVELOPE:
+            return self._seal_queued(ev.channel)
+        return []
+
+    def _seal_queued(self, channel: bytes) -> list[Effect]:
+        """Seal the channel's queued posts into one envelope (its push held) and answer
+        them; if the channel refuses it now (a ban arrived meanwhile, say), every queued
+        post gets that refusal."""
+        queue = self._queued.pop(channel, [])
+        if not queue:
+            return []
+        state = self.channels.get(channel)
+        if state is None:
+            return [ChannelAnswer(r, None, "unknown channel") for r, *_ in queue]
+        effects: list[Effect] = []
+        now_ms = max(w for *_, w in queue)
+        while queue:  # cut where the epoch's routine rotation falls
+            room = state.post_room(now_ms, [(t, rt) for _, _, t, rt, _ in queue])
+            part, queue = queue[:room], queue[room:]
+            before = len(state.log)
+            try:
+                state.post_many([(m, t, rt) for _, m, t, rt, _ in part], now_ms,
+                                self._randbytes)
+            except ValueError as exc:
+                effects += [ChannelAnswer(r, None, str(exc)) for r, *_ in part]
+                continue
+            effects += self._after_local(state, before, hold=True)
+            effects += [ChannelAnswer(r, {"id": m, "channel": channel}, None)
+                        for r, m, *_ in part]
+        return effects
+
     def message_op(self, ev: MessageOpRequested) -> list[Effect]:
         state = self.channels.get(ev.channel)
         if state is None:
             return [ChannelAnswer(ev.request_id, None, "unknown channel")]
+        effects = self._seal_queued(ev.channel)  # earlier posts go first
         before = len(state.log)
         try:
             if ev.op == "edit":
@@ -553,10 +610,11 @@ class ChannelHub:
             elif ev.op == "react":
                 state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms, self._randbytes)
             else:
-                return [ChannelAnswer(ev.request_id, None, f"unknown operation {ev.op!r}")]
+                return [*effects, ChannelAnswer(ev.request_id, None,
+                                                f"unknown operation {ev.op!r}")]
         except ValueError as exc:
-            return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_local(state, before, ev.hold)
+            return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
+        effects += self._after_local(state, before, ev.hold)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
@@ -567,14 +625,15 @@ class ChannelHub:
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
+        effects = self._seal_queued(ev.channel)  # earlier posts go first
         before = len(state.log)
         try:
             _, entry = state.moderate(ev.action, ev.wall_ms, self._randbytes,
                                       target=ev.target, value=ev.value, on=ev.on,
                                       reason=ev.reason)
         except ValueError as exc:
-            return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._readmit_unbanned(ev.channel)
+            return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
+        effects += self._readmit_unbanned(ev.channel)
         effects += self._after_local(state, before, ev.hold)
         if ev.hold:  # the push waits for FlushHeld: cut banned peers off after it
             self._drop_after_flush.add(ev.channel)
@@ -835,12 +894,15 @@ class ChannelHub:
 
     @property
     def holding(self) -> bool:
-        return self._held_count > 0 or bool(self._drop_after_flush)
+        return self._held_count > 0 or bool(self._drop_after_flush) or bool(self._queued)
 
     def flush_held(self) -> list[Effect]:
-        """Push the envelopes of held writes: one frame per link and channel, not one each."""
-        held, self._held, self._held_count = self._held, {}, 0
+        """Seal queued posts, then push the envelopes of held writes: one frame per link
+        and channel, not one each."""
         effects: list[Effect] = []
+        for channel in list(self._queued):
+            effects += self._seal_queued(channel)
+        held, self._held, self._held_count = self._held, {}, 0
         for channel, raws in held.items():
             if channel in self.channels:
                 effects += self._push(channel, raws, source=None, own=True)

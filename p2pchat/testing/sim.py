@@ -572,15 +572,36 @@ class SimNetwork:
                                          invite.cap, invite.grant, invite.grant_signature,
                                          invite.genesis), rid)
 
-    def post(self, name: str, channel: bytes, text: str, *, hold: bool = False) -> str:
-        """``name`` posts ``text``; returns the message id. ``hold`` keeps the live push
-        until :meth:`flush` (or the node's next event), as the runtime does in a burst."""
+    def post(self, name: str, channel: bytes, text: str) -> str:
+        """``name`` posts ``text``; returns the message id."""
         rid = self._request_id()
-        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name),
-                                                  hold=hold), rid)
+        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name)), rid)
         msg_id = result["id"]
         assert isinstance(msg_id, str)
         return msg_id
+
+    def post_burst(self, name: str, channel: bytes, texts: Sequence[str]) -> list[str]:
+        """``name`` posts ``texts`` in quick succession, as the runtime does for a burst of
+        sends: held (``hold=True``), then ``FlushHeld``, so they are sealed together (up
+        to MAX_POSTS_PER_ENVELOPE per envelope). Returns the message ids; a refused post
+        fails the run with its reason."""
+        node = self.nodes[name]
+        if not node.alive:
+            raise self.fail(f"{name} is down")
+        rids = []
+        for text in texts:
+            rids.append(self._request_id())
+            self.request(name, SendRequested(rids[-1], channel, text, self.wall_ms(name),
+                                             hold=True))
+        self.flush(name)
+        ids: list[str] = []
+        for rid in rids:
+            answer = self.answers.get(rid)
+            if answer is None or answer.error is not None or answer.result is None:
+                why = "no answer" if answer is None else answer.error
+                raise self.fail(f"{name}: SendRequested failed: {why}")
+            ids.append(str(answer.result["id"]))
+        return ids
 
     def flush(self, name: str) -> None:
         """Push ``name``'s held writes now (``FlushHeld``), one frame per link."""

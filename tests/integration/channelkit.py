@@ -24,6 +24,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         pause.wait(0.2)  # polling a condition with a deadline, not a guess
 
 
+def all_stored(node: NodeProcess) -> bool:
+    """Whether the node's last bootstrap server has acknowledged every envelope the node
+    uploaded to it (and it uploaded some)."""
+    server = json.loads(node.cli("doctor", "--json").stdout)["bootstrap"][-1]
+    return bool(0 < server["uploaded"] == server["acknowledged"])
+
+
 def history(node: NodeProcess, channel: str) -> list[dict[str, Any]]:
     result = node.cli("history", channel, "--limit", "100000", "--json")
     assert 0 == result.returncode, result.stderr

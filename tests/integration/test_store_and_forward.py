@@ -16,7 +16,14 @@ import pytest
 
 from p2pchat.channel.invite import parse_invite
 from p2pchat.home import DB_FILE
-from tests.integration.channelkit import create_channel, history, join, synced, wait_until
+from tests.integration.channelkit import (
+    all_stored,
+    create_channel,
+    history,
+    join,
+    synced,
+    wait_until,
+)
 from tests.integration.nodeproc import FAST_CONFIG, NodeProcess, _env, _Lines, free_udp_port
 
 pytestmark = pytest.mark.integration
@@ -86,8 +93,7 @@ def _store_and_forward(spawn: Callable[..., NodeProcess], config: str, server: s
         input="\n".join(texts) + "\n", capture_output=True, text=True, env=_env(), timeout=60,
         check=False)
     assert 0 == sent.returncode, sent.stderr
-    wait_until(lambda: json.loads(a.cli("doctor", "--json").stdout)["bootstrap"][-1]
-               ["uploaded"] >= 100, 10, "A's uploads to the server")
+    wait_until(lambda: all_stored(a), 10, "A's uploads to the server")
     assert 0 == a.stop()  # A goes offline too: only the server has the 100
     b.start()
     wait_until(lambda: texts == _texts(b, channel), 5, "B to get all 100 from the server")

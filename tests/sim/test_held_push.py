@@ -1,14 +1,24 @@
-"""Held pushes: a burst of app writes leaves in one ``Envelopes`` frame per link.
+"""Held writes: a burst of app writes leaves in one ``Envelopes`` frame per link, and a
+burst of posts in one multi-post envelope.
 
 The runtime marks its writes ``hold=True`` and sends ``FlushHeld`` once the burst
 is over; the core must keep every other frame in the order it would have had
-without holding, and never hold more than ``MAX_HELD_PUSH`` envelopes.
+without holding, never hold more than ``MAX_HELD_PUSH`` envelopes, and seal at most
+``MAX_POSTS_PER_ENVELOPE`` posts into one envelope.
 """
 
 from __future__ import annotations
 
+from p2pchat.channel.state import MAX_POSTS_PER_ENVELOPE
 from p2pchat.core.channels import MAX_HELD_PUSH
-from p2pchat.core.events import Effect, FlushHeld, PingRequested, SendRequested, Transmit
+from p2pchat.core.events import (
+    Effect,
+    FlushHeld,
+    MessageOpRequested,
+    PingRequested,
+    SendRequested,
+    Transmit,
+)
 from p2pchat.testing import SimNetwork, seed_from_env
 from p2pchat.wire import Envelopes, Frame, FrameDecoder
 
@@ -35,15 +45,25 @@ def _held_send(net: SimNetwork, channel: bytes, rid: int, text: str) -> list[Eff
     return net.request("a", SendRequested(rid, channel, text, net.wall_ms("a"), hold=True))
 
 
-def test_a_held_burst_goes_out_as_one_frame_on_flush() -> None:
+def _held_react(net: SimNetwork, channel: bytes, rid: int, target: str, emoji: str
+                ) -> list[Effect]:
+    return net.request("a", MessageOpRequested(rid, channel, "react", target,
+                                               net.wall_ms("a"), emoji=emoji, hold=True))
+
+
+def test_a_held_burst_of_posts_goes_out_as_one_envelope_on_flush() -> None:
     seed = seed_from_env(41)
     net, channel = _pair(seed)
     for i in range(5):
         assert [] == _pushes(_held_send(net, channel, 1000 + i, f"m{i}")), f"seed={seed}"
-    assert [5] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
+    assert not any(1000 + i in net.answers for i in range(5)), "answered before sealing"
+    assert [1] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
     assert [] == _pushes(net.request("a", FlushHeld())), f"seed={seed}: pushed twice"
+    ids = [net.answers[1000 + i].result["id"] for i in range(5)]  # type: ignore[index]
+    assert ids == sorted(ids), "ids of one burst keep the order of the sends"
     net.run_until_quiet()
     assert [f"m{i}" for i in range(5)] == [m.text for m in net.history("b", channel)]
+    assert ids == [m.id for m in net.history("b", channel)]
     net.assert_converged(channel)
 
 
@@ -54,21 +74,67 @@ def test_any_other_event_pushes_what_is_held_first() -> None:
     effects = net.request("a", PingRequested(2001, net.did("b")))
     frames = _frames(effects)
     assert ["Envelopes", "Ping"] == [type(f).__name__ for f in frames], f"seed={seed}"
-    # a write that is not held pushes the held ones, then its own
+    # a write that is not held seals and pushes the held ones, then pushes its own
     _held_send(net, channel, 2002, "held too")
-    plain = net.request("a", SendRequested(2003, channel, "plain", net.wall_ms("a")))
+    _held_send(net, channel, 2003, "held three")
+    plain = net.request("a", SendRequested(2004, channel, "plain", net.wall_ms("a")))
     assert [1, 1] == _pushes(plain), f"seed={seed}"
     net.run_until_quiet()
-    assert ["held", "held too", "plain"] == [m.text for m in net.history("b", channel)]
+    assert ["held", "held too", "held three", "plain"] == \
+        [m.text for m in net.history("b", channel)]
+
+
+def test_a_message_op_seals_the_posts_before_it() -> None:
+    seed = seed_from_env(44)
+    net, channel = _pair(seed)
+    _held_send(net, channel, 2100, "first")
+    _held_send(net, channel, 2101, "second")
+    assert 2100 not in net.answers
+    _held_react(net, channel, 2102, "0" * 26, "+1")
+    assert 2100 in net.answers and 2101 in net.answers, "the posts were sealed first"
+    assert net.answers[2102].error, "a reaction to an unknown message is refused"
+    first = net.answers[2100].result["id"]  # type: ignore[index]
+    _held_react(net, channel, 2103, first, "+1")
+    net.request("a", FlushHeld())
+    net.run_until_quiet()
+    assert ["first", "second"] == [m.text for m in net.history("b", channel)]
+    net.assert_converged(channel)
 
 
 def test_holding_stops_at_the_limit() -> None:
     seed = seed_from_env(43)
     net, channel = _pair(seed)
-    sizes = [_pushes(_held_send(net, channel, 3000 + i, f"m{i}"))
+    target = net.post("a", channel, "react to me")
+    sizes = [_pushes(_held_react(net, channel, 3000 + i, target, f"e{i}"))
              for i in range(MAX_HELD_PUSH + 1)]
     assert [[]] * (MAX_HELD_PUSH - 1) + [[MAX_HELD_PUSH], []] == sizes, f"seed={seed}"
     assert [1] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
     net.run_until_quiet()
     net.assert_converged(channel)
-    assert MAX_HELD_PUSH + 1 == len(net.history("b", channel))
+
+
+def test_a_burst_longer_than_one_envelope_is_sealed_in_several() -> None:
+    seed = seed_from_env(45)
+    net, channel = _pair(seed)
+    count = MAX_POSTS_PER_ENVELOPE + 1
+    for i in range(count - 1):
+        _held_send(net, channel, 4000 + i, f"m{i}")
+    assert all(4000 + i in net.answers for i in range(count - 1)), "sealed at the limit"
+    _held_send(net, channel, 4000 + count - 1, "last")
+    assert [2] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
+    net.run_until_quiet()
+    assert [f"m{i}" for i in range(count - 1)] + ["last"] == \
+        [m.text for m in net.history("b", channel)]
+    net.assert_converged(channel)
+
+
+def test_a_burst_of_long_posts_arrives_whole() -> None:
+    """64 posts of 1,000 characters do not fit one change (64 KiB): the burst is cut
+    by size, and every post arrives."""
+    seed = seed_from_env(46)
+    net, channel = _pair(seed)
+    texts = [f"{i} " + "x" * 1_000 for i in range(MAX_POSTS_PER_ENVELOPE)]
+    ids = net.post_burst("a", channel, texts)
+    net.run_until_quiet()
+    assert ids == [m.id for m in net.history("b", channel)], f"seed={seed}"
+    assert 1 < len({net.core("b").hub.get(channel).messages[i].env for i in ids}) < 64

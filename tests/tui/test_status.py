@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from textual.widgets import OptionList
 
+from p2pchat.control.client import ControlConnection
 from p2pchat.home import NodeHome
 from p2pchat.tui import ChatApp
 from p2pchat.tui.devnodes import DevNode
@@ -207,9 +208,11 @@ def test_sync_indicator_during_a_long_initial_sync(root: Path) -> None:
         a.start()
         b.start()
         channel = str(a.cli_json("channel", "create", "big")["channel"])
-        lines = "".join(f"{i} {SYNC_TEXT}\n" for i in range(SYNC_MESSAGES))
-        sent = a.cli("send", channel, "--stdin", stdin=lines, timeout=300)
-        assert 0 == sent.returncode, sent.stderr
+        # one request at a time, as a chatty day: one envelope per message (a pipelined
+        # burst would be sealed into a few multi-post envelopes: a short sync)
+        with ControlConnection(NodeHome(a.home)) as conn:
+            for i in range(SYNC_MESSAGES):
+                conn.call("send", {"channel": channel, "text": f"{i} {SYNC_TEXT}"})
         invite = str(a.cli_json("invite", channel)["invite"])
 
         async def main() -> None:

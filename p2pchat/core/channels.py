@@ -541,8 +541,8 @@ class ChannelHub:
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
-        if ev.hold:  # a burst: sealed with the posts around it (see flush_held)
-            return self._queue_post(state, ev)
+        if ev.hold and (ev.batch or ev.channel in self._queued):
+            return self._queue_post(state, ev)  # sealed with its burst (see seal_held)
         before = len(state.log)
         try:
             _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
@@ -896,12 +896,17 @@ class ChannelHub:
     def holding(self) -> bool:
         return self._held_count > 0 or bool(self._drop_after_flush) or bool(self._queued)
 
-    def flush_held(self) -> list[Effect]:
-        """Seal queued posts, then push the envelopes of held writes: one frame per link
-        and channel, not one each."""
+    def seal_held(self) -> list[Effect]:
+        """Seal every channel's queued posts (their pushes stay held) and answer them."""
         effects: list[Effect] = []
         for channel in list(self._queued):
             effects += self._seal_queued(channel)
+        return effects
+
+    def flush_held(self) -> list[Effect]:
+        """Seal queued posts, then push the envelopes of held writes: one frame per link
+        and channel, not one each."""
+        effects = self.seal_held()
         held, self._held, self._held_count = self._held, {}, 0
         for channel, raws in held.items():
             if channel in self.channels:

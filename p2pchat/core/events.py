@@ -82,6 +82,16 @@ class FlushHeld(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SealHeld(Event):
+    """Seal the held posts queued so far into envelopes and answer them; their push
+    stays held until :class:`FlushHeld` (the runtime sends this once per event-loop
+    turn that made writes, so the writes of one turn share an envelope)."""
+
+    #: a held write itself: what is held is not pushed before it is handled
+    hold: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class TimerExpired(Event):
     """The deadline from :meth:`NodeCore.next_deadline` has passed."""
 
@@ -293,6 +303,9 @@ class SendRequested(Event):
     #: hold the live push of the new envelope until :class:`FlushHeld` (or any other
     #: event), so a burst of writes leaves in shared frames and packets
     hold: bool = False
+    #: (with ``hold``) queue the post, to be sealed with the others of its burst into one
+    #: envelope at :class:`SealHeld` or :class:`FlushHeld`, and answered then
+    batch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from p2pchat.core.events import (
     PingRequested,
     RandomSource,
     SavePeer,
+    SealHeld,
     SendRequested,
     ShutdownRequested,
     Started,
@@ -190,6 +191,8 @@ class NodeCore:
     def _handle(self, event: Event, now: float) -> list[Effect]:
         if isinstance(event, FlushHeld):
             return []
+        if isinstance(event, SealHeld):
+            return self.hub.seal_held()
         if isinstance(event, Started):
             return self._on_started(event, now)
         if isinstance(event, DataReceived):

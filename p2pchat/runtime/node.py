@@ -60,6 +60,7 @@ from p2pchat.core.events import (
     PingFinished,
     PingRequested,
     SavePeer,
+    SealHeld,
     SendRequested,
     ShutdownRequested,
     Started,
@@ -90,6 +91,14 @@ PARALLEL_VERIFY_MIN = 16
 CONNECT_GRACE = 5.0
 #: A burst of app writes holds its live push at most this many event-loop turns.
 CORK_MAX_TURNS = 16
+#: Quiet event-loop turns (no new write) the cork waits for after sealed posts were
+#: answered: a sender that waits for each answer writes again within them.
+CORK_QUIET_AFTER_SEAL = 3
+#: While a peer lags (QuicTransport.lagging), held writes wait up to this long (s) for
+#: it to catch up, so the posts that arrive meanwhile share one envelope.
+MAX_LINGER = 0.004
+#: How often a lingering flush looks again, in seconds.
+LINGER_POLL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,17 @@ class Node:
         self._cork_turns = 0
         self._cork_seen = -1
         self._writes_made = 0
+        #: looks in a row that saw no new write, and how many the cork waits for
+        self._cork_quiet = 0
+        self._cork_quiet_needed = 1
+        #: held posts: a SealHeld is scheduled; sends made, and sealed, so far; how many
+        #: the last SealHeld sealed; until when a lingering seal may wait
+        self._seal_pending = False
+        self._sends_made = 0
+        self._seal_seen = -1
+        self._posted_this_turn = False
+        self._linger_until: float | None = None
+        self._flush_after_seal = False
         self._stopped = asyncio.Event()
         self.peer_listeners: list[Callable[[Effect], None]] = []
         #: control clients watching for changes (``watch``): one bounded queue each
@@ -335,7 +355,22 @@ class Node:
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""
         return await self._request(lambda r: SendRequested(r, channel, text, _wall_ms(),
-                                                           reply_to, hold=True))
+                                                           reply_to, hold=True,
+                                                           batch=self._batching()))
+
+    def _batching(self) -> bool:
+        """Whether a new post should wait to be sealed with others (see :meth:`_seal`):
+        when another post was made in this event-loop turn (pipelined control requests,
+        concurrent ``send`` calls), or a peer lags behind what we sent it. Otherwise it
+        is sealed and answered at once."""
+        if not self._posted_this_turn:
+            self._posted_this_turn = True
+            self._loop.call_soon(self._next_turn)  # runs in the next turn, after this one
+            return self._seal_pending or self.transport.lagging(self._loop.time())
+        return True
+
+    def _next_turn(self) -> None:
+        self._posted_this_turn = False
 
     async def message_op(self, channel: bytes, op: str, msg_id: str, *, text: str = "",
                          emoji: str = "", on: bool = True) -> dict[str, Any]:
@@ -429,6 +464,8 @@ class Node:
             self._tell_watchers(effects, sync)
         if isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
             self._cork()  # app writes come in bursts: let them share frames and packets
+            if isinstance(event, SendRequested) and event.batch:
+                self._schedule_seal()
         else:
             self.transport.flush()  # answers to the network and pings go out at once
         self._arm_timer()
@@ -450,17 +487,59 @@ class Node:
             self._corked = True
             self._cork_turns = 0
             self._cork_seen = -1  # the first look always waits one more turn
+            self._cork_quiet, self._cork_quiet_needed = 0, 1
             self._loop.call_soon(self._uncork)
 
     def _uncork(self) -> None:
         grew, self._cork_seen = self._writes_made != self._cork_seen, self._writes_made
         self._cork_turns += 1
-        if grew and self._cork_turns < CORK_MAX_TURNS and not self._stopped.is_set():
+        self._cork_quiet = 0 if grew else self._cork_quiet + 1
+        if self._cork_quiet < self._cork_quiet_needed and self._cork_turns < CORK_MAX_TURNS \
+                and not self._stopped.is_set():
             self._loop.call_soon(self._uncork)
+            return
+        if self._seal_pending:  # the burst's posts are not sealed yet: push after them
+            self._flush_after_seal = True
             return
         self._corked = False
         if not self._stopped.is_set():
             self._dispatch(FlushHeld())
+
+    def _schedule_seal(self) -> None:
+        """A post was queued in the core (``batch``): seal it with the others of its
+        event-loop turn, or of its linger, at :meth:`_seal`."""
+        self._sends_made += 1
+        if not self._seal_pending:
+            self._seal_pending = True
+            self._seal_seen = -1  # the first look always counts as progress
+            self._loop.call_soon(self._seal)
+
+    def _seal(self) -> None:
+        """Seal the queued posts (``SealHeld``): their answers go out, their push stays
+        corked. While a peer lags behind what we sent it and posts keep coming, the seal
+        waits (polling every LINGER_POLL, at most MAX_LINGER) and the posts that come
+        meanwhile join its envelope: a receiver that is behind gains nothing from more
+        envelopes sooner, and each costs it a verification. A sender that waits for each
+        answer loses one LINGER_POLL per post while a peer lags, nothing otherwise."""
+        now = self._loop.time()
+        if self._linger_until is None:
+            self._linger_until = now + MAX_LINGER
+        progress, self._seal_seen = self._sends_made != self._seal_seen, self._sends_made
+        if progress and now < self._linger_until and not self._stopped.is_set() \
+                and self.transport.lagging(now):
+            self._loop.call_later(LINGER_POLL, self._seal)
+            return
+        self._linger_until = None
+        self._seal_pending = False
+        if not self._stopped.is_set():
+            self._dispatch(SealHeld())
+        # the answers just went out: an app that waited for them writes again a turn or
+        # two later (its task's wake-up, maybe a yield of its own), so the cork waits
+        # for three quiet turns before it pushes
+        self._cork_quiet, self._cork_quiet_needed = 0, CORK_QUIET_AFTER_SEAL
+        if self._flush_after_seal:
+            self._flush_after_seal = False
+            self._uncork()
 
     def _on_timer(self) -> None:
         self._timer = None

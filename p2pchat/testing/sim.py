@@ -582,7 +582,8 @@ class SimNetwork:
 
     def post_burst(self, name: str, channel: bytes, texts: Sequence[str]) -> list[str]:
         """``name`` posts ``texts`` in quick succession, as the runtime does for a burst of
-        sends: held (``hold=True``), then ``FlushHeld``, so they are sealed together (up
+        sends: held and batched (``hold=True, batch=True``), then ``FlushHeld``, so they
+        are sealed together (up
         to MAX_POSTS_PER_ENVELOPE per envelope). Returns the message ids; a refused post
         fails the run with its reason."""
         node = self.nodes[name]
@@ -592,7 +593,7 @@ class SimNetwork:
         for text in texts:
             rids.append(self._request_id())
             self.request(name, SendRequested(rids[-1], channel, text, self.wall_ms(name),
-                                             hold=True))
+                                             hold=True, batch=True))
         self.flush(name)
         ids: list[str] = []
         for rid in rids:

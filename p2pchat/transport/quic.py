@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -51,6 +52,11 @@ MAX_PENDING_HANDSHAKES = 64
 #: Bytes written to a link but not yet acknowledged by the peer before we give up on it.
 #: aioquic's stream writers have no backpressure, so this bounds memory per slow peer.
 MAX_UNACKED_SEND_BYTES = 8 * 1024 * 1024
+#: A peer is *lagging* if data sent to it this long (s) plus its minimum round trip ago
+#: is still unacknowledged (aioquic acknowledges within 1 ms when it is not busy).
+LAG_SLACK = 0.002
+#: Flushes per link whose acknowledgement is tracked (older ones are not).
+MAX_TRACKED_FLUSHES = 4096
 CERT_VALIDITY = datetime.timedelta(days=365)
 
 
@@ -147,6 +153,12 @@ def unacked_bytes(quic: QuicConnection) -> int:
     return int(sender._buffer_stop - sender._buffer_start)
 
 
+def acked_offset(quic: QuicConnection) -> int:
+    """How far into the link stream the peer has acknowledged every byte."""
+    stream = quic._streams.get(LINK_STREAM_ID)
+    return 0 if stream is None else int(stream.sender._buffer_start)
+
+
 class _ConnectedSender:
     """Wraps a connected UDP transport so aioquic's ``sendto(data, addr)`` works."""
 
@@ -191,6 +203,9 @@ class LinkProtocol(QuicConnectionProtocol):
         #: why the transport failed underneath us (e.g. ICMP port unreachable)
         self.failure: str | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
+        #: (time, stream offset after) of each flush not yet acknowledged in full
+        self.unacked_flushes: deque[tuple[float, int]] = deque()
+        self.stream_end = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.outbound:
@@ -424,10 +439,31 @@ class QuicTransport:
     def flush(self) -> None:
         """Transmit what ``send`` queued: frames queued together share packets."""
         outbox, self._outbox = self._outbox, {}
+        now = asyncio.get_running_loop().time() if outbox else 0.0
         for proto, data in outbox.items():
             if proto.closed_reason is None:
                 proto._quic.send_stream_data(LINK_STREAM_ID, bytes(data))
+                proto.stream_end += len(data)
+                if len(proto.unacked_flushes) < MAX_TRACKED_FLUSHES:
+                    proto.unacked_flushes.append((now, proto.stream_end))
                 proto.transmit()
+
+    def lagging(self, now: float) -> bool:
+        """Whether some peer has not acknowledged data sent to it longer ago than its
+        minimum round trip plus LAG_SLACK: it is behind (busy), not just far away."""
+        for proto in self._links.values():
+            flushes = proto.unacked_flushes
+            if not flushes or proto.closed_reason is not None:
+                continue
+            acked = acked_offset(proto._quic)
+            while flushes and flushes[0][1] <= acked:
+                flushes.popleft()
+            if not flushes:
+                continue
+            # before its first sample the minimum round trip is infinite: not lagging
+            if now - flushes[0][0] > proto._quic._loss._rtt_min + LAG_SLACK:
+                return True
+        return False
 
     def close(self, link_id: int, code: CloseCode, reason: str) -> None:
         proto = self._links.pop(link_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from p2pchat.channel.invite import parse_channel_id
+from p2pchat.home import DB_FILE
 from tests.integration.channelkit import (
     history,
     invite_of,
@@ -188,3 +191,25 @@ def test_edit_delete_react_replicate(spawn: Callable[..., NodeProcess]) -> None:
     final = wait_until(settled, 10, "edits, deletes and reactions to replicate")
     assert ("first", True) == (final[0]["text"], final[0]["edited"] is not None)
     assert ("", True) == (final[1]["text"], final[1]["deleted"])
+
+
+def test_a_pipelined_burst_shares_envelopes_and_arrives_whole(
+    spawn: Callable[..., NodeProcess],
+) -> None:
+    """``send --stdin`` pipelines its requests: the node seals the posts of one event-loop
+    turn into one envelope (each answered once it is stored), B gets every post in
+    order, and far fewer envelopes than posts were written."""
+    a = spawn("A")
+    b = spawn("B")
+    channel, _ = shared_channel(a, b, "burst")
+    texts = [f"burst {i} " + "z" * (i % 200) for i in range(600)]
+    burst = Burst(a, channel, texts)
+    assert len(set(burst.wait_acked(len(texts), 60))) == len(texts)
+    assert 0 == burst.finish()
+    wait_until(lambda: [m["text"] for m in history(b, channel)] == texts, 30,
+               "B to get the whole burst in order")
+    with sqlite3.connect(a.home / DB_FILE) as db:
+        envelopes = db.execute("SELECT COUNT(*) FROM envelopes WHERE channel = ?",
+                               (parse_channel_id(channel),)).fetchone()[0]
+    print(f"{len(texts)} posts in {envelopes} envelopes (with the channel's own)")
+    assert envelopes < len(texts) // 2

@@ -16,6 +16,7 @@ from p2pchat.core.events import (
     FlushHeld,
     MessageOpRequested,
     PingRequested,
+    SealHeld,
     SendRequested,
     Transmit,
 )
@@ -41,8 +42,10 @@ def _pair(seed: int) -> tuple[SimNetwork, bytes]:
     return net, channel
 
 
-def _held_send(net: SimNetwork, channel: bytes, rid: int, text: str) -> list[Effect]:
-    return net.request("a", SendRequested(rid, channel, text, net.wall_ms("a"), hold=True))
+def _held_send(net: SimNetwork, channel: bytes, rid: int, text: str, batch: bool = True
+               ) -> list[Effect]:
+    return net.request("a", SendRequested(rid, channel, text, net.wall_ms("a"), hold=True,
+                                          batch=batch))
 
 
 def _held_react(net: SimNetwork, channel: bytes, rid: int, target: str, emoji: str
@@ -81,6 +84,25 @@ def test_any_other_event_pushes_what_is_held_first() -> None:
     assert [1, 1] == _pushes(plain), f"seed={seed}"
     net.run_until_quiet()
     assert ["held", "held too", "held three", "plain"] == \
+        [m.text for m in net.history("b", channel)]
+
+
+def test_a_held_post_that_is_not_batched_is_sealed_at_once_its_push_held() -> None:
+    seed = seed_from_env(47)
+    net, channel = _pair(seed)
+    for i in range(3):
+        assert [] == _pushes(_held_send(net, channel, 1100 + i, f"m{i}", batch=False))
+        assert net.answers[1100 + i].result is not None, "answered at once"
+    assert [3] == _pushes(net.request("a", FlushHeld())), "three envelopes, one frame"
+    # a batched post queues; a later unbatched one joins the queue (order is kept)
+    _held_send(net, channel, 1200, "queued")
+    _held_send(net, channel, 1201, "joins it", batch=False)
+    assert 1201 not in net.answers
+    assert [] == _pushes(net.request("a", SealHeld())), "sealed, push still held"
+    assert 1200 in net.answers and 1201 in net.answers
+    assert [1] == _pushes(net.request("a", FlushHeld()))
+    net.run_until_quiet()
+    assert ["m0", "m1", "m2", "queued", "joins it"] == \
         [m.text for m in net.history("b", channel)]
 
 

@@ -97,8 +97,11 @@ CORK_QUIET_AFTER_SEAL = 3
 #: While a peer lags (QuicTransport.lagging), held writes wait up to this long (s) for
 #: it to catch up, so the posts that arrive meanwhile share one envelope.
 MAX_LINGER = 0.004
-#: How often a lingering flush looks again, in seconds.
-LINGER_POLL = 0.0005
+#: How often a lingering seal looks again, in seconds.
+LINGER_POLL = 0.001
+#: After a linger that gained no post (the app waits for each answer), lagging peers
+#: do not make posts wait for this long, in seconds.
+LINGER_BACKOFF = 0.05
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ class Node:
         self._sends_made = 0
         self._seal_seen = -1
         self._posted_this_turn = False
+        self._linger_base = 0
+        self._lingered = False
+        self._linger_useless_until = 0.0
         self._linger_until: float | None = None
         self._flush_after_seal = False
         self._stopped = asyncio.Event()
@@ -366,7 +372,9 @@ class Node:
         if not self._posted_this_turn:
             self._posted_this_turn = True
             self._loop.call_soon(self._next_turn)  # runs in the next turn, after this one
-            return self._seal_pending or self.transport.lagging(self._loop.time())
+            now = self._loop.time()
+            return self._seal_pending or (now >= self._linger_useless_until
+                                          and self.transport.lagging(now))
         return True
 
     def _next_turn(self) -> None:
@@ -524,11 +532,16 @@ class Node:
         now = self._loop.time()
         if self._linger_until is None:
             self._linger_until = now + MAX_LINGER
+            self._linger_base, self._lingered = self._sends_made, False
         progress, self._seal_seen = self._sends_made != self._seal_seen, self._sends_made
         if progress and now < self._linger_until and not self._stopped.is_set() \
                 and self.transport.lagging(now):
+            self._lingered = True
             self._loop.call_later(LINGER_POLL, self._seal)
             return
+        if self._lingered and self._sends_made == self._linger_base:
+            # nothing joined: the app waits for each answer; stop making it wait a while
+            self._linger_useless_until = now + LINGER_BACKOFF
         self._linger_until = None
         self._seal_pending = False
         if not self._stopped.is_set():

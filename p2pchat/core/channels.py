@@ -553,9 +553,10 @@ class ChannelHub:
         return effects
 
     def _queue_post(self, state: ChannelState, ev: SendRequested) -> list[Effect]:
-        """Check a held post now (a refusal is answered at once) and queue it; it is
-        sealed with the rest of its burst at :meth:`flush_held`, or when
-        MAX_POSTS_PER_ENVELOPE are queued. Its id is made now, after the queue's last."""
+        """Check a batched post now (a refusal is answered at once) and queue it; it is
+        sealed with the rest of its burst at :meth:`seal_held` or :meth:`flush_held`, or
+        when MAX_POSTS_PER_ENVELOPE are queued. Its id is made now, after the queue's
+        last (so the ids of a burst keep the order of its requests)."""
         try:
             state.check_post(ev.text, ev.reply_to)
         except ValueError as exc:

@@ -5,6 +5,12 @@ synchronously and its effects are carried out in order. Store writes go through
 one ordered queue; an answer that depends on a write (``connect`` succeeded ->
 peer saved) is released only after that write committed. One timer handle
 tracks :meth:`NodeCore.next_deadline`.
+
+App writes are timed here, not in the core (which only does what the events
+say): their live pushes are *corked* until the burst is over (``FlushHeld``);
+posts made in one event-loop turn, or while a peer lags, are *batched* and
+sealed together (``SealHeld``), lingering up to MAX_LINGER while posts keep
+coming to a lagging peer (design.md §5, §10.2).
 """
 
 from __future__ import annotations
@@ -211,16 +217,19 @@ class Node:
         #: looks in a row that saw no new write, and how many the cork waits for
         self._cork_quiet = 0
         self._cork_quiet_needed = 1
-        #: held posts: a SealHeld is scheduled; sends made, and sealed, so far; how many
-        #: the last SealHeld sealed; until when a lingering seal may wait
+        #: batched posts: a SealHeld is scheduled; posts queued so far, and at the seal's
+        #: last look; a post was made in this event-loop turn
         self._seal_pending = False
         self._sends_made = 0
         self._seal_seen = -1
         self._posted_this_turn = False
+        #: the linger: posts queued when it began, whether it waited, until when it may
+        #: wait, and until when lagging peers make no post wait (see _seal)
         self._linger_base = 0
         self._lingered = False
-        self._linger_useless_until = 0.0
         self._linger_until: float | None = None
+        self._linger_useless_until = 0.0
+        #: the cork's burst ended while its posts were unsealed: push after the seal
         self._flush_after_seal = False
         self._stopped = asyncio.Event()
         self.peer_listeners: list[Callable[[Effect], None]] = []
@@ -527,8 +536,9 @@ class Node:
         corked. While a peer lags behind what we sent it and posts keep coming, the seal
         waits (polling every LINGER_POLL, at most MAX_LINGER) and the posts that come
         meanwhile join its envelope: a receiver that is behind gains nothing from more
-        envelopes sooner, and each costs it a verification. A sender that waits for each
-        answer loses one LINGER_POLL per post while a peer lags, nothing otherwise."""
+        envelopes sooner, and each costs it a verification. A linger that gained no post
+        means the app waits for each answer: then lagging peers make no post wait for
+        LINGER_BACKOFF, so such a sender loses one LINGER_POLL per LINGER_BACKOFF."""
         now = self._loop.time()
         if self._linger_until is None:
             self._linger_until = now + MAX_LINGER

@@ -78,7 +78,7 @@ def _server_linked(node: NodeProcess, server: str) -> bool:
 
 
 def _store_and_forward(spawn: Callable[..., NodeProcess], config: str, server: str,
-                       tag: str) -> tuple[list[str], list[bytes]]:
+                       tag: str, padding: int = 0) -> tuple[list[str], list[bytes]]:
     a = spawn(f"A{tag}", config=config)
     channel, invite = create_channel(a, f"relay{tag}")
     b = spawn(f"B{tag}", config=config)
@@ -87,7 +87,7 @@ def _store_and_forward(spawn: Callable[..., NodeProcess], config: str, server: s
     wait_until(lambda: _server_linked(a, server) and _server_linked(b, server), 10,
                "both nodes to reach the server")
     assert 0 == b.stop()  # B goes offline
-    texts = [f"stored {i} {tag} {time.monotonic_ns()}" for i in range(100)]
+    texts = [f"stored {i} {tag} {time.monotonic_ns()} " + "w" * padding for i in range(100)]
     sent = subprocess.run(
         [sys.executable, "-m", "p2pchat", "--home", str(a.home), "send", channel, "--stdin"],
         input="\n".join(texts) + "\n", capture_output=True, text=True, env=_env(), timeout=60,
@@ -131,7 +131,8 @@ def test_store_and_forward_with_one_of_two_servers_down(
 ) -> None:
     down = f"127.0.0.1:{free_udp_port()}"  # S1: nothing listens there
     s2 = servers("S2")
-    _store_and_forward(spawn, _config(down, s2.address), s2.address, "2")
+    # long posts: the burst goes out as envelopes of up to 56 KiB of text each
+    _store_and_forward(spawn, _config(down, s2.address), s2.address, "2", padding=1_500)
 
 
 def test_members_find_each_other_through_a_server(

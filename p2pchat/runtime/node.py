@@ -95,8 +95,11 @@ VERIFY_THREADS = 2
 PARALLEL_VERIFY_MIN = 16
 #: Upper bound on how long ``connect`` waits beyond the dial and handshake timeouts.
 CONNECT_GRACE = 5.0
-#: A burst of app writes holds its live push at most this many event-loop turns.
+#: A burst of app writes holds its live push at most this many event-loop turns…
 CORK_MAX_TURNS = 16
+#: …and at most this long, in seconds (a busy loop's turns are long: taking the
+#: acknowledgements of ten links, say).
+CORK_MAX_DELAY = 0.002
 #: Quiet event-loop turns (no new write) the cork waits for after sealed posts were
 #: answered: a sender that waits for each answer writes again within them.
 CORK_QUIET_AFTER_SEAL = 3
@@ -214,6 +217,7 @@ class Node:
         self._cork_turns = 0
         self._cork_seen = -1
         self._writes_made = 0
+        self._cork_until = 0.0
         #: looks in a row that saw no new write, and how many the cork waits for
         self._cork_quiet = 0
         self._cork_quiet_needed = 1
@@ -504,6 +508,7 @@ class Node:
             self._corked = True
             self._cork_turns = 0
             self._cork_seen = -1  # the first look always waits one more turn
+            self._cork_until = self._loop.time() + CORK_MAX_DELAY
             self._cork_quiet, self._cork_quiet_needed = 0, 1
             self._loop.call_soon(self._uncork)
 
@@ -512,7 +517,7 @@ class Node:
         self._cork_turns += 1
         self._cork_quiet = 0 if grew else self._cork_quiet + 1
         if self._cork_quiet < self._cork_quiet_needed and self._cork_turns < CORK_MAX_TURNS \
-                and not self._stopped.is_set():
+                and self._loop.time() < self._cork_until and not self._stopped.is_set():
             self._loop.call_soon(self._uncork)
             return
         if self._seal_pending:  # the burst's posts are not sealed yet: push after them

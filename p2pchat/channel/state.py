@@ -607,8 +607,11 @@ class ChannelState:
             raise ValueError("post ids must be increasing ULIDs")
         if len(posts) > 1 and sum(_post_bytes(t, r) for _, t, r in posts) > MAX_POSTS_BYTES:
             raise ValueError(f"posts of more than {MAX_POSTS_BYTES} bytes in one envelope")
+        self._check_may_write()
         for msg_id, text, reply_to in posts:
-            self.check_post(text, reply_to)
+            self._check_text(text)
+            if reply_to and reply_to not in self.messages:
+                raise ValueError(f"no message {reply_to} to reply to")
             if msg_id in self.messages:
                 raise ValueError(f"message id {msg_id} already used")
         self._ready_epoch(now_ms, randbytes)
@@ -621,7 +624,7 @@ class ChannelState:
             return self._author({"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change,
                                 now_ms, randbytes, local={"text": text, "reply_to": reply_to})
         change = self.authoring.put_entries("messages", entries)
-        return self._author({"op": "posts", "ids": ids, "ts": max(ulid_ms(i) for i in ids)},
+        return self._author({"op": "posts", "ids": ids, "ts": ulid_ms(ids[-1])},
                             change, now_ms, randbytes,
                             local={"texts": [(t, r) for _, t, r in posts]})
 

@@ -570,12 +570,15 @@ class ChannelState:
         self.check_post(text, reply_to)
         self._ready_epoch(now_ms, randbytes)
         msg_id = make_ulid(now_ms, randbytes(10))
+        return self._author_post(msg_id, text, reply_to, now_ms, randbytes), msg_id
+
+    def _author_post(self, msg_id: str, text: str, reply_to: str, now_ms: int,
+                     randbytes: RandomBytes) -> Envelope:
         change = self.authoring.put_entry("messages", msg_id, {
             "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
         # the text travels once, in the change: the operation names the entry it writes
-        env = self._author({"op": "post", "id": msg_id, "ts": now_ms}, change, now_ms,
-                           randbytes, local={"text": text, "reply_to": reply_to})
-        return env, msg_id
+        return self._author({"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change,
+                            now_ms, randbytes, local={"text": text, "reply_to": reply_to})
 
     def post_room(self, now_ms: int, posts: list[tuple[str, str]]) -> int:
         """How many of ``posts`` ((text, reply_to), in order) the next envelope may
@@ -615,15 +618,12 @@ class ChannelState:
             if msg_id in self.messages:
                 raise ValueError(f"message id {msg_id} already used")
         self._ready_epoch(now_ms, randbytes)
-        me = self.identity.did
-        entries = [(msg_id, {"author": me, "text": text, "reply_to": reply_to,
-                             "deleted": False}) for msg_id, text, reply_to in posts]
         if len(posts) == 1:
-            msg_id, text, reply_to = posts[0]
-            change = self.authoring.put_entry("messages", msg_id, entries[0][1])
-            return self._author({"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change,
-                                now_ms, randbytes, local={"text": text, "reply_to": reply_to})
-        change = self.authoring.put_entries("messages", entries)
+            return self._author_post(*posts[0], now_ms, randbytes)
+        me = self.identity.did
+        change = self.authoring.put_entries("messages", [
+            (msg_id, {"author": me, "text": text, "reply_to": reply_to, "deleted": False})
+            for msg_id, text, reply_to in posts])
         return self._author({"op": "posts", "ids": ids, "ts": ulid_ms(ids[-1])},
                             change, now_ms, randbytes,
                             local={"texts": [(t, r) for _, t, r in posts]})

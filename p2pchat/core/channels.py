@@ -14,8 +14,9 @@ Theory of operation
   (equivocation), and the receiver sends all of that device's envelopes so both
   sides hold the evidence.
 * A verified, applied envelope is pushed at once to every other link sharing the
-  channel (at most :data:`MAX_FORWARD_FANOUT`), so members who never met still
-  converge through the ones in between.
+  channel, so members who never met still converge through the ones in between.
+  There is no fan-out cap below the link limit (``NodeConfig.max_links``): a cap
+  that skips links drops work, and nothing would serve it later (design.md §10.8).
 * A peer that sends an envelope which fails verification is closed: honest
   nodes forward only what they verified. Envelopes left waiting for deps make
   us send our own ``Summary`` back, so the peer fills the gap.
@@ -75,8 +76,6 @@ from p2pchat.identity import Identity, public_key_from_did
 from p2pchat.wire import Envelopes, Frame, Offer, Subscribe, Summary, VectorEntry
 from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES, TOPIC_SIZE
 
-#: Links an applied envelope is pushed to (besides where it came from).
-MAX_FORWARD_FANOUT = 16
 #: Applied envelopes between two snapshots of a channel (also taken at shutdown).
 #: A snapshot serialises the whole document on the event loop (~0.5 s at 100k
 #: messages); a crash costs at most this many envelopes of replay at the next start.
@@ -1200,11 +1199,16 @@ class ChannelHub:
 
     def _push(self, channel: bytes, raws: list[bytes], source: int | None, own: bool
               ) -> list[Effect]:
-        """Live push of applied envelopes to every other link that shares the channel."""
+        """Live push of applied envelopes to every other link that shares the channel.
+
+        Every one: the number of links is bounded (``NodeConfig.max_links``), and a link
+        skipped here would never be served (a star of joiners around one inviter stalled
+        when only the first 16 got the shares that admit them). A link still syncing
+        the channel gets them with its next window."""
         effects: list[Effect] = []
         targets = [lc for lid, lc in sorted(self._links.items())
                    if lid != source and channel in lc.shared
-                   and channel not in lc.syncing][:MAX_FORWARD_FANOUT]
+                   and channel not in lc.syncing]
         for lc in targets:
             # ours and new: out only after the store has it (see Transmit)
             effects += self._batches(lc, channel, raws, after_store=own)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pchat.core import clock
 from p2pchat.core.bootstrap import BootstrapClient
 from p2pchat.core.channels import BatchVerifier, ChannelHub, verify_in_order
 from p2pchat.core.config import NodeConfig
@@ -132,7 +133,7 @@ class NodeCore:
             times.append(server)
         keys = self.hub.key_deadline()
         if keys is not None:
-            times.append((keys - self._wall_offset_ms) / 1000)
+            times.append(clock.at_ms(keys - self._wall_offset_ms))
         return min(times, default=None)
 
     def peers(self, now: float) -> list[PeerInfo]:
@@ -162,7 +163,7 @@ class NodeCore:
         if not self._wall_known:
             wall = getattr(event, "wall_ms", None)
             if isinstance(wall, int):
-                self._wall_offset_ms = wall - int(now * 1000)
+                self._wall_offset_ms = wall - clock.ms(now)
                 self._wall_known = True
         effects: list[Effect] = []
         if self.hub.holding and not getattr(event, "hold", False):
@@ -374,10 +375,10 @@ class NodeCore:
         """Wall-clock milliseconds from the monotonic ``now`` (offset given by Started)."""
         if now is None:
             now = self._last_now
-        return int(now * 1000) + self._wall_offset_ms
+        return clock.ms(now) + self._wall_offset_ms
 
     def _on_started(self, ev: Started, now: float) -> list[Effect]:
-        self._wall_offset_ms = ev.wall_ms - int(now * 1000)
+        self._wall_offset_ms = ev.wall_ms - clock.ms(now)
         self._wall_known = True
         self.hub.offer_pending_dms(ev.wall_ms)
         self._channels_started |= set(self.hub.channels)

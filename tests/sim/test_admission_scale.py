@@ -8,9 +8,11 @@ channel. A push capped at 16 links left joiners 17+ ``waiting`` for good.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from p2pchat.testing import SimNetwork, seed_from_env
+from p2pchat.testing import Faults, SimNetwork, Uniform, seed_from_env
 
 
 def _names(count: int) -> list[str]:
@@ -81,3 +83,19 @@ def test_joiners_arriving_while_others_are_being_admitted() -> None:
     net.run_until_quiet()
     net.assert_converged(channel)
     _check_members(net, names, channel, seed)
+
+
+def test_thirty_node_line_at_realistic_latency_admits_everyone() -> None:
+    """A line (each joins through the previous one) at 5-40 ms one-way latency: every
+    admission but the first waits out another member's grace on a millisecond timer,
+    which used to fire 1 ms early and spin (issue 16, break 2)."""
+    seed = seed_from_env(1602)
+    names = [f"n{i:02d}" for i in range(30)]
+    net = SimNetwork(seed, names, faults=Faults(latency=Uniform(0.005, 0.040)))
+    channel = net.create_channel(names[0], "line")
+    for prev, name in itertools.pairwise(names):
+        net.join(name, channel, via=prev)
+    _admit_all(net, names, channel, seed)
+    msg = net.post(names[-1], channel, "from the far end")
+    net.wait_for(lambda: msg in {m.id for m in net.history(names[0], channel)},
+                 timeout=600, what="the far end's post at the founder")

@@ -219,6 +219,16 @@ class Rejected(RemoteProtocolError):
     """An envelope failed verification; it is not stored and changes nothing."""
 
 
+class _Forked(Exception):
+    """Internal: a signed change continues another change than the one this replica
+    holds at its device's previous seq: its author signed two histories (a fork at
+    ``seq``), whether it ever sent the other branch here or not."""
+
+    def __init__(self, seq: int) -> None:
+        super().__init__(seq)
+        self.seq = seq
+
+
 @dataclass(slots=True)
 class EnvMeta:
     author: str
@@ -281,6 +291,10 @@ class ReceiveResult:
     refused: list[Envelope] = field(default_factory=list)
     #: stored and forwarded, not readable here (yet): no key for its epoch
     sealed: list[Envelope] = field(default_factory=list)
+    #: stored (it fills its author's seq, so nobody sends it again) but never applied
+    #: and never pushed: under a key this replica holds it does not open, or its change
+    #: is malformed or oversized (protocol.md §9.3)
+    invalid: list[Envelope] = field(default_factory=list)
     #: earlier sealed envelopes that a new key opened (already stored)
     unsealed: list[Envelope] = field(default_factory=list)
     pending: bool = False
@@ -948,7 +962,7 @@ class ChannelState:
         if unreadable:
             self._record(env, b"", Status.INVALID, eff, depth, unreadable)
             self.unreadable.add(env.id)
-            result.sealed.append(env)  # stored and forwarded like a sealed one
+            result.invalid.append(env)  # stored, not forwarded: we could read it
             return
         self._record(env, b"", Status.SEALED, eff, depth, "no key for its epoch here")
         self.sealed.add(env.id)
@@ -971,6 +985,11 @@ class ChannelState:
                         op, change, header = self._open(env)
                         self._check_chain(env, op, header)
                     except _Sealed:
+                        continue
+                    except _Forked as fork:  # as in _admit: evidence, never applied
+                        self._mark_fork((env.author, env.device), fork.seq)
+                        meta.status, meta.why = Status.QUARANTINED, "equivocation"
+                        self.sealed.discard(env_id)
                         continue
                     except (Rejected, _Unreadable) as exc:
                         why = str(exc)
@@ -1102,12 +1121,20 @@ class ChannelState:
             self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
             result.quarantined.append(env)
             return
-        self._check_chain(env, op, header)
+        try:
+            self._check_chain(env, op, header)
+        except _Forked as fork:
+            # e.g. a device that lost its newest envelopes in a crash and wrote again:
+            # its next change continues the new branch, we hold the old one. Quarantine
+            # from the fork, as for twins; the forwarder is not at fault (issue 16)
+            self._mark_fork(device, fork.seq)
+            self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
+            result.quarantined.append(env)
+            result.equivocation = True
+            return
         other = self.slots.get((env.author, env.device, env.seq))
         if other is not None:  # same author, device and seq, different envelope
-            self.equivocators[device] = env.seq
-            self.changed += [m.id for m in self.posts.values()
-                             if (m.author, m.device) == device]
+            self._mark_fork(device, env.seq)
             self._record(env, header.hash, Status.QUARANTINED, eff, depth, "equivocation")
             result.quarantined.append(env)
             result.equivocation = True
@@ -1246,6 +1273,13 @@ class ChannelState:
         self._preopened = opened
         return len(changes)
 
+    def _mark_fork(self, device: tuple[str, bytes], seq: int) -> None:
+        """Record ``device`` as forked from ``seq`` (the lowest fork seen wins, so every
+        replica with the same evidence agrees); its posts' views change."""
+        start = self.equivocators.get(device)
+        self.equivocators[device] = seq if start is None else min(start, seq)
+        self.changed += [m.id for m in self.posts.values() if (m.author, m.device) == device]
+
     def _check_chain(self, env: Envelope, op: dict[str, Any], header: ChangeHeader) -> None:
         """Rules that depend only on ``env`` and its device's previous envelope.
 
@@ -1271,6 +1305,9 @@ class ChannelState:
                 raise Rejected("envelope does not depend on its author's previous envelope")
             expected = (self.envs[prev].change_hash,)
         if tuple(sorted(header.deps)) != expected:
+            if env.seq > 1 and len(header.deps) == 1:
+                # it continues some other change at seq - 1: two histories, one signer
+                raise _Forked(env.seq - 1)
             raise Rejected("change dependencies do not match the author's previous change")
 
     def _record(self, env: Envelope, change_hash: bytes, status: Status, eff: int, depth: int,

@@ -1075,7 +1075,8 @@ class ChannelHub:
         (applied, stored and forwarded)."""
         state = self.channels[channel]
         stored: list[tuple[bytes, bytes]] = []
-        refused: list[tuple[bytes, bytes]] = []  # stored, never pushed (banned authors)
+        #: stored, never pushed: banned authors, and what we could read and is invalid
+        refused: list[tuple[bytes, bytes]] = []
         mod_events = len(state.mod_events)
         pending_evidence: list[Effect] = []
         parked = False
@@ -1096,7 +1097,7 @@ class ChannelHub:
             parked |= result.pending
             stored += [(e.id, state.raw[e.id])
                        for e in result.applied + result.quarantined + result.sealed]
-            refused += [(e.id, state.raw[e.id]) for e in result.refused]
+            refused += [(e.id, state.raw[e.id]) for e in result.refused + result.invalid]
             if result.equivocation:
                 # the source may hold only one branch: give it all the evidence we have
                 evidence = [i for i in state.log
@@ -1151,7 +1152,7 @@ class ChannelHub:
                 continue
             stored += [(e.id, state.raw[e.id])
                        for e in result.applied + result.quarantined + result.sealed]
-            refused += [(e.id, state.raw[e.id]) for e in result.refused]
+            refused += [(e.id, state.raw[e.id]) for e in result.refused + result.invalid]
         moderated = len(state.mod_events) != mod_events
         effects = self._readmit_unbanned(channel) if moderated else []
         effects += self._key_effects(state)

@@ -412,9 +412,12 @@ def test_envelopes_nobody_can_read_block_nothing_and_close_no_link() -> None:
     epoch = owner.group.send_epoch(w.now)
     assert epoch is not None
     garbage = _forged(w, w.identity("other"), owner, epoch, w.rb(32), b"\x80")
-    owner.receive(garbage, w.now)  # no Rejected: the forwarder is not to blame
+    result = owner.receive(garbage, w.now)  # no Rejected: the forwarder is not to blame
     assert (Status.INVALID, True) == (owner.envs[garbage.id].status,
                                       garbage.id in owner.unreadable)
+    # stored (it fills its author's seq) but never pushed on: the owner could read it
+    # and it is invalid (issue 16, break 9); the hub pushes only applied/sealed/quarantined
+    assert ([garbage.id], []) == ([e.id for e in result.invalid], result.sealed)
     stranger = w.replica(owner, "stranger", join=False)
     stranger.receive(garbage, w.now)
     assert stranger.envs[garbage.id].status is Status.SEALED  # it cannot tell

@@ -57,10 +57,10 @@ per-identity quota alone does not bound one attacker. The block is the client's 
 IPv4), computed from the remote address that arrives as data with ``ClientLinked``
 (the transport knows it; nothing here looks it up). Clients in ``address_exempt``
 networks are not counted (block ``""``). ``AppendEnvelopes.source`` stores the block
-with every row, so retention's removals (``Removal``) give the bytes back and ``StoreLoaded``
-brings the totals back after a restart; a block stored under a longer prefix than the
-one configured now is folded into its shorter block at load (a row stored under a
-shorter one keeps its old block until it expires).
+with every row, so retention's ``Removal`` records give the bytes back and
+``StoreLoaded`` brings the totals back after a restart; a block stored under a longer
+prefix than the one configured now is folded into its shorter block at load (a row
+stored under a shorter one keeps its old block until it expires).
 
 Refusals (``refused`` frames) carry a code: see :data:`CODES`.
 """

@@ -25,6 +25,7 @@ Sizes are bytes, rates are per second, times are seconds unless the key says day
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -49,6 +50,20 @@ TOPIC_MAX_BYTES = 128 * MiB
 TOPIC_MAX_ENVELOPES = 250_000
 #: Stored envelope bytes one uploader identity may hold across all topics (quota).
 IDENTITY_MAX_BYTES = 64 * MiB
+#: Stored envelope bytes all identities uploading from one address block may hold together
+#: (address-quota): fresh identities are free, addresses are not. Four identity quotas, so a
+#: community behind one NAT fits several full topics (docs/operations.md §7.5).
+ADDRESS_MAX_BYTES = 256 * MiB
+#: The address block: an IPv4 /24, an IPv6 /56 (a typical delegation to one site). An
+#: IPv4-mapped IPv6 address counts as IPv4. Shorter prefixes than the minimums would put
+#: unrelated networks (a whole provider) into one budget.
+ADDRESS_PREFIX_V4 = 24
+ADDRESS_PREFIX_V6 = 56
+MIN_ADDRESS_PREFIX_V4 = 8
+MIN_ADDRESS_PREFIX_V6 = 16
+#: Networks (CIDR) exempt from ADDRESS_MAX_BYTES (the identity quota still applies): none by
+#: default, loopback included. At most this many (each link open checks them all).
+MAX_ADDRESS_EXEMPT = 256
 # --- rates (token buckets: sustained rate, burst) -------------------------------------------
 #: Envelopes uploaded per second per identity, and the burst (a node's first upload of a
 #: channel's backlog). The burst must hold at least one full upload frame.
@@ -90,6 +105,32 @@ def _check_int(name: str, value: object, lo: int = 1) -> None:
         raise ConfigError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
+def _check_range(name: str, value: object, lo: int, hi: int) -> None:
+    if type(value) is not int or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+
+
+def _exempt_networks(value: object) -> tuple[str, ...]:
+    """Validate ``address_exempt`` (a list of CIDR strings); returns it normalised."""
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ADDRESS_EXEMPT:
+        raise ConfigError(f"address_exempt must be a list of at most {MAX_ADDRESS_EXEMPT} "
+                          f"networks such as \"192.0.2.0/24\", got {value!r}")
+    out = []
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError(f"address_exempt: {entry!r} is not a string")
+        try:
+            net = ipaddress.ip_network(entry, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"address_exempt: {exc}") from None
+        if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(
+                ipaddress.IPv6Network("::ffff:0:0/96")):
+            raise ConfigError(f"address_exempt: write the IPv4-mapped network {entry!r} as IPv4 "
+                              "(mapped addresses count as IPv4)")
+        out.append(str(net))
+    return tuple(out)
+
+
 def _check_number(name: str, value: object, lo: float = 0.0, strict: bool = True) -> None:
     if type(value) not in (int, float) or (value <= lo if strict else value < lo):  # type: ignore[operator]
         raise ConfigError(f"{name} must be a number {'>' if strict else '>='} {lo:g}, "
@@ -105,6 +146,10 @@ class ServiceConfig:
     topic_max_bytes: int = TOPIC_MAX_BYTES
     topic_max_envelopes: int = TOPIC_MAX_ENVELOPES
     identity_max_bytes: int = IDENTITY_MAX_BYTES
+    address_max_bytes: int = ADDRESS_MAX_BYTES
+    address_prefix_v4: int = ADDRESS_PREFIX_V4
+    address_prefix_v6: int = ADDRESS_PREFIX_V6
+    address_exempt: tuple[str, ...] = ()
     uploads_per_second_per_identity: float = UPLOADS_PER_SECOND_PER_IDENTITY
     upload_burst_per_identity: int = UPLOAD_BURST_PER_IDENTITY
     uploads_per_second_per_ip: float = UPLOADS_PER_SECOND_PER_IP
@@ -123,8 +168,8 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_topics", "topic_max_bytes", "topic_max_envelopes",
-                     "identity_max_bytes", "max_records_per_topic", "max_records",
-                     "max_watches_per_link", "retention_topic_bytes",
+                     "identity_max_bytes", "address_max_bytes", "max_records_per_topic",
+                     "max_records", "max_watches_per_link", "retention_topic_bytes",
                      "retention_topic_envelopes"):
             _check_int(name, getattr(self, name))
         for name in ("uploads_per_second_per_identity", "uploads_per_second_per_ip",
@@ -137,9 +182,13 @@ class ServiceConfig:
         _check_int("stored_frame_bytes", self.stored_frame_bytes, 1024)
         if self.stored_frame_bytes > 768 * 1024:
             raise ConfigError("stored_frame_bytes must be at most 786432 (frames are <= 1 MiB)")
-        if self.topic_max_bytes < MAX_ENVELOPE_BYTES:
-            raise ConfigError(f"topic_max_bytes must be at least one envelope "
-                              f"({MAX_ENVELOPE_BYTES})")
+        for name in ("topic_max_bytes", "address_max_bytes"):
+            if getattr(self, name) < MAX_ENVELOPE_BYTES:
+                raise ConfigError(f"{name} must be at least one envelope "
+                                  f"({MAX_ENVELOPE_BYTES})")
+        _check_range("address_prefix_v4", self.address_prefix_v4, MIN_ADDRESS_PREFIX_V4, 32)
+        _check_range("address_prefix_v6", self.address_prefix_v6, MIN_ADDRESS_PREFIX_V6, 128)
+        object.__setattr__(self, "address_exempt", _exempt_networks(self.address_exempt))
         if self.retention_topic_bytes > self.topic_max_bytes:
             raise ConfigError("retention topic_bytes must not exceed limits topic_max_bytes")
         if self.retention_topic_envelopes > self.topic_max_envelopes:

@@ -79,6 +79,9 @@ class StoreLoaded(ServiceEvent):
     records: tuple[StoredRecord, ...]
     #: seqs of a topic created from now on start above this (see ``PruneDone.emptied``)
     seq_floor: int
+    #: stored envelope bytes per source (the address block an upload came from, as
+    #: ``AppendEnvelopes.source`` said); unattributed rows ("") are left out
+    sources: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +114,13 @@ class StoredRead(ServiceEvent):
 
 @dataclass(frozen=True, slots=True)
 class Removal:
-    """Envelopes deleted by retention, per (topic, uploader)."""
+    """Envelopes deleted by retention, per (topic, uploader, source)."""
 
     topic: bytes
     uploader: str
     count: int
     size: int
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,13 +158,16 @@ class StoredRow:
 @dataclass(frozen=True, slots=True)
 class AppendEnvelopes(Effect):
     """Store ``rows`` (new to the topic, seqs increasing) in one transaction, and record
-    ``rows[-1].seq`` as the topic's last seq. Answered with :class:`AppendDone`."""
+    ``rows[-1].seq`` as the topic's last seq. Answered with :class:`AppendDone`.
+    ``source`` is the address block the upload came from (``""``: not counted against
+    one), kept with each row so the address budget survives restarts and retention."""
 
     op: int
     topic: bytes
     rows: tuple[StoredRow, ...]
     uploader: str
     received_ms: int
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class ServerCollector(Collector):
                             ("watch", stats.watches)):
             requests.add_metric([name], value)
         yield requests
+        # every code of CODES is exported, 0 included (address-quota: the address budget)
         refusals = CounterMetricFamily(f"{PREFIX}_refusals", "Refused requests by code.",
                                        labels=["code"])
         for code in sorted(set(CODES) | set(stats.refusals)):
@@ -90,6 +91,11 @@ class ServerCollector(Collector):
         yield gauge("db_file_bytes", "Size of the database files (db and WAL).",
                     src.disk_bytes())
         yield gauge("peer_records", "Peer records held.", service.record_count)
+        blocks, fullest = service.block_totals()
+        yield gauge("address_blocks", "Address blocks (IPv4 /24, IPv6 /56 by default) holding "
+                    "stored bytes.", blocks)
+        yield gauge("address_block_max_bytes", "Stored bytes of the fullest address block "
+                    "(compare with limits.address_max_bytes).", fullest)
 
 
 def make_registry(source: MetricsSource) -> CollectorRegistry:

@@ -13,15 +13,16 @@ at start): per topic, one record per DID; ``lookup`` answers the unexpired ones
 except the asker's, newest announce first.
 
 **Persistence** keeps only aggregates in memory (per topic: last seq assigned,
-last seq committed, envelopes and bytes; per uploader: bytes), never envelopes or
-their ids, so memory does not grow with the store. An ``upload`` goes through:
+last seq committed, envelopes and bytes; per uploader and per address block: bytes),
+never envelopes or their ids, so memory does not grow with the store. An ``upload``
+goes through:
 
 1. at once: rate limits, decode, topic check, signatures (all or nothing), then
    ``CheckIds`` (which ids does the topic hold already?);
 2. ``IdsChecked``: drop known ids and ids of uploads in flight for the topic
    (``inflight``: a check that ran before an earlier upload was written cannot
-   see it), check topic count, topic size and uploader quota against committed
-   plus in-flight figures, assign the next seqs, ``AppendEnvelopes``;
+   see it), check topic count, topic size, uploader quota and address budget against
+   committed plus in-flight figures, assign the next seqs, ``AppendEnvelopes``;
 3. ``AppendDone``: the envelopes are committed; answer ``uploaded``, push them to
    live watchers, trim the topic if it grew past its retention size.
 
@@ -48,6 +49,18 @@ slowly (or comes back later) sees a gap in seqs where envelopes were deleted;
 live watchers are pushed every envelope at commit, before it can be trimmed.
 A topic left empty is forgotten; a topic created later starts its seqs above
 every seq any forgotten topic used (``seq_floor``), so cursors never go back.
+
+**The address budget** bounds what every identity uploading from one *address
+block* stores together (``address_max_bytes``): fresh identities cost nothing, so the
+per-identity quota alone does not bound one attacker. The block is the client's IPv4
+/24 or IPv6 /56 (``address_prefix_v4``/``_v6``; an IPv4-mapped IPv6 address counts as
+IPv4), computed from the remote address that arrives as data with ``ClientLinked``
+(the transport knows it; nothing here looks it up). Clients in ``address_exempt``
+networks are not counted (block ``""``). ``AppendEnvelopes.source`` stores the block
+with every row, so retention's ``Removal`` records give the bytes back and
+``StoreLoaded`` brings the totals back after a restart; a block stored under a longer
+prefix than the one configured now is folded into its shorter block at load (a row
+stored under a shorter one keeps its old block until it expires).
 
 Refusals (``refused`` frames) carry a code: see :data:`CODES`.
 """
@@ -108,6 +121,8 @@ CODES = {
     "rate-limited": "over a per-identity or per-IP rate; retry after the time in the reason",
     "bad-envelope": "an item does not decode or its signature does not verify; nothing stored",
     "quota": "the uploader's stored bytes would exceed its quota",
+    "address-quota": "the stored bytes of every identity uploading from the client's address "
+                     "block (IPv4 /24, IPv6 /56 by default) would exceed its budget",
     "topic-full": "the topic would exceed its hard size or envelope cap",
     "too-many-topics": "the server holds its maximum number of topics",
     "bad-record": "a peer record does not verify, has expired, names another topic or DID",
@@ -134,6 +149,48 @@ def ip_key(host: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP (an IPv4-mapped IPv6 address as IPv4), or None if it is not one."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def address_block(host: str, prefix_v4: int, prefix_v6: int) -> str:
+    """Address-budget key of a client address: its IPv4 /``prefix_v4`` or IPv6
+    /``prefix_v6`` network (IPv4-mapped IPv6 counts as IPv4); a host that is not an IP
+    literal is its own key."""
+    ip = _ip(host)
+    if ip is None:
+        return host
+    length = prefix_v4 if ip.version == 4 else prefix_v6
+    return str(ipaddress.ip_network((ip, length), strict=False))
+
+
+def fold_block(source: str, prefix_v4: int, prefix_v6: int) -> str:
+    """A stored block under the prefixes configured now: one stored under a longer prefix
+    is folded into its shorter block; anything else is kept as it is."""
+    try:
+        net = ipaddress.ip_network(source, strict=False)
+    except ValueError:
+        return source
+    length = prefix_v4 if net.version == 4 else prefix_v6
+    return str(net.supernet(new_prefix=length)) if net.prefixlen > length else str(net)
+
+
+def _adjust(counter: dict[str, int], key: str, delta: int) -> None:
+    """Add ``delta`` to ``counter[key]``, dropping the key at zero (or below)."""
+    value = counter.get(key, 0) + delta
+    if value > 0:
+        counter[key] = value
+    else:
+        counter.pop(key, None)
 
 
 @dataclass
@@ -211,6 +268,8 @@ class _Client:
     link_id: int
     did: str
     ip: str
+    #: address-budget key ("": exempt)
+    block: str = ""
     watches: dict[bytes, _Watch] = field(default_factory=dict)
     replies: deque[_Reply] = field(default_factory=deque)
 
@@ -223,6 +282,7 @@ class _Upload:
     items: list[tuple[bytes, bytes]]  # (id, raw), unique within the frame
     duplicates: int  # repeated within the frame
     slot: _Reply
+    block: str = ""  # the client's address block ("": exempt)
     rows: tuple[StoredRow, ...] = ()
     size: int = 0
     #: appends of other uploads holding envelopes this one counted as duplicates: its
@@ -246,6 +306,9 @@ class BootstrapService:
         self._topics: dict[bytes, _Topic] = {}
         self._usage: dict[str, int] = {}  # committed bytes per uploader
         self._pending_usage: dict[str, int] = {}
+        self._blocks: dict[str, int] = {}  # committed bytes per address block
+        self._pending_blocks: dict[str, int] = {}
+        self._exempt = [ipaddress.ip_network(n) for n in config.address_exempt]
         self._records: dict[bytes, dict[str, _Record]] = {}
         self._record_count = 0
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -290,6 +353,24 @@ class BootstrapService:
     def usage_of(self, did: str) -> int:
         return self._usage.get(did, 0)
 
+    def block_usage_of(self, block: str) -> int:
+        """Committed bytes attributed to an address block (see :func:`address_block`)."""
+        return self._blocks.get(block, 0)
+
+    def block_totals(self) -> tuple[int, int]:
+        """(address blocks holding bytes, bytes of the fullest one), committed."""
+        return len(self._blocks), max(self._blocks.values(), default=0)
+
+    def block_of(self, host: str) -> str:
+        """The address block ``host`` is counted in ("" if it is exempt)."""
+        ip = _ip(host)
+        if ip is not None and any(ip in net for net in self._exempt):
+            return ""
+        return address_block(host, self.config.address_prefix_v4, self.config.address_prefix_v6)
+
+    def _fold(self, source: str) -> str:
+        return fold_block(source, self.config.address_prefix_v4, self.config.address_prefix_v6)
+
     # --- the one entry point ------------------------------------------------------------
 
     def handle(self, event: Event, now: float, wall_ms: int) -> list[Effect]:
@@ -307,8 +388,9 @@ class BootstrapService:
         if isinstance(event, PruneDone):
             return self._on_pruned(event)
         if isinstance(event, ClientLinked):
-            self._clients[event.link_id] = _Client(event.link_id, event.did,
-                                                   ip_key(event.address[0]))
+            host = event.address[0]
+            self._clients[event.link_id] = _Client(event.link_id, event.did, ip_key(host),
+                                                   self.block_of(host))
             return []
         if isinstance(event, ClientGone):
             return self._on_gone(event.link_id)
@@ -515,7 +597,7 @@ class BootstrapService:
         items = [(env.id, raw) for _, env, raw in entries]
         op = self._op()
         self._checks[op] = _Upload(client.link_id, client.did, topic, items,
-                                   len(frame.items) - len(items), slot)
+                                   len(frame.items) - len(items), slot, client.block)
         return [CheckIds(op, topic, tuple(i for i, _ in items))]
 
     def _on_checked(self, ev: IdsChecked, wall_ms: int) -> list[Effect]:
@@ -553,6 +635,13 @@ class BootstrapService:
         if new and used + size > cfg.identity_max_bytes:
             return refuse("quota", f"you store {used} bytes here; {size} more would exceed "
                                    f"the quota of {cfg.identity_max_bytes}")
+        if new and up.block:
+            held = self._blocks.get(up.block, 0) + self._pending_blocks.get(up.block, 0)
+            if held + size > cfg.address_max_bytes:
+                return refuse("address-quota",
+                              f"your address block {up.block} stores {held} bytes here (all "
+                              f"identities); {size} more would exceed its budget of "
+                              f"{cfg.address_max_bytes}")
         up.waits = {inflight[i] for i, _ in up.items if i in inflight}
         for op in up.waits:
             self._waiters.setdefault(op, []).append(up)
@@ -568,9 +657,11 @@ class BootstrapService:
         t.pending_count += len(rows)
         t.pending_size += size
         self._pending_usage[up.uploader] = self._pending_usage.get(up.uploader, 0) + size
+        if up.block:
+            _adjust(self._pending_blocks, up.block, size)
         up.rows, up.size, up.writing = tuple(rows), size, True
         self._appends[op] = up
-        return [AppendEnvelopes(op, up.topic, up.rows, up.uploader, wall_ms)]
+        return [AppendEnvelopes(op, up.topic, up.rows, up.uploader, wall_ms, up.block)]
 
     def _on_appended(self, ev: AppendDone) -> list[Effect]:
         up = self._appends.pop(ev.op, None)
@@ -586,6 +677,8 @@ class BootstrapService:
             self._pending_usage[up.uploader] = pending
         else:
             del self._pending_usage[up.uploader]
+        if up.block:
+            _adjust(self._pending_blocks, up.block, -up.size)
         up.writing = False
         effects: list[Effect] = []
         if ev.error:
@@ -596,6 +689,8 @@ class BootstrapService:
             t.size += up.size
             t.committed = max(t.committed, up.rows[-1].seq)
             self._usage[up.uploader] = self._usage.get(up.uploader, 0) + up.size
+            if up.block:
+                _adjust(self._blocks, up.block, up.size)
             self.stats.envelopes_in += len(up.rows)
             self.stats.envelope_bytes_in += up.size
         for waiter in self._waiters.pop(ev.op, []):
@@ -741,6 +836,8 @@ class BootstrapService:
                 self._usage[r.uploader] = left
             else:
                 self._usage.pop(r.uploader, None)
+            if r.source:
+                _adjust(self._blocks, self._fold(r.source), -r.size)
         if total:
             self.stats.pruned[reason] = self.stats.pruned.get(reason, 0) + total
             effects.append(Note("info", "retention", (("reason", reason), ("deleted", total),
@@ -800,6 +897,9 @@ class BootstrapService:
             t.last_seq = t.committed = max(t.last_seq, ts.last_seq)
             t.count, t.size = ts.count, ts.size
         self._usage.update({did: size for did, size in ev.usage if size > 0})
+        for source, size in ev.sources:
+            if source:
+                _adjust(self._blocks, self._fold(source), size)
         for rec in ev.records:
             if rec.expires_ms <= wall_ms:
                 continue

@@ -84,6 +84,11 @@ MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     );
     """,
+    # 2: the address block each envelope was uploaded from (the address budget); rows
+    # stored before are attributed to none ("") and count only against their uploader
+    """
+    ALTER TABLE envelopes ADD COLUMN source TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -147,12 +152,15 @@ class ServerStore:
         async with db.execute("SELECT uploader, SUM(size) FROM envelopes GROUP BY uploader "
                               "ORDER BY uploader") as cur:
             usage = tuple((str(u), int(s)) for u, s in await cur.fetchall())
+        async with db.execute("SELECT source, SUM(size) FROM envelopes WHERE source != '' "
+                              "GROUP BY source ORDER BY source") as cur:
+            sources = tuple((str(u), int(s)) for u, s in await cur.fetchall())
         async with db.execute(
                 "SELECT topic, did, record, signature, expires_ms, announced_ms FROM records "
                 "WHERE expires_ms > ? ORDER BY topic, did", (wall_ms,)) as cur:
             records = tuple(StoredRecord(bytes(t), str(d), bytes(r), bytes(s), int(e), int(a))
                             for t, d, r, s, e, a in await cur.fetchall())
-        return StoreLoaded(topics, usage, records, await _floor(db))
+        return StoreLoaded(topics, usage, records, await _floor(db), sources)
 
     # --- the port ---------------------------------------------------------------------
 
@@ -185,10 +193,10 @@ class ServerStore:
             return IdsChecked(effect.op, known)
         if isinstance(effect, AppendEnvelopes):
             await db.executemany(
-                "INSERT INTO envelopes (topic, seq, id, uploader, received_ms, size, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO envelopes (topic, seq, id, uploader, received_ms, size, data, "
+                "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(effect.topic, r.seq, r.id, effect.uploader, effect.received_ms, len(r.data),
-                  r.data) for r in effect.rows])
+                  r.data, effect.source) for r in effect.rows])
             await db.execute(
                 "INSERT INTO topics (topic, last_seq, created_ms) VALUES (?, ?, ?) "
                 "ON CONFLICT (topic) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
@@ -196,21 +204,23 @@ class ServerStore:
             return AppendDone(effect.op)
         if isinstance(effect, PruneOlder):
             async with db.execute(
-                    "SELECT rowid, topic, uploader, size FROM envelopes WHERE received_ms < ? "
-                    "ORDER BY received_ms, rowid LIMIT ?",
+                    "SELECT rowid, topic, uploader, size, source FROM envelopes "
+                    "WHERE received_ms < ? ORDER BY received_ms, rowid LIMIT ?",
                     (effect.cutoff_ms, effect.max_rows + 1)) as cur:
-                rows = [(int(r), bytes(t), str(u), int(s)) for r, t, u, s in await cur.fetchall()]
+                rows = [(int(r), bytes(t), str(u), int(s), str(src))
+                        for r, t, u, s, src in await cur.fetchall()]
             more = len(rows) > effect.max_rows
             return await self._delete(effect.op, rows[:effect.max_rows], more)
         if isinstance(effect, TrimTopic):
-            doomed: list[tuple[int, bytes, str, int]] = []
+            doomed: list[tuple[int, bytes, str, int, str]] = []
             count = size = 0
-            async with db.execute("SELECT rowid, uploader, size FROM envelopes WHERE topic = ? "
-                                  "ORDER BY seq", (effect.topic,)) as cur:
-                async for rowid, uploader, row_size in cur:
+            async with db.execute("SELECT rowid, uploader, size, source FROM envelopes "
+                                  "WHERE topic = ? ORDER BY seq", (effect.topic,)) as cur:
+                async for rowid, uploader, row_size, source in cur:
                     if count >= effect.count and size >= effect.size:
                         break
-                    doomed.append((int(rowid), effect.topic, str(uploader), int(row_size)))
+                    doomed.append((int(rowid), effect.topic, str(uploader), int(row_size),
+                                   str(source)))
                     count += 1
                     size += int(row_size)
             return await self._delete(effect.op, doomed, False)
@@ -228,13 +238,13 @@ class ServerStore:
             return None
         raise TypeError(f"not a store effect: {effect!r}")
 
-    async def _delete(self, op: int, rows: list[tuple[int, bytes, str, int]], more: bool
+    async def _delete(self, op: int, rows: list[tuple[int, bytes, str, int, str]], more: bool
                       ) -> PruneDone:
         db = self._db
         await db.executemany("DELETE FROM envelopes WHERE rowid = ?", [(r[0],) for r in rows])
-        removed: dict[tuple[bytes, str], list[int]] = {}
-        for _, topic, uploader, size in rows:
-            entry = removed.setdefault((topic, uploader), [0, 0])
+        removed: dict[tuple[bytes, str, str], list[int]] = {}
+        for _, topic, uploader, size, source in rows:
+            entry = removed.setdefault((topic, uploader, source), [0, 0])
             entry[0] += 1
             entry[1] += size
         emptied: list[bytes] = []
@@ -252,7 +262,7 @@ class ServerStore:
         if floor is not None:
             await db.execute("INSERT INTO meta (key, value) VALUES ('seq_floor', ?) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (floor,))
-        return PruneDone(op, tuple(Removal(t, u, c, s) for (t, u), (c, s)
+        return PruneDone(op, tuple(Removal(t, u, c, s, src) for (t, u, src), (c, s)
                                    in sorted(removed.items())), tuple(emptied), more)
 
     async def read(self, effect: ReadStored) -> StoredRead:

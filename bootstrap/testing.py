@@ -49,6 +49,7 @@ class _Row:
     data: bytes
     uploader: str
     received_ms: int
+    source: str = ""
 
 
 @dataclass
@@ -67,11 +68,15 @@ class MemoryStore:
                                   sum(len(r.data) for r in self.envelopes.get(t, {}).values()))
                        for t, last in sorted(self.last_seq.items()))
         usage: dict[str, int] = {}
+        sources: dict[str, int] = {}
         for rows in self.envelopes.values():
             for row in rows.values():
                 usage[row.uploader] = usage.get(row.uploader, 0) + len(row.data)
+                if row.source:
+                    sources[row.source] = sources.get(row.source, 0) + len(row.data)
         records = tuple(r for _, r in sorted(self.records.items()) if r.expires_ms > wall_ms)
-        return StoreLoaded(topics, tuple(sorted(usage.items())), records, self.seq_floor)
+        return StoreLoaded(topics, tuple(sorted(usage.items())), records, self.seq_floor,
+                           tuple(sorted(sources.items())))
 
     def execute(self, effect: Effect) -> Event | None:
         if self.fail_writes and isinstance(effect, AppendEnvelopes):
@@ -85,7 +90,8 @@ class MemoryStore:
             known = {r.id for r in rows.values()}
             for new in effect.rows:
                 assert new.seq not in rows and new.id not in known, "the service double-stored"
-                rows[new.seq] = _Row(new.id, new.data, effect.uploader, effect.received_ms)
+                rows[new.seq] = _Row(new.id, new.data, effect.uploader, effect.received_ms,
+                                     effect.source)
             self.last_seq[effect.topic] = max(self.last_seq.get(effect.topic, 0),
                                               effect.rows[-1].seq)
             return AppendDone(effect.op)
@@ -128,10 +134,10 @@ class MemoryStore:
         return StoredRead(effect.read, tuple(items), effect.upto)
 
     def _delete(self, op: int, doomed: list[tuple[bytes, int]], more: bool) -> PruneDone:
-        removed: dict[tuple[bytes, str], list[int]] = {}
+        removed: dict[tuple[bytes, str, str], list[int]] = {}
         for topic, seq in doomed:
             row = self.envelopes[topic].pop(seq)
-            entry = removed.setdefault((topic, row.uploader), [0, 0])
+            entry = removed.setdefault((topic, row.uploader, row.source), [0, 0])
             entry[0] += 1
             entry[1] += len(row.data)
         emptied = []
@@ -140,7 +146,7 @@ class MemoryStore:
                 del self.envelopes[topic]
                 self.seq_floor = max(self.seq_floor, self.last_seq.pop(topic, 0))
                 emptied.append(topic)
-        return PruneDone(op, tuple(Removal(t, u, c, s) for (t, u), (c, s)
+        return PruneDone(op, tuple(Removal(t, u, c, s, src) for (t, u, src), (c, s)
                                    in sorted(removed.items())), tuple(emptied), more)
 
 
@@ -169,6 +175,7 @@ class ServiceHarness:
         self._execute(self.service.handle(event, self.now, self.wall_ms))
 
     def link(self, identity: Identity | str, ip: str = "10.0.0.1") -> int:
+        """A fake link from ``ip`` (the address the transport would report)."""
         did = identity if isinstance(identity, str) else identity.did
         link_id = self._next_link
         self._next_link += 1

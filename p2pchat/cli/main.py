@@ -545,6 +545,8 @@ def doctor(as_json: JsonOption = False) -> None:
         typer.echo(f"bootstrap {s['address']}  {state}  (uploaded {s['uploaded']}, "
                    f"{s['uploaded'] - s['acknowledged']} not yet stored, "
                    f"received {s['received']})")
+        if s["reachable"] and s["last_error"]:  # e.g. an upload refused over a quota
+            typer.echo(f"          last error: {safe(s['last_error'])}")
     for c in result["channels"]:
         typer.echo(f"channel   #{safe(c['name'])}  {c['reachable']} of {c['members']} other "
                    f"members reachable, {c['linked_peers']} peers linked"

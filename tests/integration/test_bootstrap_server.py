@@ -2,13 +2,15 @@
 
 Real envelopes (signed and encrypted by ``ChannelState``) go up with ``upload`` and come
 back with ``watch``; the server is killed with SIGKILL and still has them; ``--metrics``
-serves counters; limits refuse one client and not another; and the database files hold
-none of the plaintexts and no key material.
+serves counters; limits refuse one client and not another; two real nodes on one address
+share its byte budget; and the database files hold none of the plaintexts and no key
+material.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -37,7 +39,8 @@ from p2pchat.wire.frames import (
     Uploaded,
     Watch,
 )
-from tests.integration.nodeproc import NodeProcess, _env, _Lines
+from tests.integration.channelkit import all_stored, create_channel, wait_until
+from tests.integration.nodeproc import FAST_CONFIG, NodeProcess, _env, _Lines
 from tests.integration.rawclient import RawClient, new_identity, raw_connect
 
 pytestmark = pytest.mark.integration
@@ -309,3 +312,73 @@ def test_bad_config_and_a_second_server_on_one_home_are_clear_errors(server: Ser
                             env=_env(), timeout=30, check=False)
     assert 1 == result.returncode
     assert "bootstrap.toml: max_topics must be an integer >= 1" in result.stderr
+
+
+#: Messages each node writes in the address-budget test; each is ~16 KiB of random text
+HEAVY_MESSAGES = 8
+#: The server's address budget there: one node's messages fit, both nodes' do not
+ADDRESS_BUDGET = 200_000
+
+
+def _post_heavy(node: NodeProcess, channel: str) -> None:
+    texts = [os.urandom(8000).hex() for _ in range(HEAVY_MESSAGES)]
+    sent = subprocess.run(
+        [sys.executable, "-m", "p2pchat", "--home", str(node.home), "send", channel, "--stdin"],
+        input="\n".join(texts) + "\n", capture_output=True, text=True, env=_env(), timeout=60,
+        check=False)
+    assert 0 == sent.returncode, sent.stderr
+
+
+def _server_status(node: NodeProcess) -> dict[str, Any]:
+    result = node.cli("doctor", "--json")
+    assert 0 == result.returncode, result.stderr
+    return dict(json.loads(result.stdout)["bootstrap"][0])
+
+
+def _metric(text: str, name: str) -> float:
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+def test_two_node_identities_on_one_address_share_its_budget(
+        server_home: Path, spawn: Callable[..., NodeProcess]) -> None:
+    server_home.mkdir(mode=0o700, parents=True)
+    (server_home / "bootstrap.toml").write_text(
+        f"[limits]\naddress_max_bytes = {ADDRESS_BUDGET}\n")
+    server = ServerProcess(server_home, config=None)
+    try:
+        server.start()
+        config = FAST_CONFIG.replace("[node]\n", f'[node]\nbootstrap = ["{server.address}"]\n')
+        a = spawn("A", config=config)
+        channel_a, _ = create_channel(a, "alices")
+        _post_heavy(a, channel_a)
+        wait_until(lambda: all_stored(a), 20, "A's uploads to the server")
+        # a second, fresh identity from the same address (127.0.0.0/24) is refused once
+        # the two together would pass the address budget; its own quota is far from full
+        b = spawn("B", config=config)
+        channel_b, _ = create_channel(b, "bobs")
+        _post_heavy(b, channel_b)
+        status = wait_until(
+            lambda: (s := _server_status(b))["last_error"] and "address-quota"
+            in s["last_error"] and s, 20, "B's upload to be refused")
+        assert "127.0.0.0/24" in status["last_error"] and str(ADDRESS_BUDGET) in status[
+            "last_error"], status
+        assert status["acknowledged"] < status["uploaded"], status
+        assert status["reachable"], status  # the refusal keeps the link
+        server.wait_log("event=refused request=upload code=address-quota")
+        doctor = b.cli("doctor")
+        assert 0 == doctor.returncode and "address-quota" in doctor.stdout, doctor.stdout
+        assert all_stored(a)
+        text = server.metrics()
+        refusals = _metric(text, 'p2pchat_bootstrap_refusals_total{code="address-quota"}')
+        # each refused upload was sent once: B does not retry it in a loop
+        assert 1 <= refusals <= status["uploaded"] - status["acknowledged"]
+        assert 0 == _metric(text, 'p2pchat_bootstrap_refusals_total{code="quota"}')
+        assert 1 == _metric(text, "p2pchat_bootstrap_address_blocks")
+        assert _metric(text, "p2pchat_bootstrap_address_block_max_bytes") <= ADDRESS_BUDGET
+        assert 0 == b.stop()
+        assert 0 == a.stop()
+        assert 0 == server.stop()
+    finally:
+        server.cleanup()

@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 from bootstrap.config import (
+    ADDRESS_MAX_BYTES,
+    ADDRESS_PREFIX_V4,
+    ADDRESS_PREFIX_V6,
     DEFAULT_LISTEN,
     IDENTITY_MAX_BYTES,
     ServerConfig,
@@ -24,6 +27,9 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert DEFAULT_LISTEN == config.listen
     assert config.metrics is None and config.db is None
     assert IDENTITY_MAX_BYTES == config.service.identity_max_bytes
+    assert (ADDRESS_MAX_BYTES, ADDRESS_PREFIX_V4, ADDRESS_PREFIX_V6, ()) == (
+        config.service.address_max_bytes, config.service.address_prefix_v4,
+        config.service.address_prefix_v6, config.service.address_exempt)
 
 
 def test_every_section_is_read(tmp_path: Path) -> None:
@@ -38,6 +44,10 @@ max_connections_per_ip = 4
 max_topics = 10
 identity_max_bytes = 1000000
 uploads_per_second_per_ip = 5.5
+address_max_bytes = 500000000
+address_prefix_v4 = 22
+address_prefix_v6 = 48
+address_exempt = ["198.51.100.0/24", "2001:db8:abcd::/48"]
 
 [retention]
 max_age_days = 7
@@ -59,6 +69,9 @@ idle_timeout = 60.0
                             config.service.retention_interval)
     assert 60.0 == config.link.idle_timeout
     assert 60.0 == config.node.link.idle_timeout
+    assert (500_000_000, 22, 48, ("198.51.100.0/24", "2001:db8:abcd::/48")) == (
+        config.service.address_max_bytes, config.service.address_prefix_v4,
+        config.service.address_prefix_v6, config.service.address_exempt)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -76,6 +89,22 @@ idle_timeout = 60.0
     ("[server]\nmax_connections = 0\n", "max_connections must be an integer >= 1"),
     ("[link]\nidle_timeout = 1\n", "link.idle_timeout"),
     ("[limits\n", "bootstrap.toml"),
+    ("[limits]\naddress_max_bytes = 0\n", "address_max_bytes must be an integer >= 1"),
+    ("[limits]\naddress_max_bytes = 1000\n", "address_max_bytes must be at least one envelope"),
+    ("[limits]\naddress_max_bytes = \"1G\"\n", "address_max_bytes must be an integer"),
+    ("[limits]\naddress_prefix_v4 = 33\n", "address_prefix_v4 must be an integer from 8 to 32"),
+    ("[limits]\naddress_prefix_v4 = 4\n", "address_prefix_v4 must be an integer from 8 to 32"),
+    ("[limits]\naddress_prefix_v4 = 24.0\n", "address_prefix_v4 must be an integer"),
+    ("[limits]\naddress_prefix_v4 = true\n", "address_prefix_v4 must be an integer"),
+    ("[limits]\naddress_prefix_v6 = 129\n",
+     "address_prefix_v6 must be an integer from 16 to 128"),
+    ("[limits]\naddress_prefix_v6 = -56\n", "address_prefix_v6 must be an integer from 16"),
+    ("[limits]\naddress_exempt = \"10.0.0.0/8\"\n", "address_exempt must be a list"),
+    ("[limits]\naddress_exempt = [\"10.0.0.1/8\"]\n", "address_exempt: 10.0.0.1/8 has host bits"),
+    ("[limits]\naddress_exempt = [\"localhost\"]\n",
+     "address_exempt: 'localhost' does not appear to be an IPv4 or IPv6 network"),
+    ("[limits]\naddress_exempt = [10]\n", "address_exempt: 10 is not a string"),
+    ("[limits]\naddress_exempt = [\"::ffff:10.0.0.0/104\"]\n", "write the IPv4-mapped network"),
 ])
 def test_bad_values_are_clear_errors(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=r"^bootstrap\.toml: ") as info:

@@ -570,3 +570,150 @@ def test_a_restart_keeps_seqs_usage_and_records(world: World) -> None:
     assert Uploaded(topic=topic, accepted=1, duplicates=3, last=4) == \
         upload(h2, c, topic, [*items, *more(world, 1)])
     assert sum(len(x) for x in items) == h2.service.usage_of(world.alice.did)
+
+
+# --- the address budget (Sybil uploads) -------------------------------------------------------
+
+#: posts of about 16 KiB each: a channel of HEAVY_POSTS of them is above the smallest budget
+HEAVY_POSTS = 9
+
+
+def heavy(world: World, name: str, author: Identity) -> list[bytes]:
+    """Genesis plus HEAVY_POSTS posts of ~16 KiB (random text: it does not compress)."""
+    state = world.channel(name, author)
+    log = world.logs[name]
+    while len(log) < HEAVY_POSTS + 1:
+        env, _ = state.post(world.kit.rb(8000).hex(), T0 + len(log), world.kit.rb)
+        log.append(env.encode())
+    return list(log)
+
+
+def heavy_post(world: World, name: str) -> list[bytes]:
+    env, _ = world.channels[name].post(world.kit.rb(8000).hex(), T0 + 99, world.kit.rb)
+    world.logs[name].append(env.encode())
+    return [env.encode()]
+
+
+def size_of(items: list[bytes]) -> int:
+    return sum(len(x) for x in items)
+
+
+def two_uploads(world: World) -> tuple[list[bytes], list[bytes], int]:
+    """Alice's channel and Bob's channel, and a budget that holds either but not both."""
+    a = heavy(world, "alices", world.alice)
+    b = heavy(world, "bobs", world.bob)
+    budget = max(size_of(a), size_of(b)) + 1000
+    assert budget < size_of(a) + size_of(b)
+    return a, b, budget
+
+
+@pytest.mark.parametrize(("ip_a", "ip_b", "shared"), [
+    ("10.1.2.3", "10.1.2.200", True),  # one IPv4 /24
+    ("10.1.2.3", "10.1.3.3", False),  # neighbouring /24s
+    ("127.0.0.1", "127.0.0.2", True),  # loopback is not exempt
+    ("2001:db8:0:1200::1", "2001:db8:0:12ff:ffff::9", True),  # one IPv6 /56
+    ("2001:db8:0:1200::1", "2001:db8:0:1300::1", False),  # the next /56
+    ("::ffff:10.1.2.3", "10.1.2.99", True),  # IPv4-mapped IPv6 counts as IPv4
+    ("::ffff:10.1.2.3", "::ffff:10.1.9.3", False),
+])
+def test_identities_of_one_address_block_share_its_budget(world: World, ip_a: str, ip_b: str,
+                                                          shared: bool) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    h = ServiceHarness(cfg(address_max_bytes=budget))
+    a, b = h.link(world.alice, ip=ip_a), h.link(world.bob, ip=ip_b)
+    assert isinstance(upload(h, a, world.topic("alices"), a_items), Uploaded)
+    answer = upload(h, b, world.topic("bobs"), b_items)
+    if not shared:
+        assert Uploaded(topic=world.topic("bobs"), accepted=len(b_items), duplicates=0,
+                        last=len(b_items)) == answer
+        return
+    frame = refused(answer, "address-quota")
+    assert h.service.block_of(ip_b) in frame.reason and str(budget) in frame.reason
+    # nothing of it is stored or charged, and the metric counts it
+    assert h.service.topic_info(world.topic("bobs")) is None
+    assert 0 == h.service.usage_of(world.bob.did)
+    assert size_of(a_items) == h.service.block_usage_of(h.service.block_of(ip_b))
+    assert {"address-quota": 1} == h.service.stats.refusals
+    assert ("code", "address-quota") in h.notes[-1].fields
+    # the link stays usable: what fits is still taken
+    assert isinstance(upload(h, b, world.topic("bobs"), b_items[:1]), Uploaded)
+
+
+def test_address_blocks_are_ipv4_24_and_ipv6_56_by_default() -> None:
+    h = ServiceHarness()
+    assert "192.0.2.0/24" == h.service.block_of("192.0.2.77")
+    assert "192.0.2.0/24" == h.service.block_of("::ffff:192.0.2.77")
+    assert "2001:db8:0:1200::/56" == h.service.block_of("2001:db8:0:12ab:1:2:3:4")
+    h = ServiceHarness(cfg(address_prefix_v4=32, address_prefix_v6=48))
+    assert "192.0.2.77/32" == h.service.block_of("::ffff:192.0.2.77")
+    assert "2001:db8::/48" == h.service.block_of("2001:db8:0:12ab::1")
+
+
+def test_uploads_in_flight_count_against_the_block(world: World) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    h = ServiceHarness(cfg(address_max_bytes=budget))
+    h.auto = False  # both checks run before either append is committed
+    a, b = h.link(world.alice, ip="10.1.2.3"), h.link(world.bob, ip="10.1.2.4")
+    h.send(a, Upload(topic=world.topic("alices"), items=tuple(a_items)))
+    h.send(b, Upload(topic=world.topic("bobs"), items=tuple(b_items)))
+    h.run()
+    assert isinstance(h.take(a)[0], Uploaded)
+    refused(h.take(b)[0], "address-quota")
+
+
+def test_retention_gives_the_block_its_bytes_back(world: World) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    h = ServiceHarness(cfg(address_max_bytes=budget, retention_max_age_days=100 / 86400,
+                           retention_interval=60.0))
+    a, b = h.link(world.alice, ip="10.1.2.3"), h.link(world.bob, ip="10.1.2.4")
+    upload(h, a, world.topic("alices"), a_items)
+    refused(upload(h, b, world.topic("bobs"), b_items), "address-quota")
+    h.advance(60)
+    h.advance(60)  # alice's envelopes are 120 s old: deleted by age
+    assert h.service.topic_info(world.topic("alices")) is None
+    assert 0 == h.service.block_usage_of("10.1.2.0/24")
+    assert isinstance(upload(h, b, world.topic("bobs"), b_items), Uploaded)
+    assert size_of(b_items) == h.service.block_usage_of("10.1.2.0/24")
+
+
+def test_size_retention_gives_the_block_its_bytes_back(world: World) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    h = ServiceHarness(cfg(address_max_bytes=budget, retention_topic_envelopes=2))
+    a, b = h.link(world.alice, ip="10.1.2.3"), h.link(world.bob, ip="10.1.2.4")
+    upload(h, a, world.topic("alices"), a_items)  # trimmed to its last two at once
+    assert size_of(a_items[-2:]) == h.service.block_usage_of("10.1.2.0/24")
+    assert isinstance(upload(h, b, world.topic("bobs"), b_items[:2]), Uploaded)
+
+
+def test_the_block_budget_survives_a_restart(world: World) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    store = MemoryStore()
+    h = ServiceHarness(cfg(address_max_bytes=budget), store=store)
+    upload(h, h.link(world.alice, ip="10.1.2.3"), world.topic("alices"), a_items)
+    h2 = ServiceHarness(cfg(address_max_bytes=budget), store=store, now=5.0,
+                        wall_ms=h.wall_ms + 1000)
+    assert size_of(a_items) == h2.service.block_usage_of("10.1.2.0/24")
+    refused(upload(h2, h2.link(world.bob, ip="10.1.2.4"), world.topic("bobs"), b_items),
+            "address-quota")
+    # a shorter prefix configured later folds the stored /24 into its /16
+    h3 = ServiceHarness(cfg(address_max_bytes=budget, address_prefix_v4=16), store=store)
+    assert (1, size_of(a_items)) == h3.service.block_totals()
+    assert size_of(a_items) == h3.service.block_usage_of("10.1.0.0/16")
+    refused(upload(h3, h3.link(world.bob, ip="10.1.200.4"), world.topic("bobs"), b_items),
+            "address-quota")
+
+
+def test_exempt_networks_skip_the_block_budget_not_the_identity_quota(world: World) -> None:
+    a_items, b_items, budget = two_uploads(world)
+    quota = max(size_of(a_items), size_of(b_items))
+    h = ServiceHarness(cfg(address_max_bytes=budget, identity_max_bytes=quota,
+                           address_exempt=["10.1.2.0/24"]))
+    a, b = h.link(world.alice, ip="10.1.2.3"), h.link(world.bob, ip="::ffff:10.1.2.4")
+    assert isinstance(upload(h, a, world.topic("alices"), a_items), Uploaded)
+    assert isinstance(upload(h, b, world.topic("bobs"), b_items), Uploaded)
+    assert (0, 0) == h.service.block_totals()  # exempt uploads are charged to no block
+    refused(upload(h, a, world.topic("alices"), heavy_post(world, "alices")), "quota")
+    # a client just outside the exempt network is counted as usual
+    c = h.link(world.carol, ip="10.1.3.1")
+    assert isinstance(upload(h, c, world.topic("alices"), more(world, 1, "alices")), Uploaded)
+    assert 1 == h.service.block_totals()[0]

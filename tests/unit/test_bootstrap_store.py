@@ -27,7 +27,7 @@ from bootstrap.events import (
     StoreLoaded,
     TrimTopic,
 )
-from bootstrap.store import ServerStore, StoreError
+from bootstrap.store import MIGRATIONS, SCHEMA_VERSION, ServerStore, StoreError
 from bootstrap.testing import MemoryStore
 from p2pchat.core.events import Effect, Event
 
@@ -43,9 +43,11 @@ def script() -> list[Effect]:
     t_rows = [row(s, 100 * s) for s in range(1, 6)]
     return [
         CheckIds(1, T, (t_rows[0].id, t_rows[1].id)),
-        AppendEnvelopes(2, T, tuple(t_rows), "did:key:a", 1000),
-        AppendEnvelopes(3, U, (row(1, 50, b"u"), row(2, 60, b"u")), "did:key:b", 2000),
-        AppendEnvelopes(4, T, (row(6, 10), row(7, 20)), "did:key:b", 3000),
+        AppendEnvelopes(2, T, tuple(t_rows), "did:key:a", 1000, "10.0.0.0/24"),
+        AppendEnvelopes(3, U, (row(1, 50, b"u"), row(2, 60, b"u")), "did:key:b", 2000,
+                        "10.0.0.0/24"),
+        AppendEnvelopes(4, T, (row(6, 10), row(7, 20)), "did:key:b", 3000,
+                        "2001:db8::/56"),
         CheckIds(5, T, (t_rows[0].id, row(6, 10).id, b"x" * 32)),
         ReadStored(6, 1, T, 0, 7, 3, 10**6),  # cut by items
         ReadStored(7, 1, T, 3, 6, 10, 700),  # cut by bytes: 400 fits, 400+500 does not
@@ -60,7 +62,8 @@ def script() -> list[Effect]:
         SaveRecord(StoredRecord(T, "did:key:b", b"rec-b", b"s" * 64, 20_000, 600)),
         SaveRecord(StoredRecord(T, "did:key:a", b"rec-a2", b"t" * 64, 30_000, 700)),
         DeleteRecords(20_000),
-        AppendEnvelopes(15, U, (row(9, 5, b"u"),), "did:key:c", 4000),
+        AppendEnvelopes(15, U, (row(9, 5, b"u"),), "did:key:c", 4000, "10.9.9.0/24"),
+        AppendEnvelopes(16, U, (row(10, 7, b"u"),), "did:key:c", 4000),  # exempt: no block
     ]
 
 
@@ -124,9 +127,13 @@ def test_the_script_covers_what_it_means_to() -> None:
     assert (U,) == by_op[13].emptied  # type: ignore[union-attr]
     assert (2, (T,)) == (sum(r.count for r in by_op[14].removed), by_op[14].emptied)  # type: ignore[union-attr]
     assert AppendDone(15) == by_op[15]
+    # retention names the block each removed envelope was charged to
+    assert {("10.0.0.0/24", 2)} == {(r.source, r.count) for r in by_op[11].removed}  # type: ignore[union-attr]
+    assert {"2001:db8::/56"} == {r.source for r in by_op[14].removed}  # type: ignore[union-attr]
     # both topics were emptied once: the floor keeps their seqs from being reused
     assert 7 == loaded.seq_floor
-    assert (("did:key:c", 5),) == loaded.usage
+    assert (("did:key:c", 12),) == loaded.usage
+    assert (("10.9.9.0/24", 5),) == loaded.sources
     assert ["did:key:a"] == [r.did for r in loaded.records]
 
 
@@ -145,8 +152,33 @@ def test_a_database_from_a_newer_server_is_refused(tmp_path: Path) -> None:
 def test_database_files_are_private(tmp_path: Path) -> None:
     async def go() -> None:
         store = await ServerStore.open(tmp_path / "s.db")
-        assert 1 == await store.schema_version()
+        assert SCHEMA_VERSION == await store.schema_version()
         await store.close()
 
     asyncio.run(go())
     assert 0o600 == (tmp_path / "s.db").stat().st_mode & 0o777
+
+
+def test_a_version_1_database_is_migrated_and_its_rows_charge_no_address_block(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute("INSERT INTO topics VALUES (?, 1, 1000)", (T,))
+        db.execute("INSERT INTO envelopes VALUES (?, 1, ?, 'did:key:a', 1000, 3, ?)",
+                   (T, b"i" * 32, b"abc"))
+        db.execute("PRAGMA user_version=1")
+    db.close()
+
+    async def go() -> tuple[int, StoreLoaded]:
+        store = await ServerStore.open(path)
+        await store.execute([AppendEnvelopes(1, T, (StoredRow(2, b"j" * 32, b"defg"),),
+                                             "did:key:b", 2000, "192.0.2.0/24")])
+        version, loaded = await store.schema_version(), await store.load(5000)
+        await store.close()
+        return version, loaded
+
+    version, loaded = asyncio.run(go())
+    assert SCHEMA_VERSION == version
+    assert (("did:key:a", 3), ("did:key:b", 4)) == loaded.usage  # the old row is kept
+    assert (("192.0.2.0/24", 4),) == loaded.sources

@@ -37,6 +37,7 @@ they agree with causality, and it is computed once per envelope.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -328,6 +329,18 @@ def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
     return {"action": action, "value": value, "on": on, "reason": reason}
 
 
+#: personalisation of a sub-device salt's check bytes (see :func:`sub_device_salt`)
+SUB_DEVICE_PERSON = b"p2pchat-subdev"
+
+
+def sub_device_salt(base: bytes, channel: bytes, nonce: bytes) -> bytes:
+    """A fresh device salt for one channel that this node recognises as its own: 8 random
+    bytes and 8 check bytes keyed with the node's own device salt (design.md §10.5).
+    Only its DID can sign for it, so recognising it needs no secret."""
+    return nonce[:8] + blake2b(nonce[:8] + channel, person=SUB_DEVICE_PERSON, key=base,
+                               size=8)
+
+
 def open_envelope(env: Envelope, key: bytes, channel: bytes
                   ) -> tuple[dict[str, Any], bytes, ChangeHeader]:
     """Decrypt ``env`` with ``key`` and check its change against its header: (operation,
@@ -393,6 +406,15 @@ class ChannelState:
         self._preopened: dict[bytes, tuple[dict[str, Any], bytes, ChangeHeader]] = {}
         self._actor = actor_id(identity.did, identity.device_salt)
         self.authoring = AuthoringDocument(self._actor)
+        #: the node's own device salt; ``identity.device_salt`` is the device this replica
+        #: writes as now, which is that or a sub-device of it (see :meth:`use_device`)
+        self.base_device = identity.device_salt
+        #: after a start that may have lost stored writes (a power cut, say), this
+        #: device's chain head is not known until a peer's summary shows it: a write
+        #: before that goes to a fresh sub-device, so it can never fork the old chain
+        self.head_unsure = False
+        #: the highest seq of our device a peer has announced (see :meth:`head_seen`)
+        self._head_announced = 0
         self.name = ""
         self.founder = ""
         self.created = 0
@@ -510,6 +532,7 @@ class ChannelState:
         epoch = epoch_id(bundle)
         self.group.secrets[epoch] = secret
         self.group.new_secrets.append((epoch, secret))
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("keys", f"epoch:{epoch.hex()}",
                                           {"by": self.identity.did})
         env = self._author({"op": "bundle", "bundle": bundle, "ts": now_ms}, change, now_ms,
@@ -526,6 +549,7 @@ class ChannelState:
         self._check_may_write(posting=False)
         raw = seal_share(self.identity, self.channel_id, secrets, recipients, randbytes,
                          now_ms)
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("keys", f"share:{epoch_id(raw).hex()}",
                                           {"by": self.identity.did})
         return self._author({"op": "share", "share": raw, "ts": now_ms}, change, now_ms,
@@ -534,6 +558,7 @@ class ChannelState:
     def join(self, grant: bytes, grant_signature: bytes, proof: bytes, prekey: bytes,
              now_ms: int, randbytes: RandomBytes) -> Envelope:
         """Present an invite's capability (and our prekey) to the members."""
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("keys", f"join:{self.identity.did}:{now_ms}",
                                           {"by": self.identity.did})
         return self._author({"op": "join", "grant": grant, "sig": grant_signature,
@@ -544,6 +569,7 @@ class ChannelState:
                      randbytes: RandomBytes) -> Envelope:
         """Ask members for the secrets of ``epochs`` (sealed to ``prekey``, published here)."""
         epochs = sorted(set(epochs))[:MAX_REQUEST_EPOCHS]
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("keys", f"keyreq:{self.identity.did}:{now_ms}",
                                           {"by": self.identity.did})
         return self._author({"op": "keyreq", "epochs": epochs, "prekey": prekey, "ts": now_ms},
@@ -588,6 +614,7 @@ class ChannelState:
 
     def _author_post(self, msg_id: str, text: str, reply_to: str, now_ms: int,
                      randbytes: RandomBytes) -> Envelope:
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("messages", msg_id, {
             "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
         # the text travels once, in the change: the operation names the entry it writes
@@ -635,6 +662,7 @@ class ChannelState:
         if len(posts) == 1:
             return self._author_post(*posts[0], now_ms, randbytes)
         me = self.identity.did
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entries("messages", [
             (msg_id, {"author": me, "text": text, "reply_to": reply_to, "deleted": False})
             for msg_id, text, reply_to in posts])
@@ -645,6 +673,7 @@ class ChannelState:
     def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_text(text)
         self._check_may_write()
+        self._fresh_device_if_unsure(randbytes)
         record = self._own_message(msg_id)
         current = next((t for _, kind, t, _ in reversed(record.ops) if kind == "edit"),
                        record.text)
@@ -657,6 +686,7 @@ class ChannelState:
 
     def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
         self._check_may_write(posting=False)
+        self._fresh_device_if_unsure(randbytes)
         self._own_message(msg_id)
         self._ready_epoch(now_ms, randbytes)
         change = self.authoring.update_entry("messages", msg_id, {"text": "", "deleted": True})
@@ -671,6 +701,7 @@ class ChannelState:
         if not emoji or len(emoji) > MAX_EMOJI_LENGTH or not emoji.isprintable():
             raise ValueError("invalid reaction")
         self._ready_epoch(now_ms, randbytes)
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_scalar("reactions", self._reaction_key(target, emoji,
                                                                            self._actor), on)
         return self._author({"op": "react", "target": target, "emoji": emoji, "on": on,
@@ -701,6 +732,7 @@ class ChannelState:
             raise ValueError(f"{action} would not count: {why}")
         self._ready_epoch(now_ms, randbytes)
         entry_id = make_ulid(now_ms, randbytes(10))
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("modlog", entry_id, {**fields, "by": me})
         env = self._author({"op": "mod", "id": entry_id, **fields, "ts": now_ms}, change,
                            now_ms, randbytes)
@@ -718,6 +750,7 @@ class ChannelState:
         if prekey.did != self.identity.did:
             raise ValueError("a member publishes only its own prekeys")
         self._check_may_write(posting=False)
+        self._fresh_device_if_unsure(randbytes)
         change = self.authoring.put_entry("keys", _prekey_key(prekey.prekey_id),
                                           {"record": record})
         return self._author({"op": "prekey", "record": record, "ts": now_ms}, change, now_ms,
@@ -732,9 +765,56 @@ class ChannelState:
         if not text or len(text) > MAX_TEXT_LENGTH:
             raise ValueError(f"message text must be 1..{MAX_TEXT_LENGTH} characters")
 
+    # --- this node's devices (crash recovery, design.md §10.5) ----------------------
+
+    def owns_device(self, salt: bytes) -> bool:
+        """Whether ``salt`` is this node's device or one of its sub-devices here."""
+        base = self.base_device
+        return salt == base or (len(salt) == len(base) and
+                                sub_device_salt(base, self.channel_id, salt) == salt)
+
+    def use_device(self, salt: bytes) -> None:
+        """Write as device ``salt`` (ours) from now on: its own authoring document holds
+        the genesis and that device's changes applied so far."""
+        if salt == self.identity.device_salt:
+            return
+        self.identity = dataclasses.replace(self.identity, device_salt=salt)
+        self._actor = actor_id(self.identity.did, salt)
+        self.authoring = AuthoringDocument(self._actor)
+        for env_id in self.log:
+            meta = self.envs[env_id]
+            if env_id == self.genesis_id or (
+                    (meta.author, meta.device) == (self.identity.did, salt)
+                    and meta.status is Status.APPLIED):
+                _op, change, _header = self._open(self.stored(env_id))
+                self.authoring.apply(change)
+
+    def head_seen(self, announced: int) -> None:
+        """A peer's summary announced our current device at seq ``announced``: once we
+        hold that much, the chain head is known and writes continue it."""
+        self._head_announced = max(self._head_announced, announced)
+        me = (self.identity.did, self.identity.device_salt)
+        if self.head_unsure and self.vector.get(me, 0) >= self._head_announced:
+            self.head_unsure = False
+
+    def _fresh_device_if_unsure(self, randbytes: RandomBytes) -> None:
+        """Before authoring: a device whose head is unsure (or that forked) goes on as a
+        fresh sub-device, so nothing it writes now can clash with what peers hold."""
+        me = (self.identity.did, self.identity.device_salt)
+        if self.genesis_id is None or not (self.head_unsure or me in self.equivocators):
+            return
+        self.use_device(sub_device_salt(self.base_device, self.channel_id, randbytes(8)))
+        self.head_unsure = False
+
     def _own_message(self, msg_id: str) -> MessageRecord:
         record = self.posts.get((msg_id, self.identity.did, self.identity.device_salt))
         if record is None:
+            if any(k[0] == msg_id and k[1] == self.identity.did and self.owns_device(k[2])
+                   for k in self.posts):
+                raise ValueError(
+                    f"{msg_id} was written on this node's earlier device chain, which it "
+                    "left after a restart that may have lost writes (or a fork); it can no "
+                    "longer be edited or deleted")
             raise ValueError(f"{msg_id} is not a message of this device")
         if record.deleted_in_chain:
             raise ValueError(f"{msg_id} is deleted")
@@ -1698,6 +1778,7 @@ class ChannelState:
                   list(r.key), [list(o) for o in r.ops]] for r in self.posts.values()]
         return msgpack.packb({  # type: ignore[no-any-return]
             "v": SNAPSHOT_VERSION, "doc": self.doc.save(), "authoring": self.authoring.save(),
+            "device": self.identity.device_salt,
             "name": self.name, "founder": self.founder, "created": self.created,
             "genesis": [self.genesis_id, self.genesis_hash], "envs": envs,
             "posts": posts,
@@ -1735,6 +1816,12 @@ class ChannelState:
         state = cls(channel_id, identity, keys, private_for, secrets)
         state.current_epoch = epoch
         state.doc = SharedDocument.load(snap["doc"])
+        device = snap.get("device", identity.device_salt)  # the device it wrote as
+        if type(device) is not bytes or not state.owns_device(device):
+            raise ValueError("snapshot names a device that is not this node's")
+        if device != identity.device_salt:
+            state.identity = dataclasses.replace(identity, device_salt=device)
+            state._actor = actor_id(identity.did, device)
         state.authoring = AuthoringDocument.load(state._actor, snap["authoring"])
         state.name, state.founder, state.created = snap["name"], snap["founder"], snap["created"]
         state.genesis_id, state.genesis_hash = snap["genesis"]

@@ -144,6 +144,21 @@ def topic_for(channel: bytes, session_id: bytes) -> bytes:
     return blake2b(session_id, key=channel, person=_TOPIC_PERSON, size=TOPIC_SIZE)
 
 
+def _resume_device(state: ChannelState, replay: tuple[bytes, ...]) -> None:
+    """Before replaying stored envelopes: write as the device this node wrote as last
+    (it may have moved to a sub-device, design.md §10.5), so the replay rebuilds that
+    device's authoring document."""
+    me = state.identity.did
+    for raw in reversed(replay):
+        try:
+            env = state.decode(raw)
+        except RemoteProtocolError:
+            continue
+        if env.author == me and state.owns_device(env.device):
+            state.use_device(env.device)
+            return
+
+
 @dataclass
 class _LinkChannels:
     link: Link
@@ -313,6 +328,8 @@ class ChannelHub:
                 if restored is not None:
                     state = restored
                     replay = stored.envelopes[stored.covered:]
+            _resume_device(state, replay)
+            state.head_unsure = ev.head_unsure
             for raw in replay:
                 try:
                     state.receive_bytes(raw, now_ms)
@@ -1004,6 +1021,8 @@ class ChannelHub:
         channel = self._channel_of(lc, frame.topic)
         state = self.channels[channel]
         theirs = {(e.author, e.device): e.seq for e in frame.entries}
+        if state.head_unsure:  # what this peer holds of our own chain (design.md §10.5)
+            state.head_seen(theirs.get((state.identity.did, state.identity.device_salt), 0))
         lc.ahead[channel] = {d: s for d, s in theirs.items() if s > state.vector.get(d, 0)}
         self._track_sync(channel)
         ids = state.missing_for(theirs)
@@ -1105,6 +1124,8 @@ class ChannelHub:
                             in state.equivocators]
                 pending_evidence += self._send_envelopes(lc, channel, evidence)
         moderated = len(state.mod_events) != mod_events
+        if state.head_unsure:
+            state.head_seen(0)  # we may now hold our own envelopes a summary announced
         effects = self._readmit_unbanned(channel) if moderated else []
         effects += self._key_effects(state)
         effects += self._after_apply(state, stored, source=lc.link.link_id)
@@ -1124,9 +1145,9 @@ class ChannelHub:
     def own_envelopes(self, channel: bytes) -> list[bytes]:
         """This device's envelopes of ``channel``, in log order (what it uploads)."""
         state = self.channels[channel]
-        me = (self.identity.did, self.identity.device_salt)
+        me = self.identity.did
         return [state.raw[i] for i in state.log
-                if (state.envs[i].author, state.envs[i].device) == me]
+                if state.envs[i].author == me and state.owns_device(state.envs[i].device)]
 
     def receive_stored(self, channel: bytes, raws: list[bytes], now_ms: int) -> list[Effect]:
         """Envelopes from a bootstrap server: verified and applied like a peer's, but a bad

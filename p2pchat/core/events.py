@@ -258,6 +258,10 @@ class ChannelsLoaded(Event):
     """Channels and their envelopes (in stored order) from earlier runs."""
 
     channels: tuple[StoredChannel, ...]
+    #: the last run may have lost stored writes that peers already hold (it did not
+    #: stop cleanly and the machine restarted since, design.md §10.5): each channel's
+    #: own chain head is unsure until a peer's summary shows it
+    head_unsure: bool = False
 
 
 @dataclass(frozen=True, slots=True)

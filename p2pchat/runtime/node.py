@@ -180,6 +180,9 @@ class Node:
         self.identity = identity
         #: bootstrap servers to keep links to (DESIGN §8)
         self.bootstrap = bootstrap
+        #: the last run may have lost stored writes (``crashmark``): channels start with
+        #: their own chain head unsure (design.md §10.5)
+        self.head_unsure = False
         #: the mDNS adapter, if running (``doctor`` reports its status)
         self.mdns: Any = None
         self.config = config
@@ -253,7 +256,7 @@ class Node:
             stored = await self.store.load_channels()
             if stored:
                 started = time.perf_counter()
-                self._dispatch(ChannelsLoaded(tuple(stored)))
+                self._dispatch(ChannelsLoaded(tuple(stored), head_unsure=self.head_unsure))
                 for ch in stored:
                     restored, replayed = self.core.hub.load_report.get(ch.channel, (0, 0))
                     log.info("loaded channel %s (#%s): snapshot covers %d of %d envelopes, "

@@ -17,6 +17,7 @@ from p2pchat.core.events import format_address
 from p2pchat.discovery.mdns import MdnsDiscovery
 from p2pchat.errors import LocalError
 from p2pchat.home import NodeHome
+from p2pchat.runtime import crashmark
 from p2pchat.runtime.node import Node
 from p2pchat.store import Store
 
@@ -56,6 +57,11 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
         host, port = listen or settings.listen
         store = await Store.open(home.db_path)
         node = Node(identity, settings.node, store, bootstrap=bootstrap or settings.bootstrap)
+        node.head_unsure = crashmark.begin_run(home.path)  # design.md §10.5
+        if node.head_unsure:
+            log.warning("the last run did not stop cleanly and the machine restarted since: "
+                        "own writes may be lost; each channel's next write before a peer "
+                        "shows its head goes on as a new sub-device")
         stop = asyncio.Event()
         discovery: MdnsDiscovery | None = None
         try:
@@ -86,4 +92,5 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
             if discovery is not None:
                 await discovery.close()
             await node.stop()
+            crashmark.end_run(home.path)
             log.info("stopped")

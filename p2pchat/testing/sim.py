@@ -745,7 +745,9 @@ class SimNetwork:
                           secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
             for cid, (cname, key) in sorted(disk.channels.items()))
         if stored:
-            self.request(name, ChannelsLoaded(stored))
+            # a loss of stored writes is what a power cut does: the runtime then starts
+            # with every channel's own chain head unsure (design.md §10.5)
+            self.request(name, ChannelsLoaded(stored, head_unsure=bool(lose_last)))
         if disk.peers:
             self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
 

@@ -448,15 +448,25 @@ def _print_messages(messages: list[dict[str, Any]]) -> None:
 def dm(did: Annotated[str, typer.Argument(help="The other member's did:key.")],
        text: Annotated[str, typer.Argument(help="Message text.")],
        as_json: JsonOption = False) -> None:
-    """Send a direct message: a two-member invite-only channel, made on first use and
-    offered to the peer when a link to it is open. `p2pchat history DID` reads it."""
+    """Send a direct message: a two-member invite-only channel, made on first use. It
+    goes over a link to the peer, through members you share a channel with (sealed:
+    they cannot read it) and through your bootstrap servers. `p2pchat history DID`
+    reads it. The status: delivered, relayed, stored or pending."""
     result = control("dm", {"did": did, "text": text})
     if as_json:
         emit_json(result)
         return
-    note = " (new direct-message channel; delivered when the peer is reachable)" \
-        if result["new"] else ""
-    typer.echo(f"{result['id']}{note}")
+    new = " (new direct-message channel)" if result["new"] else ""
+    typer.echo(f"{result['id']}{new}: {_DM_STATUS.get(result['status'], result['status'])}")
+
+
+#: ``dm``'s status in words (design.md §10.15)
+_DM_STATUS = {
+    "delivered": "delivered: the peer's node has it",
+    "relayed": "relayed: handed to a link that forwards it; no receipt from the peer yet",
+    "stored": "stored on a bootstrap server: the peer gets it when it comes online",
+    "pending": "pending: nothing reachable yet; it goes when a link or server is",
+}
 
 
 @app.command()

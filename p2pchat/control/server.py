@@ -323,7 +323,7 @@ class ControlServer:
     async def _dm(self, params: dict[str, Any]) -> Any:
         result = await self.node.dm(self._text(params, "did"), self._text(params, "text"))
         return {"channel": format_channel_id(result["channel"]), "id": result["id"],
-                "new": result["new"]}
+                "new": result["new"], "status": result["status"]}
 
     async def _send(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)

@@ -22,15 +22,20 @@ any subset of servers may be down), and a link to one of those addresses is a
   found are dialled like mDNS finds (``PeerDiscovered``, source ``bootstrap``).
 
 ``refused`` frames are kept per server as its last error (``doctor`` shows them).
+
+Direct-message **mailboxes** (``p2pchat.core.dm``): the node watches its own
+mailbox topic on every server, and uploads the sealed offers of its pending
+DMs to the recipients' mailbox topics (no announce or lookup there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from p2pchat.bootstrap_proto import RecordError, make_record, open_record, server_topic
 from p2pchat.core.channels import cut_batches
+from p2pchat.core.dm import mailbox_topic
 from p2pchat.core.events import Address, Effect, PersistCursor
 from p2pchat.core.link import Link
 from p2pchat.identity import Identity
@@ -94,6 +99,8 @@ class BootstrapClient:
         self.acked: dict[tuple[str, bytes], int] = {}
         self._next_announce: float | None = None
         self._next_lookup: float | None = None
+        #: where offers for this node wait on servers (design.md §10.15)
+        self.mailbox_topic = mailbox_topic(identity.did)
 
     # --- queries --------------------------------------------------------------------
 
@@ -112,7 +119,8 @@ class BootstrapClient:
     # --- lifecycle -------------------------------------------------------------------
 
     def on_server_open(self, link: Link, channels: list[bytes], own: Callable[[bytes],
-                       list[bytes]], now: float, now_ms: int) -> list[Effect]:
+                       list[bytes]], now: float, now_ms: int,
+                       mailbox: Sequence[tuple[str, bytes]] = ()) -> list[Effect]:
         status = self.servers[link.address]
         status.did, status.link_id, status.last_error = link.peer_did, link.link_id, ""
         sl = _ServerLink(link, status)
@@ -120,6 +128,11 @@ class BootstrapClient:
         effects: list[Effect] = []
         for channel in channels:
             effects += self._start_channel(sl, channel, own(channel), now_ms)
+        assert link.peer_did is not None
+        cursor = self.cursors.get((link.peer_did, self.mailbox_topic), 0)
+        effects.append(link.send(Watch(topic=self.mailbox_topic, cursor=cursor)))
+        for did, item in mailbox:
+            effects += self._uploads(sl, mailbox_topic(did), [item])
         self._next_announce = now + ANNOUNCE_INTERVAL
         self._next_lookup = now + LOOKUP_INTERVAL
         return effects
@@ -164,6 +177,20 @@ class BootstrapClient:
                 effects += self._uploads(sl, topic, raws)
         return effects
 
+    def upload_mailbox(self, items: list[tuple[str, bytes]]) -> list[Effect]:
+        """Sealed DM offers just made: to each recipient's mailbox on every open server."""
+        effects: list[Effect] = []
+        for sl in self._open.values():
+            for did, item in items:
+                effects += self._uploads(sl, mailbox_topic(did), [item])
+        return effects
+
+    def acknowledged(self, channel: bytes) -> int:
+        """The most of our own envelopes of ``channel`` (in log order) one server has
+        acknowledged in this run."""
+        topic = server_topic(channel)
+        return max((n for (_, t), n in self.acked.items() if t == topic), default=0)
+
     def _uploads(self, sl: _ServerLink, topic: bytes, raws: list[bytes]) -> list[Effect]:
         batches = cut_batches(raws, MAX_BATCH_ITEMS, MAX_UPLOAD_BYTES)
         sl.unanswered.setdefault(topic, []).extend(len(b) for b in batches)
@@ -199,14 +226,22 @@ class BootstrapClient:
 
     def on_frame(self, link: Link, frame: Frame, now_ms: int,
                  receive: Callable[[bytes, list[bytes]], list[Effect]],
-                 discovered: Callable[[str, Address], list[Effect]]) -> list[Effect]:
+                 discovered: Callable[[str, Address], list[Effect]],
+                 mailbox: Callable[[list[bytes]], list[Effect]] | None = None
+                 ) -> list[Effect]:
         sl = self._open[link.link_id]
         if isinstance(frame, Stored):
             channel = sl.topics.get(frame.topic)
-            if channel is None or not frame.items:
+            is_mailbox = frame.topic == self.mailbox_topic and mailbox is not None
+            if (channel is None and not is_mailbox) or not frame.items:
                 return []
             items = sorted(frame.items, key=lambda i: i.seq)
-            effects = receive(channel, [i.envelope for i in items])
+            raws = [i.envelope for i in items]
+            if channel is not None:
+                effects = receive(channel, raws)
+            else:
+                assert mailbox is not None
+                effects = mailbox(raws)
             sl.status.received += len(items)
             assert link.peer_did is not None
             key = (link.peer_did, frame.topic)

@@ -50,6 +50,7 @@ from p2pchat.channel.state import (
     epoch_id_for,
 )
 from p2pchat.channel.ulid import make_ulid, ulid_after
+from p2pchat.core.dm import DmRouter
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
@@ -74,7 +75,7 @@ from p2pchat.crypto import blake2b
 from p2pchat.errors import CloseCode, IdentityError, LocalError, RemoteProtocolError
 from p2pchat.identity import Identity, public_key_from_did
 from p2pchat.wire import Envelopes, Frame, Offer, Subscribe, Summary, VectorEntry
-from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES, TOPIC_SIZE
+from p2pchat.wire.frames import MAX_BATCH_ITEMS, MAX_TOPICS, MAX_VECTOR_ENTRIES, TOPIC_SIZE, Relay
 
 #: Applied envelopes between two snapshots of a channel (also taken at shutdown).
 #: A snapshot serialises the whole document on the event loop (~0.5 s at 100k
@@ -234,6 +235,8 @@ class ChannelHub:
         self._join_seen: dict[bytes, int] = {}
         #: DM offers (invite URIs) to deliver when a link to the peer opens, by DID
         self._dm_offers: dict[str, str] = {}
+        #: DMs beyond a direct link: relayed items, receipts, mailbox offers
+        self.dm_relay = DmRouter(self)
         self._key_due: dict[bytes, int] = {}
         #: channels catching up on what peers' summaries announced (``sync_progress``)
         self._sync: dict[bytes, SyncProgress] = {}
@@ -494,17 +497,23 @@ class ChannelHub:
             self.own_written += [(channel, raw) for _, raw in own]
             effects += [PersistChannel(channel, "dm", b""), *self._key_effects(state),
                         PersistEnvelopes(channel, tuple(own))]
-            self._dm_offers[ev.did] = self.invite_for(channel, ev.wall_ms).to_uri(self.identity)
+            uri = self.invite_for(channel, ev.wall_ms).to_uri(self.identity)
+            self._dm_offers[ev.did] = uri
             effects += self._resubscribe_all() + self._offer(ev.did)
+            effects += self.dm_relay.new_offer(ev.did, uri, ev.wall_ms)
         state = self.channels[channel]
         before = len(state.log)
         try:
-            _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes)
+            env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes)
         except ValueError as exc:
             return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
         effects += self._after_local(state, before)
+        # seq: the post's envelope (``delivered`` once the peer's receipt covers it); own:
+        # how many envelopes of ours the channel holds (``stored`` once a server has that)
+        own_count = len(self.own_envelopes(channel))
         return [*effects, ChannelAnswer(ev.request_id, {"channel": channel, "id": msg_id,
-                                                        "new": new}, None)]
+                                                        "new": new, "seq": env.seq,
+                                                        "own": own_count}, None)]
 
     def _offer(self, did: str) -> list[Effect]:
         """Send the pending DM offer for ``did`` over every open link to it."""
@@ -526,29 +535,39 @@ class ChannelHub:
                     invite = self.invite_for(channel, now_ms)
                 except ValueError:
                     continue
-                self._dm_offers[peer] = invite.to_uri(self.identity)
+                uri = invite.to_uri(self.identity)
+                self._dm_offers[peer] = uri
+                self.dm_relay.new_offer(peer, uri, now_ms)  # no links yet: the mailbox
 
     def _on_offer(self, lc: _LinkChannels, frame: Offer, now_ms: int) -> list[Effect]:
         lc.offers += 1
         if lc.offers > MAX_OFFERS_PER_LINK:
             raise RemoteProtocolError("too many direct-message offers on one link")
+        effects, error = self.accept_offer(lc.link.peer_did or "", frame.invite, now_ms)
+        if error:
+            raise RemoteProtocolError(error)
+        return effects
+
+    def accept_offer(self, peer: str, uri: str, now_ms: int) -> tuple[list[Effect], str]:
+        """Join the DM channel ``peer`` offers (over a link, a relay or a mailbox):
+        (effects, error). Offers for a channel held, or beyond MAX_DMS_PER_PEER, are
+        ignored without an error."""
         try:
-            invite = parse_invite(frame.invite)
+            invite = parse_invite(uri)
         except LocalError as exc:
-            raise RemoteProtocolError(f"malformed direct-message offer: {exc}") from None
-        peer = lc.link.peer_did or ""
+            return [], f"malformed direct-message offer: {exc}"
         if invite.inviter != peer:
-            raise RemoteProtocolError("a direct-message offer must be the sender's own invite")
+            return [], "a direct-message offer must be the sender's own invite"
         if invite.channel in self.channels:
-            return []
+            return [], ""
         if len(self._dm_channels(peer)) >= MAX_DMS_PER_PEER:
-            return []  # one (two, if both made one at once) is enough
+            return [], ""  # one (two, if both made one at once) is enough
         effects, error = self._join(invite.channel, "dm", invite.cap, invite.grant,
                                     invite.grant_signature, invite.genesis, now_ms,
                                     dm_from=peer)
         if error:
-            raise RemoteProtocolError(f"bad direct-message offer: {error}")
-        return effects + self._resubscribe_all()
+            return [], f"bad direct-message offer: {error}"
+        return effects + self._resubscribe_all(), ""
 
     def send(self, ev: SendRequested) -> list[Effect]:
         state = self.channels.get(ev.channel)
@@ -941,9 +960,10 @@ class ChannelHub:
         effects = self._subscribe(lc)
         if link.peer_did in self._dm_offers:
             effects += self._offer(link.peer_did or "")
-        return effects
+        return effects + self.dm_relay.on_link_open(link)
 
     def on_link_closed(self, link_id: int) -> None:
+        self.dm_relay.on_link_closed(link_id)
         lc = self._links.pop(link_id, None)
         for channel in lc.ahead if lc is not None else ():
             self._track_sync(channel)  # what only this peer announced is not coming
@@ -971,6 +991,8 @@ class ChannelHub:
             return self._on_subscribe(lc, frame)
         if isinstance(frame, Offer):
             return self._on_offer(lc, frame, now_ms)
+        if isinstance(frame, Relay):
+            return self.dm_relay.on_relay(lc.link, frame, now_ms)
         if isinstance(frame, (Summary, Envelopes)) and lc.topics.get(frame.topic) in lc.refused:
             if isinstance(frame, Summary):  # answered if the peer may sync again
                 lc.ignored[lc.topics[frame.topic]] = frame

@@ -69,7 +69,7 @@ from p2pchat.core.link import Link
 from p2pchat.errors import CloseCode, RemoteProtocolError
 from p2pchat.identity import Identity, short_did
 from p2pchat.wire import Offer
-from p2pchat.wire.frames import NONCE_SIZE
+from p2pchat.wire.frames import NONCE_SIZE, Relay
 
 
 @dataclass
@@ -178,6 +178,10 @@ class NodeCore:
             effects += self.hub.maintain_prekeys(self._wall_ms(now))
         if not isinstance(event, ShutdownRequested):
             effects += self.hub.sweep_epochs(self._wall_ms(now))
+        effects += self.hub.dm_relay.after(effects)  # DMs beyond a direct link (§10.15)
+        if self.hub.dm_relay.mailbox_new:
+            items, self.hub.dm_relay.mailbox_new = self.hub.dm_relay.mailbox_new, []
+            effects += self.bootstrap.upload_mailbox(items)
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
             if not self.bootstrap.servers:
@@ -496,7 +500,7 @@ class NodeCore:
                 if self.bootstrap.is_server(link):
                     effects += self.bootstrap.on_server_open(
                         link, sorted(self.hub.channels), self.hub.own_envelopes, now,
-                        self._wall_ms(now))
+                        self._wall_ms(now), self.hub.dm_relay.mailbox_items())
                 else:
                     effects += self.hub.on_link_open(link)
         if link.inbox:
@@ -511,10 +515,12 @@ class NodeCore:
                             link, frame, self._wall_ms(now),
                             lambda c, raws: self.hub.receive_stored(c, raws, self._wall_ms(now)),
                             lambda did, address: self._on_discovered(
-                                PeerDiscovered(did, address, "bootstrap"), now))
+                                PeerDiscovered(did, address, "bootstrap"), now),
+                            lambda raws: self.hub.dm_relay.on_mailbox(raws, self._wall_ms(now))
+                            + self._start_new_channels())
                     else:
                         effects += self.hub.on_frame(link, frame, self._wall_ms(now))
-                        if isinstance(frame, Offer):  # a DM channel joined: servers too
+                        if isinstance(frame, (Offer, Relay)):  # a DM joined: servers too
                             effects += self._start_new_channels()
                 except RemoteProtocolError as exc:
                     effects += link.close(exc.code, str(exc))

@@ -31,6 +31,7 @@ class Domain(Enum):
     PEER_RECORD = "peer-record"
     SHARE = "share"
     JOIN = "join"
+    RELAY = "relay"
 
 
 def _signed_bytes(domain: Domain, message: bytes) -> bytes:

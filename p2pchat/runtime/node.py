@@ -16,6 +16,7 @@ coming to a lagging peer (design.md §5, §10.2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -95,6 +96,9 @@ VERIFY_THREADS = 2
 PARALLEL_VERIFY_MIN = 16
 #: Upper bound on how long ``connect`` waits beyond the dial and handshake timeouts.
 CONNECT_GRACE = 5.0
+#: How long ``dm`` waits for the peer's receipt (or a server's acknowledgement) before it
+#: answers with the best status it has (design.md §10.15).
+DM_STATUS_WAIT = 3.0
 #: A burst of app writes holds its live push at most this many event-loop turns…
 CORK_MAX_TURNS = 16
 #: …and at most this long, in seconds (a busy loop's turns are long: taking the
@@ -211,6 +215,8 @@ class Node:
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._disconnects: dict[int, asyncio.Future[DisconnectFinished]] = {}
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        #: ``dm`` calls waiting for a receipt: each is woken after every dispatch
+        self._dm_waiters: set[asyncio.Event] = set()
         # (True, persistence effect) or (False, callback(ok)); None stops the writer
         self._writes: asyncio.Queue[tuple[bool, Any] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
@@ -370,9 +376,44 @@ class Node:
             r, invite.channel, invite.name, peers, _wall_ms(), invite.cap, invite.grant,
             invite.grant_signature, invite.genesis))
 
-    async def dm(self, did: str, text: str) -> dict[str, Any]:
-        """Post ``text`` to ``did``'s direct-message channel (made and offered on first use)."""
-        return await self._request(lambda r: DmRequested(r, did, text, _wall_ms()))
+    async def dm(self, did: str, text: str, wait: float = DM_STATUS_WAIT) -> dict[str, Any]:
+        """Post ``text`` to ``did``'s direct-message channel (made and offered on first use).
+
+        Once committed, waits up to ``wait`` seconds while a receipt or a server's
+        acknowledgement may still come, and adds ``status``: ``delivered`` (the peer's
+        receipt covers it), ``stored`` (a bootstrap server holds it), ``relayed`` (handed
+        to a link: the peer's, or a member's that forwards it) or ``pending``."""
+        result = await self._request(lambda r: DmRequested(r, did, text, _wall_ms()))
+        channel, seq, own = result["channel"], result["seq"], result["own"]
+        deadline = self._loop.time() + wait
+        woken = asyncio.Event()
+        self._dm_waiters.add(woken)
+        try:
+            while True:
+                status, more = self.dm_status(channel, seq, own)
+                remaining = deadline - self._loop.time()
+                if not more or remaining <= 0:
+                    break
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), remaining)
+        finally:
+            self._dm_waiters.discard(woken)
+        return {**result, "status": status}
+
+    def dm_status(self, channel: bytes, seq: int, own: int) -> tuple[str, bool]:
+        """(status of our envelope ``seq``, the ``own``-th of ours in ``channel``; whether
+        a better one may still come without anything new happening)."""
+        router = self.core.hub.dm_relay
+        if router.delivered(channel, seq):
+            return "delivered", False
+        handed = router.handed.get(channel, 0) >= seq
+        if self.core.bootstrap.acknowledged(channel) >= own:
+            return "stored", handed  # a receipt may still come through the link
+        if handed:
+            return "relayed", True
+        servers = any(s.link_id is not None for s in self.core.bootstrap.servers.values())
+        return "pending", servers  # an open server link acknowledges the upload soon
 
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""
@@ -483,6 +524,8 @@ class Node:
         effects = self.core.handle(event, self._loop.time())
         for effect in effects:
             self._execute(effect)
+        for woken in self._dm_waiters:
+            woken.set()
         sync = self._sync_events(self._loop.time())
         if self.watchers:
             self._tell_watchers(effects, sync)

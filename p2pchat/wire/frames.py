@@ -152,6 +152,31 @@ class Offer(Frame):
     invite: str = limits(max_len=MAX_OFFER_LENGTH, printable=True)
 
 
+#: Relays a relayed message may still pass through after the first (design.md §10.15).
+MAX_RELAY_HOPS = 2
+#: Largest sealed body of a relayed message: one envelope of the largest size and room
+#: for its sealing and framing.
+MAX_RELAY_BODY = MAX_ENVELOPE_BYTES + 8 * 1024
+RELAY_ID_SIZE = 16
+
+
+@frame("relay")
+@dataclass(frozen=True, slots=True)
+class Relay(Frame):
+    """A direct-message item for ``target`` from ``origin``, carried by any node that can
+    get it closer: ``body`` is sealed to ``target``'s identity key and ``signature`` is
+    ``origin``'s over ``[1, id, origin, target, body]`` (domain ``p2pchat/v1/relay``), so a
+    relay can neither read nor alter it. ``hops``: how many more relays may pass it on
+    to relays (unsigned; each relay lowers it, and ``(origin, id)`` is forwarded once)."""
+
+    id: bytes = limits(min_len=RELAY_ID_SIZE, max_len=RELAY_ID_SIZE)
+    origin: str = limits(min_len=1, max_len=MAX_DID_LENGTH, printable=True)
+    target: str = limits(min_len=1, max_len=MAX_DID_LENGTH, printable=True)
+    hops: int = limits(hi=MAX_RELAY_HOPS)
+    body: bytes = limits(min_len=1, max_len=MAX_RELAY_BODY)
+    signature: bytes = limits(min_len=64, max_len=64)
+
+
 @frame("summary")
 @dataclass(frozen=True, slots=True)
 class Summary(Frame):

@@ -69,7 +69,8 @@ def test_on_a_server_link_the_node_watches_uploads_announces_and_looks_up() -> N
     topic = server_topic(channel)
     kinds = [type(f).__name__ for f in frames
              if type(f).__name__ not in ("Hello", "Auth", "Ping", "Pong", "Ready")]
-    assert ["Watch", "Upload", "Announce", "Lookup"] == kinds
+    # the channel, then this node's DM mailbox (design.md §10.15)
+    assert ["Watch", "Upload", "Announce", "Lookup", "Watch"] == kinds
     watch = next(f for f in frames if isinstance(f, Watch))
     assert (topic, 0) == (watch.topic, watch.cursor)
     upload = next(f for f in frames if isinstance(f, Upload))

@@ -385,14 +385,17 @@ class GroupKeys:
                       if not any(did in view.holders[h] for h in view.heads))
 
     def admissions(self) -> list[JoinInfo]:
-        """Valid joins of members who hold no epoch yet and are not removed."""
+        """Joins to admit: of DIDs that are not removed and hold none of the head epochs
+        (a first join, or a join after a kick: the rejoiner still holds the epochs from
+        before its kick, never the ones after). The newest join of each counts: its
+        invite is the one that brought the joiner back."""
         view = self.view()
         out = []
         for did, joins in sorted(self.joins.items()):
-            if did in view.removed or any(did in h for e, h in view.holders.items()
-                                          if view.valid.get(e)):
+            if did in view.removed or any(did in view.holders.get(h, set())
+                                          for h in view.heads):
                 continue
-            out.append(joins[0])
+            out.append(joins[-1])
         return out
 
     def may_admit(self, did: str, join: JoinInfo, now_ms: int = 0) -> bool:

@@ -97,6 +97,9 @@ from p2pchat.crypto import DecryptionError, blake2b
 from p2pchat.errors import IdentityError, RemoteProtocolError
 from p2pchat.identity import Identity, public_key_from_did
 
+#: Envelopes a write looks through, back from sealed heads, for the newest readable
+#: ones to depend on (see ChannelState._readable_frontier).
+MAX_FRONTIER_WALK = 4096
 #: Envelopes waiting for missing dependencies, per channel.
 MAX_PENDING = 10_000
 #: Of those, from any one author (so one member cannot fill the buffer for everyone).
@@ -514,7 +517,7 @@ class ChannelState:
                 banned = self.identity.did in self.moderation().banned
                 raise ValueError(f"you were {'banned' if banned else 'kicked'} from this "
                                  "channel: the members no longer share its keys with you")
-            if self.identity.did not in view.members:
+            if self.key_status() != "member":
                 raise ValueError("not admitted yet: no member has shared the channel's keys "
                                  "with this node (it needs a member online, directly or "
                                  "through a bootstrap server)")
@@ -584,7 +587,13 @@ class ChannelState:
         me = self.identity.did
         if me in view.removed:
             return "removed"
-        return "member" if me in view.members else "waiting"
+        if me not in view.members:
+            return "waiting"
+        # a member back after a kick holds old epochs only until a member shares the
+        # current ones (and a member a rotation skipped waits for its share, too)
+        holds_head = not view.heads or any(me in view.holders.get(h, set())
+                                           for h in view.heads)
+        return "member" if holds_head else "waiting"
 
     def sealed_count(self) -> int:
         return len(self.sealed)
@@ -896,16 +905,38 @@ class ChannelState:
         from p2pchat.channel.envelope import MAX_ENVELOPE_DEPS
 
         own_prev = self.slots.get((me[0], me[1], self.vector.get(me, 0)))
-        heads = sorted(self.heads, key=lambda i: self.envs[i].order, reverse=True)
+        heads = sorted(self._readable_frontier(), key=lambda i: self.envs[i].order,
+                       reverse=True)
         chosen = [own_prev] if own_prev is not None else []
         for h in heads:
             if len(chosen) >= MAX_ENVELOPE_DEPS:
                 break
-            # never on what this replica cannot read: every replica would have to wait
-            # for it (or, if it never opens, for ever)
-            if h != own_prev and h not in self.sealed and h not in self.unreadable:
+            if h != own_prev:
                 chosen.append(h)
         return tuple(sorted(chosen))
+
+    def _readable_frontier(self) -> set[bytes]:
+        """The newest envelopes this replica can read: its heads, with each sealed or
+        unreadable head replaced by its nearest readable ancestors. Own writes never
+        depend on what this replica cannot read (every replica would have to wait for
+        it, or, if it never opens, for ever), but they must still follow everything
+        readable we saw: a kicked member's join has to follow the kick, which sits
+        under the sealed messages written since (issue 16)."""
+        out: set[bytes] = set()
+        todo = [h for h in self.heads]
+        seen: set[bytes] = set(todo)
+        visits = 0
+        while todo and visits < MAX_FRONTIER_WALK:
+            env_id = todo.pop()
+            visits += 1
+            if env_id not in self.sealed and env_id not in self.unreadable:
+                out.add(env_id)
+                continue
+            for dep in self.envs[env_id].deps:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return out
 
     # --- receiving --------------------------------------------------------------------
 

@@ -415,14 +415,47 @@ class ChannelHub:
 
     def join(self, ev: JoinRequested) -> list[Effect]:
         if ev.channel in self.channels:
-            return [ChannelAnswer(ev.request_id, {"channel": ev.channel, "name":
-                                                  self.name_of(ev.channel), "new": False}, None)]
+            return self._join_again(ev)
         effects, error = self._join(ev.channel, ev.name, ev.cap, ev.grant, ev.grant_signature,
                                     ev.genesis, ev.wall_ms)
         if error:
             return [ChannelAnswer(ev.request_id, None, f"invite does not work: {error}")]
         answer = {"channel": ev.channel, "name": ev.name, "new": True}
         return [*effects, ChannelAnswer(ev.request_id, answer, None), *self._resubscribe_all()]
+
+    def _join_again(self, ev: JoinRequested) -> list[Effect]:
+        """``join`` with a channel we hold: a member is told so; a banned node is refused
+        (the members would never admit it); a kicked node, or one still waiting, writes
+        a join with the new invite, which brings it back once a member admits it (a join
+        that follows every kick ends the kick, design.md §10.15)."""
+        state = self.channels[ev.channel]
+        name = self.name_of(ev.channel)
+        status = state.key_status()
+        me = self.identity.did
+        if status in ("static", "member"):
+            return [ChannelAnswer(ev.request_id, {"channel": ev.channel, "name": name,
+                                                  "new": False, "status": status}, None)]
+        if state.mod_events and me in state.moderation().banned:
+            return [ChannelAnswer(ev.request_id, None, f"you are banned from #{name}: "
+                                  "a moderator must unban you before an invite works")]
+        if state.dm_peer:
+            return [ChannelAnswer(ev.request_id, None, "a direct-message channel takes no "
+                                  "invite")]
+        before = len(state.log)
+        try:
+            record = self.own_prekey[0] if self.own_prekey is not None else b""
+            state.join(ev.grant, ev.grant_signature,
+                       make_proof(ev.cap, ev.channel, me), record, ev.wall_ms, self._randbytes)
+        except (RemoteProtocolError, ValueError, RuntimeError) as exc:
+            return [ChannelAnswer(ev.request_id, None, f"invite does not work: {exc}")]
+        if state.key_status() == "removed":  # our own replica says the join changes nothing
+            return [*self._after_local(state, before),
+                    ChannelAnswer(ev.request_id, None, f"you are still removed from #{name}: "
+                                  "this invite does not readmit you")]
+        answer = {"channel": ev.channel, "name": name, "new": False, "rejoined": True,
+                  "status": state.key_status()}
+        return [*self._after_local(state, before), ChannelAnswer(ev.request_id, answer, None),
+                *self._resubscribe_all()]
 
     def _join(self, channel: bytes, name: str, cap: bytes, grant: bytes, signature: bytes,
               genesis: bytes, now_ms: int, dm_from: str = "") -> tuple[list[Effect], str]:

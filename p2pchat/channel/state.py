@@ -38,6 +38,7 @@ they agree with causality, and it is computed once per envelope.
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -366,6 +367,11 @@ def open_envelope(env: Envelope, key: bytes, channel: bytes
     return op, change, header
 
 
+def _position(record: MessageRecord) -> tuple[tuple[int, int, str], bytes]:
+    """A post's place in display order (design.md §10.6): its key, then its envelope id."""
+    return record.key, record.env
+
+
 class ChannelState:
     def __init__(self, channel_id: bytes, identity: Identity, keys: KeyLookup | None = None,
                  private_for: PrivateLookup | None = None,
@@ -444,6 +450,9 @@ class ChannelState:
         #: one post per ulid, for lookups (reply and reaction targets); views show every
         #: post, so a concurrent claim on someone's ulid cannot hide their message
         self.messages: dict[str, MessageRecord] = {}
+        #: every post in display order (hidden ones too), built on demand by
+        #: :meth:`_ordered` and dropped when a post is added
+        self._order: list[MessageRecord] | None = None
         #: (target, emoji, author, device) -> [(seq, on)] in the device's seq order
         self.reactions: dict[tuple[str, str, str, bytes], list[tuple[int, bool]]] = {}
         self.current_epoch: bytes | None = None
@@ -1609,6 +1618,7 @@ class ChannelState:
 
     def _add_post(self, record: MessageRecord) -> None:
         self.posts[(record.id, record.author, record.device)] = record
+        self._order = None
         self._add_claim(record)  # a concurrent claim on the same id: both posts are shown
         self.changed.append(record.id)
 
@@ -2070,14 +2080,103 @@ class ChannelState:
                 text, deleted = "", True
         return text, deleted, edited
 
+    def _ordered(self) -> list[MessageRecord]:
+        """Every post, hidden ones included, in display order (key, then envelope id)."""
+        if self._order is None:
+            self._order = sorted(self.posts.values(), key=_position)
+        return self._order
+
+    def message_count(self) -> int:
+        """How many messages :meth:`history` shows (without building their views)."""
+        return sum(1 for r in self.posts.values() if not self.hidden(r))
+
     def history(self, limit: int | None = None, now_ms: int | None = None,
                 with_hidden: bool = False) -> list[MessageView]:
-        records = sorted((r for r in self.posts.values() if with_hidden or not self.hidden(r)),
-                         key=lambda r: (r.key, r.env))
+        records = [r for r in self._ordered() if with_hidden or not self.hidden(r)]
         if limit is not None:
             records = records[-limit:] if limit > 0 else []
+        return self._views(records, now_ms, with_hidden)
+
+    def history_page(self, limit: int, *, before: str | None = None, after: str | None = None,
+                     now_ms: int | None = None, with_hidden: bool = False) -> list[MessageView]:
+        """One page of :meth:`history`, in display order: the newest ``limit`` messages
+        before the message ``before`` (the newest of all without a cursor), or the oldest
+        ``limit`` after the message ``after``. Cursors are message ids, exclusive.
+
+        A cursor stands for its message's position in display order, which never changes,
+        so a walk that passes each page's oldest id as the next ``before`` (or its newest
+        as the next ``after``) neither skips nor repeats a message however many arrive
+        meanwhile (a late one lands where it sorts). An id that several concurrent posts
+        share (§10.4) stands for the oldest of them as ``before`` and the newest as
+        ``after``; so that a walk steps over the others too, a page is widened past
+        ``limit`` until its edge message is the oldest (newest) post with its id.
+        Raises ``ValueError`` for an id that is not a message of this channel, or for
+        both cursors at once.
+        """
+        if before is not None and after is not None:
+            raise ValueError("give before or after, not both")
+        if limit < 1:
+            return []
+        order = self._ordered()
+
+        def shown(r: MessageRecord) -> bool:
+            return with_hidden or not self.hidden(r)
+
+        page: list[MessageRecord] = []
+        if after is None:
+            i = len(order) if before is None else bisect_left(
+                order, min(map(_position, self._claims_of(before))), key=_position)
+            while i > 0 and len(page) < limit:
+                i -= 1
+                if shown(order[i]):
+                    page.append(order[i])
+            # widen until no older post shares the id of the page's oldest message
+            while page:
+                start = bisect_left(order, min(map(_position, self.claims(page[-1].id))),
+                                    key=_position)
+                if start >= i:
+                    break
+                while i > start:
+                    i -= 1
+                    if shown(order[i]):
+                        page.append(order[i])
+            page.reverse()
+        else:
+            i = bisect_left(order, max(map(_position, self._claims_of(after))),
+                            key=_position)
+            while i + 1 < len(order) and len(page) < limit:
+                i += 1
+                if shown(order[i]):
+                    page.append(order[i])
+            while page:
+                end = bisect_left(order, max(map(_position, self.claims(page[-1].id))),
+                                  key=_position)
+                if end <= i:
+                    break
+                while i < end:
+                    i += 1
+                    if shown(order[i]):
+                        page.append(order[i])
+        return self._views(page, now_ms, with_hidden)
+
+    def _claims_of(self, msg_id: str) -> list[MessageRecord]:
+        claims = self.claims(msg_id)
+        if not claims:
+            raise ValueError(f"no message {msg_id[:40]} in this channel")
+        return claims
+
+    def views_of(self, ids: set[str], now_ms: int | None = None) -> list[MessageView]:
+        """The shown messages with these ids, in display order (search results)."""
+        records = [r for i in ids for r in self.claims(i) if not self.hidden(r)]
+        return self._views(sorted(records, key=_position), now_ms, False)
+
+    def _views(self, records: list[MessageRecord], now_ms: int | None,
+               with_hidden: bool) -> list[MessageView]:
+        wanted = {r.id for r in records}
         reactions: dict[str, dict[str, set[str]]] = {}
         for (target, emoji, author, device), states in self.reactions.items():
+            if target not in wanted:
+                continue
             start = self._fork(author, device)
             on = False
             for seq, value in states:

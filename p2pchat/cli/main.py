@@ -469,16 +469,81 @@ _DM_STATUS = {
 }
 
 
+#: Messages per ``history`` request when the CLI reads a channel in pages.
+HISTORY_PAGE = 1000
+
+
+def _json_items(items: list[Any], first: bool) -> None:
+    """Print ``items`` as the next elements of a JSON array that ``emit_json`` would
+    print in one go (the array is opened before the first and closed after the last)."""
+    for item in items:
+        body = json.dumps(item, indent=2, sort_keys=True).replace("\n", "\n  ")
+        typer.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+
+
+def _walk_history(channel: str, limit: int, before: str | None, after: str | None,
+                  out: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Read ``limit`` messages in pages over one control connection.
+
+    Backwards (the newest N, or the N before ``before``) each page's oldest id is the
+    next cursor; the pages are printed, oldest first, once they are all in. Forwards
+    (the N after ``after``) each page is printed as it comes. Cursors are positions in
+    display order, so messages arriving meanwhile make the walk neither skip nor
+    repeat one (docs/protocol.md §7)."""
+    from p2pchat.control.client import ControlConnection
+
+    def walk() -> None:
+        with ControlConnection(state.home) as conn:
+            pages: list[list[dict[str, Any]]] = []
+            got, cursor = 0, before if after is None else after
+            while got < limit:
+                want = min(HISTORY_PAGE, limit - got)
+                key = "before" if after is None else "after"
+                params: dict[str, Any] = {"channel": channel, "limit": want}
+                if cursor is not None:
+                    params[key] = cursor
+                page = conn.call("history", params)
+                if after is None:
+                    page = page[-(limit - got):]  # a page widened past its limit (§10.6)
+                    pages.append(page)
+                else:
+                    page = page[:limit - got]
+                    out(page)
+                got += len(page)
+                if len(page) < want or not page:
+                    break
+                cursor = page[0]["id"] if after is None else page[-1]["id"]
+            for page in reversed(pages):
+                out(page)
+
+    guarded(walk)
+
+
 @app.command()
 def history(channel: ChannelArg,
-            limit: Annotated[int, typer.Option("--limit", min=1, help="Newest N.")] = 100,
+            limit: Annotated[int, typer.Option(
+                "--limit", min=1, help="How many: the newest N (before ID), or the oldest N "
+                "after ID. Any number; read in pages.")] = 100,
+            before: Annotated[str | None, typer.Option(
+                "--before", metavar="ID", help="Only messages before message ID.")] = None,
+            after: Annotated[str | None, typer.Option(
+                "--after", metavar="ID", help="Only messages after message ID.")] = None,
             as_json: JsonOption = False) -> None:
     """Messages of a channel in display order (causal, then time)."""
-    result = control("history", {"channel": channel, "limit": limit})
-    if as_json:
-        emit_json(result)
-    else:
-        _print_messages(result)
+    if before is not None and after is not None:
+        fail("give --before or --after, not both", 2)
+    if not as_json:
+        _walk_history(channel, limit, before, after, _print_messages)
+        return
+    printed = [False]
+
+    def out(page: list[dict[str, Any]]) -> None:
+        _json_items(page, not printed[0])
+        printed[0] = printed[0] or bool(page)
+
+    _walk_history(channel, limit, before, after, out)
+    typer.echo("\n]" if printed[0] else "[]")
 
 
 @app.command()

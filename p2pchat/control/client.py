@@ -6,7 +6,7 @@ import socket
 from types import TracebackType
 from typing import Any
 
-from p2pchat.control.protocol import MAX_LINE, ControlError, decode, encode
+from p2pchat.control.protocol import MAX_LINE, AnswerReader, ControlError, encode, result_of
 from p2pchat.errors import NodeNotRunning
 from p2pchat.home import MAX_SOCKET_PATH, NodeHome
 
@@ -22,6 +22,7 @@ class ControlConnection:
         self.home = home
         self._timeout = timeout
         self._buf = bytearray()
+        self._answers = AnswerReader()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
         path = home.socket_path
@@ -51,15 +52,22 @@ class ControlConnection:
             raise ControlError("the node closed the control connection") from None
 
     def receive(self) -> Any:
-        """The answer to the oldest request not yet answered."""
+        """The answer to the oldest request not yet answered (joined from its part lines
+        if the node streamed it)."""
+        while True:
+            response = self._answers.feed(self._line())
+            if response is not None:
+                return result_of(response)
+
+    def _line(self) -> bytes:
         try:
             while b"\n" not in self._buf:
+                if len(self._buf) > MAX_LINE:
+                    raise ControlError("response line from node too long")
                 chunk = self._sock.recv(65536)
                 if not chunk:
                     raise ControlError("the node closed the control connection without an answer")
                 self._buf += chunk
-                if len(self._buf) > MAX_LINE:
-                    raise ControlError("response from node too large")
         except TimeoutError:
             raise ControlError(f"the node at {self.home.path} did not answer within "
                                f"{self._timeout:g} s") from None
@@ -67,10 +75,7 @@ class ControlConnection:
             raise ControlError("the node closed the control connection") from None
         line, _, rest = self._buf.partition(b"\n")
         self._buf = bytearray(rest)
-        response = decode(bytes(line))
-        if response.get("ok") is True:
-            return response.get("result")
-        raise ControlError(str(response.get("error", "unknown error")))
+        return bytes(line)
 
     def close(self) -> None:
         self._sock.close()

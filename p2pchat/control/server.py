@@ -19,7 +19,9 @@ from typing import Any
 
 from p2pchat.channel.group import POLICIES
 from p2pchat.channel.invite import format_channel_id, parse_channel_id, parse_invite
-from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode
+from p2pchat.channel.state import MessageView
+from p2pchat.channel.ulid import is_ulid
+from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode, encode_answer
 from p2pchat.core.events import format_address
 from p2pchat.errors import LocalError
 from p2pchat.home import parse_listen
@@ -28,7 +30,8 @@ from p2pchat.runtime.node import Node, sync_json
 log = logging.getLogger("p2pchat.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-#: Most messages one history or search request returns.
+#: Most messages one history or search request returns (a longer history is read in
+#: pages, by cursor; an answer longer than a line is streamed in part lines).
 MAX_HISTORY = 100_000
 #: Requests one control connection may have in flight (pipelined) at once.
 MAX_PIPELINED = 256
@@ -176,8 +179,9 @@ class ControlServer:
             if pending is None:
                 return
             response = await pending
-            writer.write(encode(response))
-            await writer.drain()
+            for line in encode_answer(response):  # one line, or parts of a long answer
+                writer.write(line)
+                await writer.drain()
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
@@ -301,7 +305,7 @@ class ControlServer:
                         "synced": state.genesis_id is not None and keys in ("member", "static"),
                         "keys": keys, "policy": state.policy,
                         "sealed": state.sealed_count(),
-                        "messages": len(state.history()),
+                        "messages": state.message_count(),
                         "peers": len(hub.shared_with(channel)),
                         "topic": state.moderation().topic if state.mod_events else "",
                         "sync": sync_json(hub.sync_progress(channel))})
@@ -349,22 +353,38 @@ class ControlServer:
                                           self._text(params, "id"),
                                           emoji=self._text(params, "emoji"), on=on)
 
-    def _views(self, channel: bytes, ids: set[str] | None, limit: int,
-               hidden: bool = False) -> list[dict[str, Any]]:
-        state = self.node.core.hub.get(channel)
-        views = state.history(None, int(time.time() * 1000), with_hidden=hidden)
-        if ids is not None:
-            views = [v for v in views if v.id in ids]
-        return [{"id": v.id, "author": v.author, "text": v.text, "ts": v.ts,
-                 "reply_to": v.reply_to or None, "edited": v.edited, "deleted": v.deleted,
-                 "reactions": v.reactions, **({"hidden": v.hidden} if v.hidden else {})}
-                for v in views[-limit:]]
+    @staticmethod
+    def _message(v: MessageView) -> dict[str, Any]:
+        return {"id": v.id, "author": v.author, "text": v.text, "ts": v.ts,
+                "reply_to": v.reply_to or None, "edited": v.edited, "deleted": v.deleted,
+                "reactions": v.reactions, **({"hidden": v.hidden} if v.hidden else {})}
+
+    @staticmethod
+    def _cursor(params: dict[str, Any], key: str) -> str | None:
+        value = params.get(key)
+        if value is None:
+            return None
+        if not is_ulid(value.upper() if isinstance(value, str) else value):
+            raise LocalError(f"{key} must be a message id (26 characters), not "
+                             f"{str(value)[:40]!r}")
+        return str(value).upper()
 
     async def _history(self, params: dict[str, Any]) -> Any:
+        """A page of messages in display order: the newest ``limit`` (before the message
+        ``before``), or the oldest ``limit`` after the message ``after``."""
         hidden = params.get("hidden", False)
         if type(hidden) is not bool:
             raise LocalError("hidden must be true or false")
-        return self._views(self._channel(params), None, self._limit(params, 100), hidden)
+        channel = self._channel(params)
+        limit = self._limit(params, 100)
+        before, after = self._cursor(params, "before"), self._cursor(params, "after")
+        state = self.node.core.hub.get(channel)
+        try:
+            views = state.history_page(limit, before=before, after=after,
+                                       now_ms=int(time.time() * 1000), with_hidden=hidden)
+        except ValueError as exc:
+            raise LocalError(str(exc)) from None
+        return [self._message(v) for v in views]
 
     async def _search(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)
@@ -372,7 +392,8 @@ class ControlServer:
         if self.node.store is None:
             raise LocalError("search needs the store")
         ids = await self.node.store.search(channel, self._text(params, "query"), limit)
-        return self._views(channel, set(ids), limit)
+        views = self.node.core.hub.get(channel).views_of(set(ids), int(time.time() * 1000))
+        return [self._message(v) for v in views[-limit:]]
 
     async def _members(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)

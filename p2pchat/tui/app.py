@@ -64,8 +64,11 @@ from p2pchat.tui.pane import MessagePane
 
 log = logging.getLogger("p2pchat.tui")
 
-#: Messages fetched when a channel is opened (older ones are not shown).
+#: Messages fetched when a channel is opened; older ones come a page at a time when
+#: the user scrolls above the oldest one loaded.
 HISTORY_WINDOW = 500
+#: Messages fetched per step of scrolling back (``history`` with ``before``).
+SCROLLBACK_PAGE = 200
 #: Messages fetched after a ``channel`` event: new ones are added by id.
 TAIL = 100
 #: Seconds between refreshes when the node has no ``watch`` method.
@@ -181,6 +184,12 @@ class ChatApp(App[None]):
         #: channels whose next refresh fetches the whole window, not just the tail (this
         #: node changed a message older than the tail)
         self._wide: set[str] = set()
+        #: channels whose oldest message is loaded (nothing more to scroll back to)
+        self._history_start: set[str] = set()
+        #: scrolling back dropped the newest messages from the pane (MAX_ENTRIES): it
+        #: stops following new ones until the user scrolls down to the end again
+        self.detached = False
+        self._older: asyncio.Task[None] | None = None
         self.members: list[dict[str, Any]] = []
         #: this node is owner or moderator of the open channel (sees hidden placeholders)
         self.moderating = False
@@ -195,6 +204,8 @@ class ChatApp(App[None]):
         self.errors: list[str] = []
         #: input lines handled so far (tests wait on it)
         self.lines_done = 0
+        #: pages of older messages loaded by scrolling back (tests wait on it)
+        self.scrollback_loads = 0
         self._notice_seq = 0
         self._open_seq = 0
         self._commands: asyncio.Queue[str] = asyncio.Queue()
@@ -242,6 +253,8 @@ class ChatApp(App[None]):
     async def on_unmount(self) -> None:
         if self._modlog_timer is not None:
             self._modlog_timer.cancel()
+        if self._older is not None:
+            self._older.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -562,10 +575,16 @@ class ChatApp(App[None]):
         members = await self.call("members", {"channel": cid})
         self.moderating = any(m.get("did") == self.me and m.get("rank") in MODERATOR_RANKS
                               for m in members)
-        history = self._shown(await self.call("history", {
-            "channel": cid, "limit": HISTORY_WINDOW, "hidden": True}))
+        window = await self.call("history", {"channel": cid, "limit": HISTORY_WINDOW,
+                                              "hidden": True})
+        history = self._shown(window)
         if seq != self._open_seq:
             return  # another channel was opened meanwhile
+        if len(window) < HISTORY_WINDOW:
+            self._history_start.add(cid)
+        else:
+            self._history_start.discard(cid)
+        self.detached = False
         notices = []
         if keep_notices and cid == self.current:
             notices = [e for e in self.pane.entries() if e[0].startswith("notice:")]
@@ -585,6 +604,58 @@ class ChatApp(App[None]):
         topic = clean(str(info.get("topic") or ""))
         if topic and not keep_notices:
             self.notice(f"topic: {topic}")
+
+    def scroll_back(self) -> None:
+        """Load the page before the oldest message in the pane (once at a time)."""
+        if self._older is None or self._older.done():
+            self._older = asyncio.get_running_loop().create_task(self._load_older())
+
+    async def _load_older(self) -> None:
+        cid = self.current
+        if cid is None or cid in self._history_start:
+            return
+        oldest = next((k for k in self.pane.keys() if k in self.messages), None)  # noqa: SIM118
+        if oldest is None:
+            return
+        seq = self._open_seq
+        page: list[dict[str, Any]] = []
+        cursor = oldest
+        while not self._shown(page):  # a page of posts hidden from us shows nothing: on
+            try:
+                page = await self.call("history", {"channel": cid, "limit": SCROLLBACK_PAGE,
+                                                   "before": cursor, "hidden": True})
+            except LocalError as exc:
+                self.notice(f"could not load older messages: {exc}", error=True)
+                return
+            if seq != self._open_seq or cid != self.current:
+                return
+            if len(page) < SCROLLBACK_PAGE:
+                self._history_start.add(cid)
+                break
+            cursor = str(page[0]["id"])
+        older = [m for m in self._shown(page) if str(m["id"]) not in self.messages]
+        for m in older:
+            self.messages[str(m["id"])] = m
+        dropped = self.pane.prepend([(str(m["id"]), self._message_text(m)) for m in older])
+        for key in dropped:
+            if self.messages.pop(key, None) is not None:
+                self.detached = True
+        self.scrollback_loads += 1
+
+    def _follow_again(self) -> None:
+        """Scrolled down to the end after the newest messages were dropped: show the
+        newest window again, live."""
+        if self.detached and self.current is not None:
+            self.detached = False
+            cid = self.current
+
+            async def reopen() -> None:
+                await self.open_channel(cid, keep_notices=True)
+
+            asyncio.get_running_loop().create_task(self._guard(reopen))
+
+    def on_message_pane_reached_top(self, message: MessagePane.ReachedTop) -> None:
+        self.scroll_back()
 
     def _shown(self, history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Messages hidden by moderation stay as placeholders for moderators only."""
@@ -626,6 +697,8 @@ class ChatApp(App[None]):
         if cid is None:
             return
         seq = self._open_seq
+        if self.detached:
+            return  # scrolled back: the newest messages come when the user returns
         modlog = await self.call("modlog", {"channel": cid})
         moderated = len(modlog) != self.modlog_len.get(cid, 0)
         wide = cid in self._wide
@@ -806,6 +879,10 @@ class ChatApp(App[None]):
 
     def action_page(self, step: int) -> None:
         pane = self.pane
+        if step < 0 and pane.at_top():
+            self.scroll_back()
+        elif step > 0 and pane.at_end():
+            self._follow_again()
         pane.scroll_to(y=pane.scroll_offset.y + step * max(1, pane.size.height - 2),
                        animate=False)
 

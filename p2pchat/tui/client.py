@@ -19,13 +19,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from p2pchat.control.protocol import ControlError, encode
+from p2pchat.control.protocol import MAX_LINE, AnswerReader, ControlError, encode, result_of
 from p2pchat.errors import NodeNotRunning
 from p2pchat.home import NodeHome
 
-#: Longest answer line accepted: ``history`` of a few hundred long messages is
-#: more than the CLI's 1 MiB cap, and the node is trusted (it is our own).
-MAX_ANSWER = 64 * 1024 * 1024
 #: How long one request may take before it is reported as failed.
 REQUEST_TIMEOUT = 60.0
 
@@ -39,7 +36,8 @@ def socket_path_of(target: NodeHome | Path | str) -> Path:
 
 async def _open(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     try:
-        return await asyncio.open_unix_connection(str(path), limit=MAX_ANSWER)
+        # lines are bounded (a long answer comes as part lines, see AnswerReader)
+        return await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
         raise NodeNotRunning(f"node not running at {path.parent}") from None
     except OSError as exc:
@@ -47,15 +45,10 @@ async def _open(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def _result(line: bytes) -> Any:
-    try:
-        response = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ControlError(f"malformed control message: {exc}") from None
-    if not isinstance(response, dict):
-        raise ControlError("control message must be a JSON object")
-    if response.get("ok") is True:
-        return response.get("result")
-    raise ControlError(str(response.get("error", "unknown error")))
+    response = AnswerReader().feed(line)
+    if response is None:
+        raise ControlError("malformed control message: a part line where an answer belongs")
+    return result_of(response)
 
 
 class AsyncControl:
@@ -66,7 +59,7 @@ class AsyncControl:
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: deque[asyncio.Future[bytes]] = deque()
+        self._pending: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._pump: asyncio.Task[None] | None = None
         self._closed_why = ""
 
@@ -83,17 +76,22 @@ class AsyncControl:
     async def _read_answers(self) -> None:
         assert self._reader is not None
         why = "the node closed the control connection"
+        answers = AnswerReader()
         try:
             while True:
                 line = await self._reader.readline()
                 if not line:
                     break
-                if self._pending:
+                try:
+                    response = answers.feed(line)
+                except ControlError as exc:  # that answer is lost, not the connection
+                    response = {"ok": False, "error": str(exc)}
+                if response is not None and self._pending:
                     future = self._pending.popleft()
                     if not future.done():
-                        future.set_result(line)
+                        future.set_result(response)
         except (ValueError, asyncio.LimitOverrunError):
-            why = "answer from the node too large"
+            why = "answer line from the node too long"
         except (ConnectionError, OSError) as exc:
             why = f"control connection lost: {exc}"
         self._fail(why)
@@ -110,7 +108,7 @@ class AsyncControl:
         answer, a lost connection or a timeout."""
         if self._writer is None or self._closed_why:
             raise ControlError(self._closed_why or "not connected to the node")
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append(future)
         try:
             self._writer.write(encode({"method": method, "params": params or {}}))
@@ -118,12 +116,12 @@ class AsyncControl:
         except (ConnectionError, OSError):
             self._fail("the node closed the control connection")
         try:
-            line = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+            response = await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
             # the answer may still come: leave the future queued so order holds
             raise ControlError(f"the node did not answer {method} within "
                                f"{self.timeout:g} s") from None
-        return _result(line)
+        return result_of(response)
 
     async def close(self) -> None:
         self._fail("connection closed")

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 from rich.segment import Segment
 from rich.text import Text
-from textual.events import Resize
+from textual.events import MouseScrollUp, Resize
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-#: Most entries kept; older ones are dropped from the top (history can be fetched again).
+#: Most entries kept. New ones drop the oldest from the top; older pages loaded while
+#: scrolling back drop the newest from the bottom (history can be fetched again).
 MAX_ENTRIES = 5000
 
 
@@ -33,6 +35,9 @@ class Entry:
 
 class MessagePane(ScrollView, can_focus=True):
     """Messages and notices of the current channel, newest at the bottom."""
+
+    class ReachedTop(Message):
+        """The user scrolled to the first line (or tried to scroll above it)."""
 
     DEFAULT_CSS = """
     MessagePane {
@@ -142,6 +147,51 @@ class MessagePane(ScrollView, can_focus=True):
             self._starts[i] += n
         self._update_size(scroll=False)
         self.refresh()
+
+    def prepend(self, entries: list[tuple[str, Text]]) -> list[str]:
+        """Put ``entries`` (older ones, oldest first) above the first entry, keeping the
+        lines on screen where they are. Beyond ``max_entries`` the newest entries are
+        dropped from the bottom; returns their keys."""
+        new = [Entry(k, t) for k, t in entries if k not in self._index]
+        if not new:
+            return []
+        starts: list[int] = []
+        lines: list[Strip] = []
+        for entry in new:
+            self._render_entry(entry)
+            starts.append(len(lines))
+            lines.extend(entry.strips)
+        added = len(lines)
+        self._entries[0:0] = new
+        self._starts = starts + [s + added for s in self._starts]
+        self._lines[0:0] = lines
+        keep = min(len(self._entries), self.max_entries)
+        dropped = [e.key for e in self._entries[keep:]]
+        if dropped:
+            del self._lines[self._starts[keep]:]
+            del self._entries[keep:]
+            del self._starts[keep:]
+        self._reindex()
+        y = self.scroll_offset.y
+        self._update_size(scroll=False)
+        self.scroll_to(y=y + added, animate=False, immediate=True)
+        self.refresh()
+        return dropped
+
+    def at_top(self) -> bool:
+        return self.scroll_offset.y <= 0
+
+    def at_end(self) -> bool:
+        return self._at_end()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value <= 0 < old_value:
+            self.post_message(self.ReachedTop())
+
+    def on_mouse_scroll_up(self, event: MouseScrollUp) -> None:
+        if self.at_top():
+            self.post_message(self.ReachedTop())
 
     def replace(self, key: str, text: Text) -> None:
         at = self._index[key]

@@ -337,6 +337,11 @@ def join(invite_link: Annotated[str, typer.Argument(metavar="INVITE")],
     result = control("join", {"invite": invite_link})
     if as_json:
         emit_json(result)
+    elif result.get("rejoined"):
+        typer.echo(f"joined #{safe(result['name'])} again  {result['channel']}  (waiting for "
+                   "a member to admit this node)")
+    elif result.get("new") is False:
+        typer.echo(f"already a member of #{safe(result['name'])}  {result['channel']}")
     else:
         typer.echo(f"joined #{safe(result['name'])}  {result['channel']}")
 

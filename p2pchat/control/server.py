@@ -322,7 +322,13 @@ class ControlServer:
     async def _join(self, params: dict[str, Any]) -> Any:
         invite = parse_invite(self._text(params, "invite"))
         result = await self.node.join(invite)
-        return {"channel": format_channel_id(invite.channel), "name": result["name"]}
+        out = {"channel": format_channel_id(invite.channel), "name": result["name"],
+               "new": bool(result.get("new", True))}
+        if "status" in result:  # a channel already held: a member, or back after a kick
+            out["status"] = result["status"]
+        if result.get("rejoined"):
+            out["rejoined"] = True
+        return out
 
     async def _dm(self, params: dict[str, Any]) -> Any:
         result = await self.node.dm(self._text(params, "did"), self._text(params, "text"))

@@ -1034,7 +1034,9 @@ class ChatApp(App[None]):
         cid = str(result["channel"])
         await self._load_channels()
         await self.open_channel(cid)
-        self.notice(f"joined {self._label(cid)}")
+        again = " again" if result.get("rejoined") else ""
+        self.notice(f"already a member of {self._label(cid)}" if result.get("new") is False
+                    and not again else f"joined {self._label(cid)}{again}")
         if self.channels.get(cid, {}).get("keys") == "waiting":
             self.notice("waiting for a member to admit this node")
 

@@ -85,7 +85,7 @@ MAX_LINKS = 5_000
 #: Largest one-way latency and clock skew a file may set.
 MAX_LATENCY_MS = 10_000.0
 MAX_CLOCK_SKEW_MS = 3_600_000
-#: Most envelopes crashed writes may lose per channel on ``online``.
+#: Most envelopes crashed writes may lose per channel (``lose_last``, ``lose_own_last``).
 MAX_LOSE_LAST = 1_000
 #: Lines of the failure trace printed with a verdict (the whole one: ``--trace``).
 MAX_TRACE_LINES = 150
@@ -180,6 +180,7 @@ class Step:
     fails: str = ""
     silent: bool = False
     lose_last: int = 0
+    lose_own_last: int = 0
     timeout: float = SETTLE_TIMEOUT
 
     @property
@@ -311,7 +312,7 @@ _STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "react": (("node", "channel", "msg", "emoji", "on", *_COMMON_ACTION), ("node", "msg")),
     "partition": (("groups", "random_groups", "mode"), ()),
     "heal": ((), ()),
-    "offline": (("node", "nodes"), ()),
+    "offline": (("node", "nodes", "lose_own_last"), ()),
     "online": (("node", "nodes", "lose_last"), ()),
     **{k: (("node", "target", "channel", "reason", *_COMMON_ACTION), ("node", "target"))
        for k in MOD_STEPS},
@@ -656,8 +657,8 @@ class _Parser:
                 if len(nodes) != 2:
                     raise self.error("between must name two different nodes", line(key))
                 values["nodes"] = nodes
-            elif key == "lose_last":
-                values["lose_last"] = self._int(value, "lose_last", line(key), 0, MAX_LOSE_LAST)
+            elif key in ("lose_last", "lose_own_last"):
+                values[key] = self._int(value, key, line(key), 0, MAX_LOSE_LAST)
             elif key == "times":
                 values["times"] = self._int(value, "times", line(key), 1, MAX_REPEAT)
             elif key == "rank":
@@ -1135,7 +1136,7 @@ class _Runner:
         elif kind == "offline":
             for name in step.nodes or (step.node,):
                 self._alive(name)
-                net.crash(name)
+                net.crash(name, lose_own_last=step.lose_own_last)
         elif kind == "online":
             for name in step.nodes or (step.node,):
                 if net.node(name).alive:
@@ -1413,7 +1414,9 @@ def _describe(step: Step) -> str:
             return f"partition into {step.random_groups} random groups ({step.mode})"
         return f"partition {' | '.join(','.join(g) for g in step.groups)} ({step.mode})"
     if k in ("offline", "online", "rotate"):
-        return f"{k} {','.join(step.nodes or (step.node,))}"
+        lost = f" losing its own last {step.lose_own_last}" if step.lose_own_last else \
+            f" losing the last {step.lose_last}" if step.lose_last else ""
+        return f"{k} {','.join(step.nodes or (step.node,))}{lost}"
     if k == "advance":
         return f"advance {step.seconds:g}s"
     if k in ("drop", "duplicate", "reorder"):

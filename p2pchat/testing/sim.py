@@ -65,7 +65,9 @@ its peers (they notice by idle timeout) and its in-memory state is lost.
 :meth:`SimNetwork.restart` builds a new core from what the node persisted
 (``PersistChannel``/``PersistEnvelopes``/``SavePeer`` effects, kept in a
 perfect in-memory "disk"), as the runtime does at start; ``lose_last=n``
-models a crash that lost the newest ``n`` envelope writes of each channel.
+models a crash that lost the newest ``n`` envelope writes of each channel, and
+``crash(name, lose_own_last=n)`` one that lost exactly the newest ``n``
+envelopes the node itself wrote in each channel (its peers may hold them).
 
 *Strictness.* A ``Transmit`` on a link its core already closed is ignored, as
 the QUIC transport ignores it, and recorded in :attr:`SimNetwork.violations`
@@ -95,6 +97,7 @@ from typing import Any
 
 import msgpack
 
+from p2pchat.channel.envelope import channel_topic, decode_envelope
 from p2pchat.channel.state import MessageView
 from p2pchat.core import NodeConfig, NodeCore
 from p2pchat.core.events import (
@@ -131,6 +134,7 @@ from p2pchat.core.events import (
     WantedPeersLoaded,
 )
 from p2pchat.crypto import secret_key_from_seed
+from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import Identity
 from p2pchat.wire import LENGTH_PREFIX_SIZE
 
@@ -373,6 +377,15 @@ def _frames(data: bytes) -> list[tuple[str, int]] | None:
                     len(items) if isinstance(items, list) else -1))
         pos = end
     return out
+
+
+def _authored_by(raw: bytes, topic: bytes, author_key: bytes, device: bytes) -> bool:
+    """Whether the stored envelope ``raw`` was written by that author's device."""
+    try:
+        env = decode_envelope(raw, topic)
+    except RemoteProtocolError:
+        return False
+    return env.author_key == author_key and env.device == device
 
 
 def _describe(frames: list[tuple[str, int]] | None) -> str:
@@ -704,11 +717,24 @@ class SimNetwork:
                 broken += 1
         return broken
 
-    def crash(self, name: str) -> None:
-        """Stop ``name`` without a goodbye: its peers notice only by idle timeout."""
+    def crash(self, name: str, *, lose_own_last: int = 0) -> dict[bytes, int]:
+        """Stop ``name`` without a goodbye: its peers notice only by idle timeout.
+
+        ``lose_own_last=n``: the crash also loses the newest ``n`` envelopes *this node
+        wrote* in each channel from its store (a disk that acknowledged writes it never
+        made durable); envelopes of other authors stay, and so do copies its peers (or a
+        bootstrap server) already received. The channel's genesis is never lost. Returns,
+        per channel, how many envelopes the store lost (channels that lost none are left
+        out). A node that is already down cannot crash again (``SimError``).
+        """
         node = self.nodes[name]
+        if lose_own_last < 0:
+            raise ValueError("lose_own_last must not be negative")
         if not node.alive:
-            return
+            if lose_own_last:
+                raise self.fail(f"{name} is already down; it cannot lose writes in a crash")
+            return {}
+        lost = self._lose_own(node, lose_own_last) if lose_own_last else {}
         node.alive = False
         node.deadline = None
         self._note("crash", name, "")
@@ -718,6 +744,28 @@ class SimNetwork:
                 conn.open_ends = {e for e in conn.open_ends if e[0] != name}
                 for pipe in conn.pipes.values():
                     pipe.items.clear()
+        return lost
+
+    def _lose_own(self, node: SimNode, count: int) -> dict[bytes, int]:
+        """Drop the newest ``count`` envelopes ``node`` authored from each channel's log
+        on its disk (the genesis stays)."""
+        me, device = node.identity.public_key.raw, node.identity.device_salt
+        lost: dict[bytes, int] = {}
+        for cid in sorted(node.disk.envelopes):
+            log = node.disk.envelopes[cid]
+            topic = channel_topic(cid)
+            own = [i for i, (_, raw) in enumerate(log) if i > 0
+                   and _authored_by(raw, topic, me, device)]
+            drop = set(own[-count:])
+            if not drop:
+                continue
+            for i in sorted(drop):
+                node.disk.envelope_ids[cid].discard(log[i][0])
+            node.disk.envelopes[cid] = [e for i, e in enumerate(log) if i not in drop]
+            lost[cid] = len(drop)
+        self._note("lose-writes", node.name, ",".join(
+            f"{cid.hex()[:12]}:{n}" for cid, n in lost.items()) or "none")
+        return lost
 
     def restart(self, name: str, *, lose_last: int = 0) -> None:
         """Start ``name`` again from what it persisted (channels, envelopes, peers).

@@ -205,3 +205,42 @@ def test_run_until_quiet_gives_up_on_endless_faults() -> None:
     net, _ = _pair(seed_from_env(30), Faults(link_lifetime=2.0))
     with pytest.raises(SimError, match=r"(?s)not quiet.*seed="):
         net.run_until_quiet(idle=30.0, timeout=120.0)
+
+
+def _own_on_disk(net: SimNetwork, name: str, channel: bytes, author: str) -> int:
+    from p2pchat.channel.envelope import channel_topic, decode_envelope
+
+    key = net.node(author).identity.public_key.raw
+    return sum(1 for _, raw in net.node(name).disk.envelopes[channel]
+               if decode_envelope(raw, channel_topic(channel)).author_key == key)
+
+
+def test_a_crash_loses_exactly_the_nodes_own_last_writes() -> None:
+    seed = seed_from_env(23)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    for i in range(3):
+        net.post("b", channel, f"b-{i}")
+        net.post("c", channel, f"c-{i}")
+    net.run_until_quiet()
+    own, others = _own_on_disk(net, "b", channel, "b"), _own_on_disk(net, "b", channel, "c")
+    assert {channel: 2} == net.crash("b", lose_own_last=2), f"seed={seed}"
+    assert own - 2 == _own_on_disk(net, "b", channel, "b"), f"seed={seed}"
+    assert others == _own_on_disk(net, "b", channel, "c"), f"seed={seed}"
+    assert own == _own_on_disk(net, "a", channel, "b"), f"seed={seed}: peers keep them"
+    with pytest.raises(SimError, match="already down"):
+        net.crash("b", lose_own_last=1)
+    net.restart("b")
+    net.run_until_quiet()
+    net.assert_converged(channel)  # its peers give its lost envelopes back
+    assert ["b-0", "b-1", "b-2"] == [m.text for m in net.history("b", channel)
+                                     if m.text.startswith("b-")], f"seed={seed}"
+
+
+def test_lose_own_last_never_loses_the_genesis() -> None:
+    seed = seed_from_env(24)
+    net, channel = _pair(seed)
+    before = len(net.node("a").disk.envelopes[channel])
+    lost = net.crash("a", lose_own_last=1_000)
+    after = net.node("a").disk.envelopes[channel]
+    assert before - lost.get(channel, 0) == len(after) and after, f"seed={seed}"
+    assert after[0] == net.node("b").disk.envelopes[channel][0], f"seed={seed}"

@@ -259,6 +259,23 @@ class Faults:
                    frame_duplicate=0.05, frame_reorder=0.05)
 
 
+@dataclass(frozen=True)
+class LinkFaults:
+    """Faults of one direction of the links between two nodes (:meth:`SimNetwork.set_link`):
+    they replace :attr:`Faults.latency` and add to :attr:`Faults.stall_prob` there."""
+
+    #: one-way delay per ``Transmit`` on this direction; None: the network's
+    latency: Latency | None = None
+    #: per ``Transmit``: a lost packet, i.e. a stall of :attr:`Faults.stall_time`
+    loss: float = 0.0
+
+
+#: What :meth:`SimNetwork.fired` can count (``Stats`` fields), by the name a test uses.
+FAULT_COUNTERS = {"loss": "stalls", "reset": "resets", "black_hole": "black_holes",
+                  "split": "splits", "duplicate": "duplicated", "reorder": "reordered",
+                  "dial_failure": "dial_failures", "held": "held", "hostile": "hostile"}
+
+
 # --- the network ----------------------------------------------------------------------------
 
 
@@ -279,6 +296,10 @@ class Stats:
     dial_failures: int = 0
     closes: int = 0
     events: int = 0
+    #: transmissions that had to wait at a partition, a one-way block or an isolation
+    held: int = 0
+    #: frames a hostile step put on the wire (:meth:`SimNetwork.inject`)
+    hostile: int = 0
 
 
 @dataclass
@@ -454,6 +475,15 @@ class SimNetwork:
         self._serial = 0
         self._by_address: dict[Address, str] = {}
         self._groups: dict[str, int] | None = None
+        #: nodes no partition separates from anyone (bootstrap servers "on the Internet")
+        self._everywhere: frozenset[str] = frozenset()
+        #: directed (src, dst): bytes from src never reach dst (one-way partitions)
+        self._blocked: set[tuple[str, str]] = set()
+        #: nodes cut off from everyone while alive (offline authoring)
+        self._isolated: set[str] = set()
+        self._link_faults: dict[tuple[str, str], LinkFaults] = {}
+        #: per directed (src, dst) pair and fault name (FAULT_COUNTERS keys): how often
+        self.link_stats: dict[tuple[str, str], dict[str, int]] = {}
         self._next_request = 1
         self._last_activity = self.clock.now
         for name in nodes:
@@ -555,7 +585,7 @@ class SimNetwork:
         self._last_activity = self.clock.now
         if not self._reachable(a, b):
             raise self.fail(f"{a} cannot reach {b}")
-        rtt = self._latency() + self._latency()
+        rtt = self._latency(a, b) + self._latency(b, a)
 
         def establish() -> None:
             if self._reachable(a, b):
@@ -663,8 +693,10 @@ class SimNetwork:
         """Keep the latency distribution, switch every other fault off."""
         self.faults = Faults.calm(self.faults.latency)
 
-    def partition(self, *groups: Iterable[str], mode: str = "reset") -> None:
-        """Split the network; nodes named in no group form one more group together.
+    def partition(self, *groups: Iterable[str], mode: str = "reset",
+                  everywhere: Iterable[str] = ()) -> None:
+        """Split the network; nodes named in no group form one more group together,
+        except those in ``everywhere``, which every group still reaches.
 
         ``mode="reset"`` breaks links across groups now; ``mode="stall"`` holds
         their bytes until :meth:`heal` (or until the cores give up on them).
@@ -679,30 +711,114 @@ class SimNetwork:
                 if name in assignment:
                     raise ValueError(f"{name} is in two groups")
                 assignment[name] = index
+        spread = frozenset(everywhere) - set(assignment)
         for name in self.nodes:
-            assignment.setdefault(name, len(groups))
+            if name not in spread:
+                assignment.setdefault(name, len(groups))
         self.heal()
         self._groups = assignment
+        self._everywhere = spread
         self._note("partition", mode, " | ".join(
             ",".join(sorted(n for n, g in assignment.items() if g == i))
             for i in sorted(set(assignment.values()))))
         if mode == "reset":
             for conn in self._open_conns():
                 a, b = conn.names()
-                if assignment[a] != assignment[b]:
+                if not self._same_side(a, b):
                     self._break(conn, silent=False, why="partition")
 
     def heal(self) -> None:
-        """End the partition: stalled links flow again, dials succeed again."""
-        if self._groups is None:
+        """End the partition and every one-way block (:meth:`block`): stalled links flow
+        again, dials succeed again. Isolated nodes stay isolated (:meth:`reconnect`)."""
+        if self._groups is None and not self._blocked:
             return
         self._groups = None
+        self._everywhere = frozenset()
+        self._blocked.clear()
         self._note("heal", "", "")
+        self._release()
+
+    def block(self, src: str, dst: str) -> None:
+        """A one-way partition: bytes from ``src`` no longer reach ``dst`` (``src`` still
+        hears ``dst``). Links between them stall in that direction only; new ones cannot
+        open (a QUIC handshake needs both ways). Until :meth:`unblock` or :meth:`heal`."""
+        for name in (src, dst):
+            if name not in self.nodes:
+                raise KeyError(name)
+        if src == dst:
+            raise ValueError("a node cannot be blocked from itself")
+        self._blocked.add((src, dst))
+        self._note("block", f"{src}->{dst}", "")
+
+    def unblock(self, src: str, dst: str) -> None:
+        """End :meth:`block` ``(src, dst)``: the held bytes flow again."""
+        if (src, dst) in self._blocked:
+            self._blocked.discard((src, dst))
+            self._note("unblock", f"{src}->{dst}", "")
+            self._release()
+
+    def isolate(self, name: str, mode: str = "reset") -> None:
+        """Cut ``name`` off from every other node while it keeps running (and writing):
+        offline authoring, unlike :meth:`crash`. ``mode`` as for :meth:`partition`.
+        Until :meth:`reconnect`."""
+        if mode not in ("reset", "stall"):
+            raise ValueError(f"unknown isolation mode {mode!r}")
+        if name not in self.nodes:
+            raise KeyError(name)
+        self._isolated.add(name)
+        self._note("isolate", name, mode)
+        if mode == "reset":
+            for conn in self._open_conns():
+                if name in conn.names():
+                    self._break(conn, silent=False, why="isolated")
+
+    def reconnect(self, name: str) -> None:
+        """End :meth:`isolate`: ``name``'s stalled links flow again, its dials succeed."""
+        if name in self._isolated:
+            self._isolated.discard(name)
+            self._note("reconnect", name, "")
+            self._release()
+
+    def set_link(self, a: str, b: str, *, latency: Latency | None = None, loss: float = 0.0,
+                 both_ways: bool = True) -> None:
+        """Per-link faults from ``a`` to ``b`` (and back unless ``both_ways=False``):
+        ``latency`` replaces the network's, ``loss`` adds stalls (see :class:`LinkFaults`).
+        Both None/0: back to the network's faults."""
+        for name in (a, b):
+            if name not in self.nodes:
+                raise KeyError(name)
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError("loss must be in 0..1")
+        faults = LinkFaults(latency, loss)
+        for pair in ((a, b), (b, a)) if both_ways else ((a, b),):
+            if latency is None and not loss:
+                self._link_faults.pop(pair, None)
+            else:
+                self._link_faults[pair] = faults
+        self._note("set-link", f"{a}{'<' if both_ways else ''}->{b}",
+                   f"loss={loss:g} latency={'net' if latency is None else latency}")
+
+    def fired(self, fault: str, between: tuple[str, str] | None = None) -> int:
+        """How often ``fault`` (a :data:`FAULT_COUNTERS` name) happened: in all, or on the
+        links between the two nodes ``between`` (either direction)."""
+        if fault not in FAULT_COUNTERS:
+            raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULT_COUNTERS)})")
+        if between is None:
+            return int(getattr(self.stats, FAULT_COUNTERS[fault]))
+        a, b = between
+        return sum(self.link_stats.get(pair, {}).get(fault, 0) for pair in ((a, b), (b, a)))
+
+    def _count(self, fault: str, src: str, dst: str) -> None:
+        counts = self.link_stats.setdefault((src, dst), {})
+        counts[fault] = counts.get(fault, 0) + 1
+
+    def _release(self) -> None:
+        """Restart the pipes that were held and no longer are."""
         for conn in self._open_conns():
             for src in sorted(conn.pipes):
                 pipe = conn.pipes[src]
-                if pipe.items and not pipe.pumping:
-                    base = self.clock.now + self._latency()
+                if pipe.items and not pipe.pumping and not self._pipe_stalled(conn, src):
+                    base = self.clock.now + self._latency(src[0], pipe.dst[0])
                     pipe.items = deque((max(at, base), item, label)
                                        for at, item, label in pipe.items)
                     pipe.last_arrival = max(pipe.last_arrival, base)
@@ -1045,17 +1161,30 @@ class SimNetwork:
 
     # --- links -----------------------------------------------------------------------------------
 
-    def _latency(self) -> float:
-        return max(0.0, float(self.faults.latency(self._rng)))
+    def _latency(self, src: str = "", dst: str = "") -> float:
+        own = self._link_faults.get((src, dst))
+        model = own.latency if own is not None and own.latency is not None \
+            else self.faults.latency
+        return max(0.0, float(model(self._rng)))
+
+    def _same_side(self, a: str, b: str) -> bool:
+        """Whether no partition separates ``a`` and ``b``."""
+        if self._groups is None or a in self._everywhere or b in self._everywhere:
+            return True
+        return self._groups[a] == self._groups[b]
+
+    def _hears(self, src: str, dst: str) -> bool:
+        """Whether bytes from ``src`` can reach ``dst`` now (both alive aside)."""
+        return self._same_side(src, dst) and (src, dst) not in self._blocked \
+            and src not in self._isolated and dst not in self._isolated
 
     def _reachable(self, a: str, b: str) -> bool:
         if not (self.nodes[a].alive and self.nodes[b].alive):
             return False
-        return self._groups is None or self._groups[a] == self._groups[b]
+        return self._hears(a, b) and self._hears(b, a)
 
-    def _stalled(self, conn: _Conn) -> bool:
-        a, b = conn.names()
-        return self._groups is not None and self._groups[a] != self._groups[b]
+    def _pipe_stalled(self, conn: _Conn, src: End) -> bool:
+        return not self._hears(src[0], conn.pipes[src].dst[0])
 
     def _open_conns(self) -> list[_Conn]:
         seen: dict[int, _Conn] = {}
@@ -1084,7 +1213,7 @@ class SimNetwork:
             self._establish(node.name, target, dial.dial_id)
 
         if target is not None and self._reachable(node.name, target):
-            rtt = self._latency() + self._latency()
+            rtt = self._latency(node.name, target) + self._latency(target, node.name)
             if rtt < dial.timeout:
                 self._schedule(self.clock.now + rtt, complete)
                 return
@@ -1136,6 +1265,7 @@ class SimNetwork:
             return
         conn.broken = True
         self.stats.resets += 1
+        self._count("reset", a, b)
         for end in sorted(conn.open_ends):
             reason = f"connection reset ({why})"
             self._schedule(self.clock.now, self._lost_action(conn, end, reason))
@@ -1189,12 +1319,14 @@ class SimNetwork:
         faults = self.faults
         if envelopes_only and faults.frame_reorder and self._rng.random() < faults.frame_reorder:
             self.stats.reordered += 1
+            self._count("reorder", src[0], conn.other(src)[0])
             self._side_delivery(conn, src, data, label + " (held back)")
             return
         self._push(conn, src, data, label)
         if envelopes_only and faults.frame_duplicate \
                 and self._rng.random() < faults.frame_duplicate:
             self.stats.duplicated += 1
+            self._count("duplicate", src[0], conn.other(src)[0])
             self._side_delivery(conn, src, data, label + " (duplicate)")
 
     def _push(self, conn: _Conn, src: End, item: _Item, label: str) -> None:
@@ -1205,14 +1337,21 @@ class SimNetwork:
         if pipe.dst not in conn.open_ends:
             return
         now = self.clock.now
-        if self.faults.stall_prob and self._rng.random() < self.faults.stall_prob:
+        a, b = src[0], pipe.dst[0]
+        own = self._link_faults.get((a, b))
+        if (self.faults.stall_prob and self._rng.random() < self.faults.stall_prob) or \
+                (own is not None and own.loss and self._rng.random() < own.loss):
             self.stats.stalls += 1
+            self._count("loss", a, b)
             pipe.last_arrival = max(pipe.last_arrival, now + self._rng.uniform(
                 *self.faults.stall_time))
-        arrival = max(now + self._latency(), pipe.last_arrival)
+        arrival = max(now + self._latency(a, b), pipe.last_arrival)
         pipe.last_arrival = arrival
         pipe.items.append((arrival, item, label))
-        if not pipe.pumping and not self._stalled(conn):
+        if self._pipe_stalled(conn, src):
+            self.stats.held += 1
+            self._count("held", a, b)
+        elif not pipe.pumping:
             self._start_pump(conn, src)
 
     def _start_pump(self, conn: _Conn, src: End) -> None:
@@ -1226,8 +1365,8 @@ class SimNetwork:
         if conn.broken or conn.silent or pipe.dst not in conn.open_ends:
             pipe.items.clear()
             return
-        if self._stalled(conn):
-            return  # heal() restarts the pump
+        if self._pipe_stalled(conn, src):
+            return  # heal(), unblock() or reconnect() restarts the pump
         now = self.clock.now
         node = self.nodes[pipe.dst[0]]
         while pipe.items and pipe.items[0][0] <= now:
@@ -1275,7 +1414,7 @@ class SimNetwork:
         def deliver() -> None:
             if conn.dead or pipe.dst not in conn.open_ends:
                 return
-            if self._stalled(conn):
+            if self._pipe_stalled(conn, src):
                 self._push(conn, src, data, label)  # keep frame boundaries: join the queue
                 return
             self._deliver(conn, self.nodes[pipe.dst[0]], pipe.dst, data, label)

@@ -244,3 +244,80 @@ def test_lose_own_last_never_loses_the_genesis() -> None:
     after = net.node("a").disk.envelopes[channel]
     assert before - lost.get(channel, 0) == len(after) and after, f"seed={seed}"
     assert after[0] == net.node("b").disk.envelopes[channel][0], f"seed={seed}"
+
+
+def test_a_one_way_block_holds_one_direction_only() -> None:
+    seed = seed_from_env(25)
+    net, channel = _pair(seed)
+    net.block("b", "a")  # a hears nothing from b; b still hears a
+    net.post("a", channel, "from a")
+    net.post("b", channel, "from b")
+    net.run_for(2.0)
+    assert {"from a", "from b"} == {m.text for m in net.history("b", channel)
+                                    if m.text.startswith("from")}, f"seed={seed}"
+    assert ["from a"] == [m.text for m in net.history("a", channel)
+                          if m.text.startswith("from")], f"seed={seed}"
+    assert net.fired("held", ("a", "b")) > 0, f"seed={seed}"
+    assert 0 == net.link_stats.get(("a", "b"), {}).get("held", 0), f"seed={seed}"
+    net.unblock("b", "a")
+    net.run_until_quiet()
+    net.assert_converged(channel)
+
+
+def test_a_one_way_block_lets_no_new_link_open() -> None:
+    seed = seed_from_env(26)
+    net = SimNetwork(seed, ["a", "b"])
+    net.block("a", "b")
+    with pytest.raises(SimError, match="cannot reach"):
+        net.link("b", "a")
+    net.connect("b", "a")
+    net.run_for(30.0)
+    assert [] == net.links() and net.stats.dial_failures > 0, f"seed={seed}"
+    net.heal()
+    net.connect("b", "a")  # a first connect that failed is not retried
+    net.run_until_quiet()
+    assert [("b", "a")] == net.links(), f"seed={seed}"
+
+
+def test_an_isolated_node_keeps_writing_and_merges_on_reconnect() -> None:
+    seed = seed_from_env(27)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    net.isolate("c", mode="stall")
+    for i in range(3):
+        net.post("c", channel, f"c-{i}")  # alive, not crashed: it can write
+        net.post("a", channel, f"a-{i}")
+    net.run_for(5.0)
+    assert 3 == len([m for m in net.history("a", channel) if m.text.startswith("a-")])
+    assert [] == [m for m in net.history("a", channel) if m.text.startswith("c-")], \
+        f"seed={seed}"
+    assert [] == [m for m in net.history("c", channel) if m.text.startswith("a-")], \
+        f"seed={seed}"
+    net.heal()  # ends partitions and blocks, not an isolation
+    net.run_for(1.0)
+    assert [] == [m for m in net.history("a", channel) if m.text.startswith("c-")]
+    net.reconnect("c")
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert 6 == len([m for m in net.history("a", channel) if m.text[:2] in ("a-", "c-")])
+
+
+def test_per_link_latency_and_loss_apply_to_that_link_only() -> None:
+    seed = seed_from_env(28)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    net.set_link("a", "b", latency=Constant(0.5), loss=1.0)
+    arrivals: dict[str, float] = {}
+
+    def seen(name: str, link_id: int, data: bytes) -> None:
+        arrivals.setdefault(name, net.now)
+
+    net.on_deliver = seen
+    start = net.now
+    net.post("a", channel, "slow to b")
+    net.run_for(10.0)
+    assert arrivals["b"] - start >= 0.5 + 0.2, f"seed={seed}: latency and a stall"
+    assert arrivals["c"] - start < 0.5, f"seed={seed}: the a-c link is unaffected"
+    assert net.fired("loss", ("a", "b")) > 0 and 0 == net.fired("loss", ("a", "c"))
+    assert net.fired("loss") == net.stats.stalls
+    net.set_link("a", "b")  # back to the network's faults
+    with pytest.raises(ValueError, match="unknown fault"):
+        net.fired("nope")

@@ -99,7 +99,9 @@ import msgpack
 
 from p2pchat.channel.envelope import channel_topic, decode_envelope
 from p2pchat.channel.state import MessageView
+from p2pchat.channel.ulid import make_ulid
 from p2pchat.core import NodeConfig, NodeCore
+from p2pchat.core.channels import topic_for
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -133,15 +135,22 @@ from p2pchat.core.events import (
     Transmit,
     WantedPeersLoaded,
 )
+from p2pchat.core.link import Link
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import Identity
-from p2pchat.wire import LENGTH_PREFIX_SIZE
+from p2pchat.wire import LENGTH_PREFIX_SIZE, Envelopes, encode_frame
 
 #: Wall-clock milliseconds at simulated time 0 (2026-01-01T00:00:00Z).
 WALL_BASE_MS = 1_767_225_600_000
 #: The port every simulated node listens on.
 SIM_PORT = 7445
+#: What :meth:`SimNetwork.hostile` can do.
+HOSTILE_KINDS = ("forged", "backdated", "equivocate", "garbage", "bad_change")
+#: How far in the past a ``backdated`` post is stamped by default (30 days).
+BACKDATE_MS = 30 * 24 * 3600 * 1000
+#: Size of a ``garbage`` envelope, bytes.
+GARBAGE_BYTES = 120
 
 End = tuple[str, int]  # (node name, link id at that node)
 
@@ -615,10 +624,12 @@ class SimNetwork:
                                          invite.cap, invite.grant, invite.grant_signature,
                                          invite.genesis), rid)
 
-    def post(self, name: str, channel: bytes, text: str) -> str:
-        """``name`` posts ``text``; returns the message id."""
+    def post(self, name: str, channel: bytes, text: str, *, wall_ms: int | None = None) -> str:
+        """``name`` posts ``text`` (stamped ``wall_ms``, default its clock); returns the
+        message id."""
         rid = self._request_id()
-        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name)), rid)
+        wall = self.wall_ms(name) if wall_ms is None else wall_ms
+        result = self._answer(name, SendRequested(rid, channel, text, wall), rid)
         msg_id = result["id"]
         assert isinstance(msg_id, str)
         return msg_id
@@ -903,15 +914,124 @@ class SimNetwork:
         node.deadline = node.core.next_deadline()
         self._note("restart", name, str(node.incarnation))
         disk = node.disk
-        stored = tuple(
-            StoredChannel(channel=cid, name=cname, key=key,
-                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())),
-                          secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
-            for cid, (cname, key) in sorted(disk.channels.items()))
+        stored = self._stored(node)
         if stored:
             self.request(name, ChannelsLoaded(stored))
         if disk.peers:
             self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
+
+    @staticmethod
+    def _stored(node: SimNode) -> tuple[StoredChannel, ...]:
+        disk = node.disk
+        return tuple(
+            StoredChannel(channel=cid, name=cname, key=key,
+                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())),
+                          secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
+            for cid, (cname, key) in sorted(disk.channels.items()))
+
+    # --- hostile members -------------------------------------------------------------------
+
+    def hostile(self, name: str, channel: bytes, kind: str, *, text: str = "hostile",
+                to: Sequence[str] | None = None, age_ms: int = BACKDATE_MS) -> str:
+        """``name`` misbehaves in ``channel``; returns the id of the message involved ("" for
+        garbage). ``kind`` (see :data:`HOSTILE_KINDS`):
+
+        * ``forged``: an envelope of the node's next seq whose signature does not verify;
+        * ``backdated``: a correctly signed post stamped ``age_ms`` in the past;
+        * ``equivocate``: the node posts ``text``, and a second, different envelope for
+          the same seq (written by a copy of the node restored from its store) goes out too;
+        * ``garbage``: bytes that are no envelope at all;
+        * ``bad_change``: a signed, correctly encrypted envelope whose change is not one.
+
+        Injected envelopes go, in an ``envelopes`` frame, on every open link of ``name``
+        (or those to ``to``) as if its core had sent them; ``backdated`` goes through its
+        core. Each frame counts in :attr:`Stats.hostile`.
+        """
+        if kind not in HOSTILE_KINDS:
+            raise ValueError(f"unknown hostile kind {kind!r} (known: {', '.join(HOSTILE_KINDS)})")
+        node = self.nodes[name]
+        if not node.alive:
+            raise self.fail(f"{name} is down")
+        self._note("hostile", name, kind)
+        if kind == "backdated":
+            self.stats.hostile += 1
+            return self.post(name, channel, text, wall_ms=self.wall_ms(name) - age_ms)
+        rng = derive_rng(self.seed, "hostile", name, self.stats.hostile, len(self.trace))
+        msg_id = ""
+        if kind == "garbage":
+            raws = [rng.randbytes(GARBAGE_BYTES)]
+        elif kind == "bad_change":
+            raws = [self._bad_change(node, channel, text, rng)]
+        else:
+            raws, msg_id = self._fork_post(node, channel, text, rng)
+            if kind == "forged":
+                raws[-1] = raws[-1][:-1] + bytes([raws[-1][-1] ^ 0x01])
+            else:
+                self.post(name, channel, f"{text} (the other branch)")
+        self.inject(name, channel, raws, to=to)
+        return msg_id
+
+    def inject(self, name: str, channel: bytes, raws: Sequence[bytes],
+               to: Sequence[str] | None = None) -> int:
+        """Put ``raws`` on the wire from ``name`` in one ``envelopes`` frame per open link
+        that shares ``channel`` (only links to ``to`` if given); returns how many."""
+        sent = 0
+        for link_id, link in self._open_links(name):
+            peer = self._name_by_did(link.peer_did or "")
+            if peer is None or (to is not None and peer not in to):
+                continue
+            end = (name, link_id)
+            conn = self._conns.get(end)
+            if conn is None or end not in conn.open_ends:
+                continue
+            frame = Envelopes(topic=topic_for(channel, link.session_id), items=tuple(raws))
+            self.stats.hostile += 1
+            self._count("hostile", name, peer)
+            self._transmit(end, encode_frame(frame))
+            sent += 1
+        return sent
+
+    def _open_links(self, name: str) -> list[tuple[int, Link]]:
+        # NodeCore has no public accessor for its links; a hostile peer needs their
+        # session ids (the per-link channel topics). Read-only.
+        links = self.nodes[name].core._links
+        return [(i, link) for i, link in sorted(links.items()) if link.is_open]
+
+    def _clone(self, node: SimNode, rng: random.Random) -> NodeCore:
+        """A second core of ``node``'s device, restored from its store (a forked copy)."""
+        clone = NodeCore(node.identity, self.config, rng, agent="sim-clone")
+        if self.on_new_core is not None:
+            self.on_new_core(node.name, clone)
+        stored = self._stored(node)
+        if stored:
+            clone.handle(ChannelsLoaded(stored), self.clock.now)
+        return clone
+
+    def _fork_post(self, node: SimNode, channel: bytes, text: str, rng: random.Random
+                   ) -> tuple[list[bytes], str]:
+        clone = self._clone(node, rng)
+        rid = self._request_id()
+        effects = clone.handle(SendRequested(rid, channel, text, self.wall_ms(node.name)),
+                               self.clock.now)
+        raws = [raw for e in effects if isinstance(e, PersistEnvelopes) and e.channel == channel
+                for _, raw in e.items]
+        answer = next((e for e in effects if isinstance(e, ChannelAnswer)
+                       and e.request_id == rid), None)
+        if not raws or answer is None or answer.result is None:
+            why = answer.error if answer is not None else "no answer"
+            raise self.fail(f"{node.name}: a forked copy cannot write: {why}")
+        return raws, str(answer.result["id"])
+
+    def _bad_change(self, node: SimNode, channel: bytes, text: str, rng: random.Random
+                    ) -> bytes:
+        state = self._clone(node, rng).hub.get(channel)
+        wall = self.wall_ms(node.name)
+        op = {"op": "post", "id": make_ulid(wall, rng.randbytes(10)), "text": text,
+              "reply_to": "", "ts": wall}
+        # ChannelState has no public way to seal an arbitrary change (a hostile peer's
+        # whole point); the copy is thrown away.
+        env = state._seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
+        return env.encode()
 
     # --- running -------------------------------------------------------------------------------
 

@@ -321,3 +321,63 @@ def test_per_link_latency_and_loss_apply_to_that_link_only() -> None:
     net.set_link("a", "b")  # back to the network's faults
     with pytest.raises(ValueError, match="unknown fault"):
         net.fired("nope")
+
+
+@pytest.mark.parametrize("kind", ["forged", "garbage"])
+def test_a_hostile_envelope_closes_the_link_and_changes_nothing(kind: str) -> None:
+    seed = seed_from_env(29)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    net.post("b", channel, "honest")
+    net.run_until_quiet()
+    before = net.replica_lines("a", channel)
+    closes = net.stats.closes
+    msg_id = net.hostile("b", channel, kind, text="evil", to=["a"])
+    net.run_until_quiet()
+    assert 1 == net.fired("hostile", ("b", "a")) and 0 == net.fired("hostile", ("b", "c"))
+    assert net.stats.closes > closes, f"seed={seed}: a closes the hostile link"
+    assert before == net.replica_lines("a", channel), f"seed={seed}"
+    assert (msg_id != "") == (kind == "forged"), f"seed={seed}"
+    assert "evil" not in [m.text for m in net.history("a", channel)], f"seed={seed}"
+    net.assert_converged(channel)  # b redials; nothing bad was kept anywhere
+
+
+def test_a_bad_change_is_kept_as_invalid_and_never_shown() -> None:
+    seed = seed_from_env(29)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    net.hostile("b", channel, "bad_change", text="evil", to=["a"])
+    net.run_until_quiet()
+    state = net.core("a").hub.get(channel)
+    assert "bad change" in state.envs[state.log[-1]].why, f"seed={seed}"
+    # an invalid envelope is stored but not pushed live; the next summaries carry it
+    net.break_link("a", "b")
+    net.break_link("a", "c")
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    assert "evil" not in [m.text for n in "abc" for m in net.history(n, channel)]
+
+
+def test_an_equivocation_is_quarantined_everywhere() -> None:
+    seed = seed_from_env(30)
+    net, channel = _pair(seed, names=("a", "b", "c"))
+    net.post("b", channel, "before")
+    net.run_until_quiet()
+    forked = net.hostile("b", channel, "equivocate", text="branch one")
+    net.run_until_quiet()
+    net.assert_converged(channel, ["a", "c"])
+    for name in ("a", "c"):
+        state = net.core(name).hub.get(channel)
+        assert (net.did("b"), net.node("b").identity.device_salt) in state.equivocators, \
+            f"seed={seed}: {name}"
+    assert forked not in {m.id for m in net.history("a", channel)}, f"seed={seed}"
+
+
+def test_a_backdated_post_is_signed_and_stamped_in_the_past() -> None:
+    seed = seed_from_env(31)
+    net, channel = _pair(seed)
+    msg_id = net.hostile("b", channel, "backdated", text="old news", age_ms=86_400_000)
+    net.run_until_quiet()
+    net.assert_converged(channel)
+    shown = {m.id: m for m in net.history("a", channel)}
+    assert msg_id in shown, f"seed={seed}"
+    with pytest.raises(ValueError, match="unknown hostile kind"):
+        net.hostile("b", channel, "rude")

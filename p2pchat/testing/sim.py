@@ -77,8 +77,24 @@ timer that leaves ``next_deadline()`` in the past (a runtime would spin), is a
 :attr:`SimNetwork.on_deliver` observe the byte streams (trio ``FakeNet`` hooks).
 
 *Quiet.* Keepalive pings never stop, so :meth:`SimNetwork.run_until_quiet`
-runs until nothing but ping/pong (and failing dials) has happened for a while,
-long enough for any backoff redial to have come due.
+runs until nothing but ping/pong (and failing dials, and the periodic announce,
+lookup and peers frames of bootstrap servers) has happened for a while, long
+enough for any backoff redial to have come due.
+
+*Bootstrap servers* (:meth:`SimNetwork.add_server`) are blind stores
+(:mod:`p2pchat.testing.blindstore`) behind NodeCore's link layer; nodes added
+with ``servers=[…]`` are started as the runtime starts them (``Started``, with
+the cursors and prekeys they persisted) and use them through their own
+``BootstrapClient``.
+
+*Per-link faults and one-way cuts.* :meth:`SimNetwork.set_link` gives one
+direction of a node pair its own latency and loss; :meth:`SimNetwork.block`
+stops one direction only (a one-way partition); :meth:`SimNetwork.isolate`
+cuts a live node off from everyone (it keeps writing: offline authoring).
+:meth:`SimNetwork.fired` counts what each fault did, in all or per link.
+
+*Hostile members.* :meth:`SimNetwork.hostile` puts forged, backdated,
+equivocating or malformed envelopes on a node's links.
 """
 
 from __future__ import annotations
@@ -97,7 +113,7 @@ from typing import Any
 
 import msgpack
 
-from p2pchat.channel.envelope import channel_topic, decode_envelope
+from p2pchat.channel.envelope import Envelope, channel_topic, decode_envelope
 from p2pchat.channel.state import MessageView
 from p2pchat.channel.ulid import make_ulid
 from p2pchat.core import NodeConfig, NodeCore
@@ -126,10 +142,13 @@ from p2pchat.core.events import (
     PeerConnected,
     PeerDisconnected,
     PersistChannel,
+    PersistCursor,
     PersistEnvelopes,
     PersistEpochKey,
+    PersistPrekey,
     SavePeer,
     SendRequested,
+    Started,
     StoredChannel,
     TimerExpired,
     Transmit,
@@ -139,6 +158,7 @@ from p2pchat.core.link import Link
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import Identity
+from p2pchat.testing.blindstore import BlindStore, BlindStoreHub
 from p2pchat.wire import LENGTH_PREFIX_SIZE, Envelopes, encode_frame
 
 #: Wall-clock milliseconds at simulated time 0 (2026-01-01T00:00:00Z).
@@ -320,6 +340,10 @@ class _Disk:
     envelope_ids: dict[bytes, set[bytes]] = field(default_factory=dict)
     peers: dict[Address, str] = field(default_factory=dict)
     secrets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    #: bootstrap server cursors: (server DID, server topic) -> seq
+    cursors: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    #: prekeys: id -> (record, private key, expiry ms)
+    prekeys: dict[bytes, tuple[bytes, bytes, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -336,10 +360,18 @@ class SimNode:
     deadline: float | None = None
     next_link_id: int = 1
     disk: _Disk = field(default_factory=_Disk)
+    #: the bootstrap servers (node names) this node uses
+    servers: tuple[str, ...] = ()
+    #: a bootstrap server's blind store (None: an ordinary node)
+    store: BlindStore | None = None
 
     @property
     def did(self) -> str:
         return self.identity.did
+
+    @property
+    def is_server(self) -> bool:
+        return self.store is not None
 
 
 @dataclass
@@ -424,7 +456,9 @@ def _describe(frames: list[tuple[str, int]] | None) -> str:
     return "+".join(tag if n < 0 else f"{tag}[{n}]" for tag, n in frames)
 
 
-_KEEPALIVE = {"ping", "pong"}
+#: Frames that recur for ever and do not count as activity for ``run_until_quiet``:
+#: keepalives, and the periodic peer-record renewals and lookups of bootstrap servers.
+_KEEPALIVE = {"ping", "pong", "announce", "lookup", "peers"}
 
 
 class SimNetwork:
@@ -476,6 +510,8 @@ class SimNetwork:
         #: Called with ``(node name, core)`` for every core the network builds (at
         #: :meth:`add_node` and each :meth:`restart`) before it handles any event.
         self.on_new_core: Callable[[str, NodeCore], None] | None = None
+        #: the signature check bootstrap servers use (None: each checks its own)
+        self.server_verify: Callable[[list[Envelope]], list[bool]] | None = None
         self._rng = derive_rng(seed, "network")
         self._names: dict[str, str] = {}  # DID -> node name (see _name_by_did)
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
@@ -500,9 +536,27 @@ class SimNetwork:
 
     # --- building ------------------------------------------------------------------------
 
-    def add_node(self, name: str) -> SimNode:
+    def add_node(self, name: str, *, servers: Sequence[str] = ()) -> SimNode:
+        """A node; ``servers`` names bootstrap servers (:meth:`add_server`) it uses, as
+        ``run --bootstrap`` does: such a node is started as the runtime starts one
+        (``Started``: it dials its servers, announces itself, keeps prekeys)."""
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists")
+        for server in servers:
+            if server not in self.nodes or not self.nodes[server].is_server:
+                raise ValueError(f"{server!r} is not a bootstrap server of this network")
+        return self._add(name, tuple(servers), None)
+
+    def add_server(self, name: str) -> SimNode:
+        """A bootstrap server (a blind store, :mod:`p2pchat.testing.blindstore`): a node
+        with NodeCore's link layer and no channels; nodes use it through their
+        BootstrapClient. Its store survives :meth:`crash` and :meth:`restart`."""
+        if name in self.nodes:
+            raise ValueError(f"node {name!r} exists")
+        verify = self.server_verify
+        return self._add(name, (), BlindStore(verify) if verify is not None else BlindStore())
+
+    def _add(self, name: str, servers: tuple[str, ...], store: BlindStore | None) -> SimNode:
         ident_rng = derive_rng(self.seed, "identity", name)
         identity = Identity(secret_key_from_seed(ident_rng.randbytes(32)),
                             ident_rng.randbytes(16), name)
@@ -510,17 +564,47 @@ class SimNetwork:
         address = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", SIM_PORT)
         skew = self._rng.randint(-self.clock_skew_ms, self.clock_skew_ms) \
             if self.clock_skew_ms else 0
-        node = SimNode(name, identity, address, skew, self._new_core(name, identity, 0))
+        core = self._new_core(name, identity, 0, servers, store)
+        node = SimNode(name, identity, address, skew, core, servers=servers, store=store)
         self.nodes[name] = node
         self._by_address[address] = name
+        node.deadline = node.core.next_deadline()
+        self._start(node)
         return node
 
-    def _new_core(self, name: str, identity: Identity, incarnation: int) -> NodeCore:
-        core = NodeCore(identity, self.config, derive_rng(self.seed, "core", name, incarnation),
-                        agent="sim")
+    def _new_core(self, name: str, identity: Identity, incarnation: int,
+                  servers: tuple[str, ...], store: BlindStore | None) -> NodeCore:
+        rng = derive_rng(self.seed, "core", name, incarnation)
+        addresses = tuple(self.nodes[s].address for s in servers)
+        core = NodeCore(identity, self.config, rng, agent="sim", bootstrap=addresses)
+        if store is not None:
+            store.forget_links()
+            core.hub = BlindStoreHub(identity, rng, store)
         if self.on_new_core is not None:
             self.on_new_core(name, core)
         return core
+
+    def _start(self, node: SimNode) -> None:
+        """``Started`` for servers and the nodes that use them (see :meth:`add_node`)."""
+        if not (node.servers or node.is_server):
+            return
+        wall = self.wall_ms(node.name)
+        prekeys = tuple((record, private) for record, private, expires
+                        in sorted(node.disk.prekeys.values()) if expires > wall)
+        cursors = tuple((did, topic, seq) for (did, topic), seq
+                        in sorted(node.disk.cursors.items()))
+        self.request(node.name, Started(node.address, wall, cursors, prekeys))
+
+    def servers(self) -> list[str]:
+        """Names of the bootstrap servers."""
+        return [n for n, node in sorted(self.nodes.items()) if node.is_server]
+
+    def server_holds(self, server: str, channel: bytes) -> int:
+        """How many envelopes of ``channel`` the server ``server`` stores."""
+        store = self.nodes[server].store
+        if store is None:
+            raise ValueError(f"{server!r} is not a bootstrap server")
+        return store.held(channel_topic(channel))
 
     def node(self, name: str) -> SimNode:
         return self.nodes[name]
@@ -910,7 +994,8 @@ class SimNetwork:
                 del log[max(1, len(log) - lose_last):]
         node.incarnation += 1
         node.alive = True
-        node.core = self._new_core(name, node.identity, node.incarnation)
+        node.core = self._new_core(name, node.identity, node.incarnation, node.servers,
+                                   node.store)
         node.deadline = node.core.next_deadline()
         self._note("restart", name, str(node.incarnation))
         disk = node.disk
@@ -919,6 +1004,7 @@ class SimNetwork:
             self.request(name, ChannelsLoaded(stored))
         if disk.peers:
             self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
+        self._start(node)
 
     @staticmethod
     def _stored(node: SimNode) -> tuple[StoredChannel, ...]:
@@ -999,7 +1085,8 @@ class SimNetwork:
 
     def _clone(self, node: SimNode, rng: random.Random) -> NodeCore:
         """A second core of ``node``'s device, restored from its store (a forked copy)."""
-        clone = NodeCore(node.identity, self.config, rng, agent="sim-clone")
+        clone = NodeCore(node.identity, self.config, rng, agent="sim-clone",
+                         bootstrap=tuple(self.nodes[s].address for s in node.servers))
         if self.on_new_core is not None:
             self.on_new_core(node.name, clone)
         stored = self._stored(node)
@@ -1269,6 +1356,11 @@ class SimNetwork:
                 if env_id not in ids:
                     ids.add(env_id)
                     log.append((env_id, raw))
+        elif isinstance(effect, PersistCursor):
+            node.disk.cursors[(effect.server_did, effect.topic)] = effect.cursor
+        elif isinstance(effect, PersistPrekey):
+            node.disk.prekeys[effect.prekey_id] = (effect.record, effect.private,
+                                                   effect.expires_ms)
         elif isinstance(effect, SavePeer):
             node.disk.peers[effect.address] = effect.did
         elif isinstance(effect, ForgetPeer):

@@ -90,6 +90,22 @@ def test_same_file_and_seed_give_byte_identical_json_across_processes() -> None:
     assert other["trace_digest"] != report["trace_digest"]
 
 
+#: issue 16's features (servers, isolation, per-link faults, one-way blocks, hostile steps)
+NEW_FEATURES = ("bootstrap-relay", "offline-authoring", "lossy-links", "one-way-partition",
+                "hostile-member")
+
+
+@pytest.mark.parametrize("name", NEW_FEATURES)
+def test_new_features_give_byte_identical_json_across_processes(name: str) -> None:
+    path = str(EXAMPLES / f"{name}.toml")
+    first = _cli(path, "--json", hash_seed="0")
+    second = _cli(path, "--json", hash_seed="4242")
+    assert 0 == first.returncode, first.stdout[-2000:] + first.stderr
+    assert first.stdout == second.stdout
+    result = run_scenario_file(path)
+    assert first.stdout == json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+
+
 def _write(tmp_path: Path, text: str, name: str = "case.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")

@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-A scenario file names the nodes, the channels they join and a list of steps:
-actions (post, edit, react, partition, heal, offline/online, moderation, key
-rotation, time, fault rates) and assertions (converged, history_equal,
-visible_to, hidden_from, cannot_decrypt, rank_is). :func:`load_scenario` reads
+A scenario file names the nodes, the bootstrap servers they use, the channels
+they join and a list of steps: actions (post, edit, react, partition, heal,
+offline/online (crashes, also losing a node's own last writes), isolate/
+reconnect (offline authoring), block/unblock (one-way partitions), per-link
+faults, hostile members, moderation, key rotation, time, fault rates) and
+assertions (converged, history_equal, visible_to, hidden_from, cannot_decrypt,
+rank_is, deleted, edited, reactions, message_count, order, key_status, fired,
+server_holds). Step kinds added for issue 16 keep their own fields in a typed
+``Step.spec`` (``BlockSpec``, ``LinkSpec``, ``HostileSpec``, …) instead of more
+fields on :class:`Step`. :func:`load_scenario` reads
 and validates it completely before anything runs: every error names the line
 it is on (``tomllib`` reports syntax errors with a line and column; for a
 semantic error such as an unknown step or node this module finds the offending

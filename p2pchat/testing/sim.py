@@ -1050,8 +1050,8 @@ class SimNetwork:
             raws = [self._bad_change(node, channel, text, rng)]
         else:
             raws, msg_id = self._fork_post(node, channel, text, rng)
-            if kind == "forged":
-                raws[-1] = raws[-1][:-1] + bytes([raws[-1][-1] ^ 0x01])
+            if kind == "forged":  # only the post, broken: the copy's other writes would fork
+                raws = [raws[-1][:-1] + bytes([raws[-1][-1] ^ 0x01])]
             else:
                 self.post(name, channel, f"{text} (the other branch)")
         self.inject(name, channel, raws, to=to)

@@ -4,12 +4,16 @@
 simulated, seeded network; see :mod:`p2pchat.testing.sim` for the fault model.
 """
 
+from p2pchat.testing.blindstore import BlindStore
 from p2pchat.testing.sim import (
+    FAULT_COUNTERS,
+    HOSTILE_KINDS,
     WALL_BASE_MS,
     Constant,
     FakeClock,
     Faults,
     Latency,
+    LinkFaults,
     LogNormal,
     SimError,
     SimNetwork,
@@ -21,11 +25,15 @@ from p2pchat.testing.sim import (
 )
 
 __all__ = [
+    "FAULT_COUNTERS",
+    "HOSTILE_KINDS",
     "WALL_BASE_MS",
+    "BlindStore",
     "Constant",
     "FakeClock",
     "Faults",
     "Latency",
+    "LinkFaults",
     "LogNormal",
     "SimError",
     "SimNetwork",

@@ -2,10 +2,16 @@
 
 Theory of operation
 -------------------
-A scenario file names the nodes, the channels they join and a list of steps:
-actions (post, edit, react, partition, heal, offline/online, moderation, key
-rotation, time, fault rates) and assertions (converged, history_equal,
-visible_to, hidden_from, cannot_decrypt, rank_is). :func:`load_scenario` reads
+A scenario file names the nodes, the bootstrap servers they use, the channels
+they join and a list of steps: actions (post, edit, react, partition, heal,
+offline/online (crashes, also losing a node's own last writes), isolate/
+reconnect (offline authoring), block/unblock (one-way partitions), per-link
+faults, hostile members, moderation, key rotation, time, fault rates) and
+assertions (converged, history_equal, visible_to, hidden_from, cannot_decrypt,
+rank_is, deleted, edited, reactions, message_count, order, key_status, fired,
+server_holds). Step kinds added for issue 16 keep their own fields in a typed
+``Step.spec`` (``BlockSpec``, ``LinkSpec``, ``HostileSpec``, …) instead of more
+fields on :class:`Step`. :func:`load_scenario` reads
 and validates it completely before anything runs: every error names the line
 it is on (``tomllib`` reports syntax errors with a line and column; for a
 semantic error such as an unknown step or node this module finds the offending
@@ -52,9 +58,18 @@ from typing import Any
 
 from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.shared import SharedWork
+from p2pchat.channel.state import MessageView
 from p2pchat.core import NodeCore
 from p2pchat.core.channels import verify_in_order
-from p2pchat.testing.sim import Faults, SimError, SimNetwork, Uniform, derive_rng
+from p2pchat.testing.sim import (
+    FAULT_COUNTERS,
+    HOSTILE_KINDS,
+    Faults,
+    SimError,
+    SimNetwork,
+    Uniform,
+    derive_rng,
+)
 
 # --- limits -----------------------------------------------------------------------------
 
@@ -85,7 +100,7 @@ MAX_LINKS = 5_000
 #: Largest one-way latency and clock skew a file may set.
 MAX_LATENCY_MS = 10_000.0
 MAX_CLOCK_SKEW_MS = 3_600_000
-#: Most envelopes crashed writes may lose per channel on ``online``.
+#: Most envelopes crashed writes may lose per channel (``lose_last``, ``lose_own_last``).
 MAX_LOSE_LAST = 1_000
 #: Lines of the failure trace printed with a verdict (the whole one: ``--trace``).
 MAX_TRACE_LINES = 150
@@ -108,7 +123,20 @@ LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RANKS = ("owner", "moderator", "member", "muted", "banned", "absent")
 MOD_STEPS = ("ban", "unban", "op", "deop", "kick", "mute", "unmute", "add")
 ASSERTIONS = ("converged", "history_equal", "visible_to", "hidden_from", "cannot_decrypt",
-              "rank_is")
+              "rank_is", "deleted", "edited", "reactions", "message_count", "order",
+              "key_status", "fired", "server_holds")
+#: What ``key_status`` can expect (``ChannelState.key_status()``).
+KEY_STATUSES = ("member", "waiting", "removed")
+#: Most bootstrap servers a scenario may declare (a node uses at most 8, as ``run``).
+MAX_SERVERS = 8
+#: Longest a ``hostile`` ``backdated`` post may be back-dated, days.
+MAX_BACKDATE_DAYS = 3650.0
+#: Default back-dating of a ``backdated`` post, days.
+DEFAULT_BACKDATE_DAYS = 30.0
+#: Largest count ``fired`` / ``server_holds`` may ask for.
+MAX_COUNT = 10**9
+#: Hostile kinds whose message has an id (so the step may label it).
+HOSTILE_WITH_ID = ("forged", "backdated", "equivocate")
 
 
 class ScenarioError(ValueError):
@@ -146,8 +174,126 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class ServerSpec:
+    """A bootstrap server (``[[server]]``) and the nodes that use it."""
+
+    name: str
+    users: tuple[str, ...]
+    line: int
+
+
+# Step kinds added for issue 16 keep their own fields in a typed spec (``Step.spec``)
+# instead of more fields on Step; issue 17 moves the older kinds the same way.
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """``block`` / ``unblock``: bytes from ``src`` do not reach ``dst``."""
+
+    src: str
+    dst: str
+
+    def names(self) -> tuple[str, ...]:
+        return (self.src, self.dst)
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """``link``: per-link latency (ms, uniform) and loss; ``one_way``: first to second only."""
+
+    between: tuple[str, str]
+    latency_ms: tuple[float, float] | None
+    loss: float
+    one_way: bool
+
+    def names(self) -> tuple[str, ...]:
+        return self.between
+
+
+@dataclass(frozen=True)
+class HostileSpec:
+    """``hostile``: what a misbehaving member sends (see ``SimNetwork.hostile``)."""
+
+    kind: str
+    to: tuple[str, ...] | None
+    age_ms: int
+
+    def names(self) -> tuple[str, ...]:
+        return self.to or ()
+
+
+@dataclass(frozen=True)
+class ReactionsSpec:
+    """``reactions``: exactly these nodes react with ``emoji``."""
+
+    by: tuple[str, ...]
+
+    def names(self) -> tuple[str, ...]:
+        return self.by
+
+
+@dataclass(frozen=True)
+class CountSpec:
+    """``message_count``: every node shows exactly ``messages`` messages."""
+
+    messages: int
+
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """``order``: the labelled messages appear in this order at every node."""
+
+    msgs: tuple[str, ...]
+
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class KeyStatusSpec:
+    """``key_status``: every node's ``key_status()`` of the channel is ``status``."""
+
+    status: str
+
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class FiredSpec:
+    """``fired``: a fault happened between ``at_least`` and ``at_most`` times (on a link)."""
+
+    fault: str
+    between: tuple[str, str] | None
+    at_least: int
+    at_most: int | None
+
+    def names(self) -> tuple[str, ...]:
+        return self.between or ()
+
+
+@dataclass(frozen=True)
+class ServerHoldsSpec:
+    """``server_holds``: the server stores at least ``at_least`` envelopes of the channel."""
+
+    server: str
+    at_least: int
+
+    def names(self) -> tuple[str, ...]:
+        return (self.server,)
+
+
+StepSpec = (BlockSpec | LinkSpec | HostileSpec | ReactionsSpec | CountSpec | OrderSpec
+            | KeyStatusSpec | FiredSpec | ServerHoldsSpec)
+
+
+@dataclass(frozen=True)
 class Step:
-    """One validated step. Which fields mean something depends on ``kind``."""
+    """One validated step. Which fields mean something depends on ``kind``; the kinds
+    added for issue 16 keep theirs in ``spec``."""
 
     kind: str
     line: int
@@ -180,7 +326,9 @@ class Step:
     fails: str = ""
     silent: bool = False
     lose_last: int = 0
+    lose_own_last: int = 0
     timeout: float = SETTLE_TIMEOUT
+    spec: StepSpec | None = None
 
     @property
     def is_assertion(self) -> bool:
@@ -200,6 +348,7 @@ class Scenario:
     channels: tuple[ChannelSpec, ...]
     steps: tuple[Step, ...]
     source: str = ""
+    servers: tuple[ServerSpec, ...] = ()
 
     def planned_messages(self) -> int:
         """How many messages the steps post in all."""
@@ -311,7 +460,7 @@ _STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "react": (("node", "channel", "msg", "emoji", "on", *_COMMON_ACTION), ("node", "msg")),
     "partition": (("groups", "random_groups", "mode"), ()),
     "heal": ((), ()),
-    "offline": (("node", "nodes"), ()),
+    "offline": (("node", "nodes", "lose_own_last"), ()),
     "online": (("node", "nodes", "lose_last"), ()),
     **{k: (("node", "target", "channel", "reason", *_COMMON_ACTION), ("node", "target"))
        for k in MOD_STEPS},
@@ -330,10 +479,41 @@ _STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hidden_from": (("channel", "msg", "nodes"), ("msg", "nodes")),
     "cannot_decrypt": (("channel", "msg", "nodes"), ("msg", "nodes")),
     "rank_is": (("channel", "of", "rank", "nodes"), ("of", "rank")),
+    "isolate": (("node", "nodes", "mode"), ()),
+    "reconnect": (("node", "nodes"), ()),
+    "block": (("from", "to"), ("from", "to")),
+    "unblock": (("from", "to"), ("from", "to")),
+    "link": (("between", "latency_ms", "loss", "one_way"), ("between",)),
+    "hostile": (("node", "channel", "kind", "to", "text", "id", "age_days"), ("node", "kind")),
+    "deleted": (("channel", "msg", "nodes"), ("msg",)),
+    "edited": (("channel", "msg", "nodes", "text"), ("msg",)),
+    "reactions": (("channel", "msg", "nodes", "emoji", "by"), ("msg", "by")),
+    "message_count": (("channel", "nodes", "messages"), ("messages",)),
+    "order": (("channel", "msgs", "nodes"), ("msgs",)),
+    "key_status": (("channel", "node", "nodes", "status"), ("status",)),
+    "fired": (("fault", "between", "at_least", "at_most"), ("fault",)),
+    "server_holds": (("server", "channel", "at_least"), ("server",)),
+}
+#: keys a typed step kind parses itself (into ``Step.spec``)
+_SPEC_KEYS: dict[str, tuple[str, ...]] = {
+    "block": ("from", "to"),
+    "unblock": ("from", "to"),
+    "link": ("between", "latency_ms", "loss", "one_way"),
+    "hostile": ("kind", "to", "age_days"),
+    "reactions": ("by",),
+    "message_count": ("messages",),
+    "order": ("msgs",),
+    "key_status": ("status",),
+    "fired": ("fault", "between", "at_least", "at_most"),
+    "server_holds": ("server", "at_least"),
 }
 #: steps that take exactly one of ``node`` / ``nodes``
-_ONE_OF_NODE = ("post", "offline", "online")
-_TOP_KEYS = ("name", "description", "seed", "nodes", "network", "channel", "step")
+_ONE_OF_NODE = ("post", "offline", "online", "isolate", "reconnect")
+#: steps whose node names may name a bootstrap server too
+_NETWORK_STEPS = ("offline", "online", "isolate", "reconnect", "partition", "break", "block",
+                  "unblock", "link", "fired")
+_TOP_KEYS = ("name", "description", "seed", "nodes", "server", "network", "channel", "step")
+_SERVER_KEYS = ("name", "users")
 _NETWORK_KEYS = ("latency_ms", "links", "random_links", "clock_skew_ms")
 _CHANNEL_KEYS = ("name", "founder", "members", "via")
 
@@ -350,6 +530,7 @@ class _Parser:
     loc: _Locator
     source: str
     nodes: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()
     channels: dict[str, ChannelSpec] = field(default_factory=dict)
     labels: dict[str, _Label] = field(default_factory=dict)
     number: int = 0  # steps seen so far (pre-order)
@@ -392,21 +573,27 @@ class _Parser:
             raise self.error(f"{what} must be one of {', '.join(options)}, not {value!r}", line)
         return value
 
-    def _node(self, value: _Value, what: str, line: int | None) -> str:
+    def _node(self, value: _Value, what: str, line: int | None, *, servers: bool = False
+              ) -> str:
         if not isinstance(value, str):
             raise self.error(f"{what} must be a node name, not {_toml_type(value)}", line)
         if value not in self.nodes:
-            raise self.error(f"unknown node {value!r} in {what}", line)
+            if value in self.servers and not servers:
+                raise self.error(f"{value!r} in {what} is a bootstrap server, not a member",
+                                 line)
+            if value not in self.servers:
+                raise self.error(f"unknown node {value!r} in {what}", line)
         return value
 
-    def _node_list(self, value: _Value, what: str, line: int | None, *, allow_all: bool = False
-                   ) -> tuple[tuple[str, ...], bool]:
+    def _node_list(self, value: _Value, what: str, line: int | None, *, allow_all: bool = False,
+                   servers: bool = False, empty: bool = False) -> tuple[tuple[str, ...], bool]:
         if allow_all and value == "all":
             return (), True
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or (not value and not empty):
             extra = ' or "all"' if allow_all else ""
-            raise self.error(f"{what} must be a non-empty list of node names{extra}", line)
-        names = tuple(self._node(v, what, line) for v in value)
+            kind = "list" if empty else "non-empty list"
+            raise self.error(f"{what} must be a {kind} of node names{extra}", line)
+        names = tuple(self._node(v, what, line, servers=servers) for v in value)
         if len(set(names)) != len(names):
             raise self.error(f"{what} names a node twice", line)
         return names, False
@@ -438,6 +625,7 @@ class _Parser:
         if "seed" in data:
             seed = self._int(data["seed"], "seed", self.loc.top_key("seed"), 0, MAX_SEED)
         self.nodes = self._nodes(data.get("nodes"))
+        servers = self._servers(data.get("server", []))
         network = self._network(data.get("network", {}))
         channels = data.get("channel")
         if not isinstance(channels, list) or not channels:
@@ -461,7 +649,39 @@ class _Parser:
             raise self.error(f"the steps post {_messages(parsed)} messages; at most "
                              f"{MAX_MESSAGES}", None)
         return Scenario(name, description, seed, self.nodes, network,
-                        tuple(self.channels.values()), parsed, self.source)
+                        tuple(self.channels.values()), parsed, self.source, servers)
+
+    def _servers(self, tables: _Value) -> tuple[ServerSpec, ...]:
+        if not isinstance(tables, list):
+            raise self.error("server must be an array of tables ([[server]])",
+                             self.loc.top_key("server"))
+        if len(tables) > MAX_SERVERS:
+            raise self.error(f"at most {MAX_SERVERS} servers", self.loc.header("server",
+                                                                              MAX_SERVERS))
+        specs: list[ServerSpec] = []
+        for index, table in enumerate(tables):
+            start = self.loc.header("server", index)
+            if not isinstance(table, dict):
+                raise self.error("each server must be a table ([[server]])", start)
+            for key in table:
+                if key not in _SERVER_KEYS:
+                    raise self.error(f"unknown key {key!r} in [[server]] (known: "
+                                     f"{', '.join(_SERVER_KEYS)})", self.loc.key(start, key))
+            if "name" not in table:
+                raise self.error("a server needs a name", start)
+            line = self.loc.key(start, "name")
+            name = table["name"]
+            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+                raise self.error(f"bad server name {name!r}: a letter, then up to 31 letters, "
+                                 "digits, '_' or '-'", line)
+            if name in self.nodes or any(s.name == name for s in specs):
+                raise self.error(f"{name!r} is declared twice (as a node or server)", line)
+            users = self.nodes
+            if "users" in table:
+                users, _ = self._node_list(table["users"], "users", self.loc.key(start, "users"))
+            specs.append(ServerSpec(name, users, start or 0))
+        self.servers = tuple(s.name for s in specs)
+        return tuple(specs)
 
     def _nodes(self, value: _Value) -> tuple[str, ...]:
         line = self.loc.top_key("nodes")
@@ -600,19 +820,21 @@ class _Parser:
         channel = self._step_channel(table, kind, line)
         if channel:
             values["channel"] = channel
+        net_step = kind in _NETWORK_STEPS
         for key in table:
-            if key in ("do", "channel"):
+            if key in ("do", "channel") or key in _SPEC_KEYS.get(kind, ()):
                 continue
             value = table[key]
             if key in ("node",):
-                values["node"] = self._node(value, "node", line(key))
+                values["node"] = self._node(value, "node", line(key), servers=net_step)
             elif key == "target":
                 values["target"] = self._node(value, "target", line(key))
             elif key == "of":
                 values["target"] = self._node(value, "of", line(key))
             elif key == "nodes":
                 nodes, everyone = self._node_list(value, "nodes", line(key),
-                                                  allow_all=kind in ("post", *ASSERTIONS))
+                                                  allow_all=kind in ("post", *ASSERTIONS),
+                                                  servers=net_step)
                 values["nodes"], values["all_nodes"] = nodes, everyone
             elif key == "text":
                 values["text"] = self._text(value, "text", line(key))
@@ -652,12 +874,12 @@ class _Parser:
             elif key == "preset":
                 values["preset"] = self._choice(value, "preset", line(key), ("calm", "chaos"))
             elif key == "between":
-                nodes, _ = self._node_list(value, "between", line(key))
+                nodes, _ = self._node_list(value, "between", line(key), servers=True)
                 if len(nodes) != 2:
                     raise self.error("between must name two different nodes", line(key))
                 values["nodes"] = nodes
-            elif key == "lose_last":
-                values["lose_last"] = self._int(value, "lose_last", line(key), 0, MAX_LOSE_LAST)
+            elif key in ("lose_last", "lose_own_last"):
+                values[key] = self._int(value, key, line(key), 0, MAX_LOSE_LAST)
             elif key == "times":
                 values["times"] = self._int(value, "times", line(key), 1, MAX_REPEAT)
             elif key == "rank":
@@ -672,9 +894,110 @@ class _Parser:
                     raise self.error("repeat: steps must be a non-empty array of tables",
                                      line(key))
                 values["steps"] = self._steps(value, nested=True)
+        if kind in _SPEC_KEYS:
+            values["spec"] = self._spec(kind, table, line, values)
         step = Step(kind, start or 0, number, **values)
         self._check_step(step, start)
         return step
+
+    def _pair(self, value: _Value, what: str, line: int | None) -> tuple[str, str]:
+        names, _ = self._node_list(value, what, line, servers=True)
+        if len(names) != 2:
+            raise self.error(f"{what} must name two different nodes", line)
+        return names[0], names[1]
+
+    def _count(self, table: dict[str, Any], key: str, line: Callable[[str], int | None],
+               default: int) -> int:
+        if key not in table:
+            return default
+        return self._int(table[key], key, line(key), 0, MAX_COUNT)
+
+    def _spec(self, kind: str, table: dict[str, Any], line: Callable[[str], int | None],
+              values: dict[str, Any]) -> StepSpec:
+        """The typed fields of a step kind added for issue 16 (keys of ``_SPEC_KEYS``)."""
+        if kind in ("block", "unblock"):
+            src = self._node(table["from"], "from", line("from"), servers=True)
+            dst = self._node(table["to"], "to", line("to"), servers=True)
+            if src == dst:
+                raise self.error(f"{kind}: from and to must be different nodes", line("to"))
+            return BlockSpec(src, dst)
+        if kind == "link":
+            between = self._pair(table["between"], "between", line("between"))
+            latency: tuple[float, float] | None = None
+            if "latency_ms" in table:
+                value = table["latency_ms"]
+                if not isinstance(value, list) or len(value) != 2:
+                    raise self.error("latency_ms must be [low, high] in milliseconds",
+                                     line("latency_ms"))
+                low, high = (self._float(v, "latency_ms", line("latency_ms"), 0.0,
+                                         MAX_LATENCY_MS) for v in value)
+                if low > high:
+                    raise self.error("latency_ms: low must not exceed high", line("latency_ms"))
+                latency = (low, high)
+            loss = self._float(table["loss"], "loss", line("loss"), 0.0, 1.0) \
+                if "loss" in table else 0.0
+            one_way = self._bool(table["one_way"], "one_way", line("one_way")) \
+                if "one_way" in table else False
+            return LinkSpec(between, latency, loss, one_way)
+        if kind == "hostile":
+            what = self._choice(table["kind"], "kind", line("kind"), HOSTILE_KINDS)
+            to = None
+            if "to" in table:
+                to, _ = self._node_list(table["to"], "to", line("to"))
+                if values.get("node") in to:
+                    raise self.error("hostile: a node cannot send to itself", line("to"))
+            days = DEFAULT_BACKDATE_DAYS
+            if "age_days" in table:
+                if what != "backdated":
+                    raise self.error("hostile: age_days is for kind = \"backdated\"",
+                                     line("age_days"))
+                days = self._float(table["age_days"], "age_days", line("age_days"), 0.0,
+                                   MAX_BACKDATE_DAYS)
+            if values.get("label") and what not in HOSTILE_WITH_ID:
+                raise self.error(f"hostile: a {what} envelope is never a message; it "
+                                 "cannot have an id", line("id"))
+            return HostileSpec(what, to, round(days * 86_400_000))
+        if kind == "reactions":
+            by, _ = self._node_list(table["by"], "by", line("by"), empty=True)
+            return ReactionsSpec(tuple(sorted(by)))
+        if kind == "message_count":
+            return CountSpec(self._int(table["messages"], "messages", line("messages"), 0,
+                                       MAX_MESSAGES))
+        if kind == "order":
+            value = table["msgs"]
+            if not isinstance(value, list) or len(value) < 2:
+                raise self.error("msgs must be a list of at least two message ids",
+                                 line("msgs"))
+            msgs = tuple(self._label_ref(v, line("msgs")) for v in value)
+            if len(set(msgs)) != len(msgs):
+                raise self.error("msgs names a message twice", line("msgs"))
+            for m in msgs:
+                label = self.labels[m]
+                if not label.single:
+                    raise self.error(f"order: {m!r} names several messages; give one post's "
+                                     "id", line("msgs"))
+                if label.channel != values.get("channel"):
+                    raise self.error(f"order: {m!r} is in channel {label.channel!r}",
+                                     line("msgs"))
+            return OrderSpec(msgs)
+        if kind == "key_status":
+            return KeyStatusSpec(self._choice(table["status"], "status", line("status"),
+                                              KEY_STATUSES))
+        if kind == "fired":
+            fault = self._choice(table["fault"], "fault", line("fault"), tuple(FAULT_COUNTERS))
+            pair = self._pair(table["between"], "between", line("between")) \
+                if "between" in table else None
+            at_least = self._count(table, "at_least", line, 1)
+            at_most = self._count(table, "at_most", line, -1)
+            if 0 <= at_most < at_least:
+                raise self.error("fired: at_most must not be below at_least", line("at_most"))
+            return FiredSpec(fault, pair, at_least, None if at_most < 0 else at_most)
+        # server_holds
+        server = table["server"]
+        if not isinstance(server, str) or server not in self.servers:
+            raise self.error(f"unknown server {server!r} (declared: "
+                             f"{', '.join(self.servers) or 'none'})", line("server"))
+        return ServerHoldsSpec(server, self._count(table, "at_least", line, 1))
 
     def _step_channel(self, table: dict[str, Any], kind: str,
                       line: Callable[[str], int | None]) -> str:
@@ -721,7 +1044,8 @@ class _Parser:
     def _groups(self, value: _Value, line: int | None) -> tuple[tuple[str, ...], ...]:
         if not isinstance(value, list) or not value:
             raise self.error("groups must be a non-empty list of lists of node names", line)
-        groups = tuple(self._node_list(g, "a partition group", line)[0] for g in value)
+        groups = tuple(self._node_list(g, "a partition group", line, servers=True)[0]
+                       for g in value)
         seen: list[str] = []
         for group in groups:
             for name in group:
@@ -732,6 +1056,8 @@ class _Parser:
 
     def _check_step(self, step: Step, start: int | None) -> None:
         """Rules across fields, and labels a post defines."""
+        if step.kind == "hostile" and step.label:
+            self.labels[step.label] = _Label(step.channel, True, step.node)
         if step.kind == "post":
             if step.label:
                 author = step.node if step.node else ""
@@ -1002,8 +1328,12 @@ class _Runner:
         self.verifier = SharedVerifier()
         self.shared = SharedWork()
         self.net.on_new_core = self._configure
+        self.net.server_verify = self.verifier
+        for server in scenario.servers:  # first: their users dial them at start
+            self.net.add_server(server.name)
         for name in scenario.nodes:
-            self.net.add_node(name)
+            self.net.add_node(name, servers=[s.name for s in scenario.servers
+                                             if name in s.users])
         self.channels: dict[str, bytes] = {}
         self.labels: dict[str, list[_Posted]] = {}
         self.posted = 0
@@ -1103,7 +1433,8 @@ class _Runner:
 
     def _nodes_of(self, step: Step) -> tuple[str, ...]:
         names = [*([step.node] if step.node else []), *step.nodes,
-                 *([step.target] if step.target else []), *(n for g in step.groups for n in g)]
+                 *([step.target] if step.target else []), *(n for g in step.groups for n in g),
+                 *(step.spec.names() if step.spec is not None else ())]
         return tuple(sorted(set(names)))
 
     def act(self, step: Step) -> None:
@@ -1129,13 +1460,39 @@ class _Runner:
                 names = list(self.scenario.nodes)
                 self.script.shuffle(names)
                 groups = [names[i::step.random_groups] for i in range(step.random_groups)]
-            net.partition(*groups, mode=step.mode)
+            # a server no group names stays reachable from every side ("on the Internet")
+            net.partition(*groups, mode=step.mode,
+                          everywhere=[s.name for s in self.scenario.servers])
         elif kind == "heal":
             net.heal()
+        elif kind == "isolate":
+            for name in step.nodes or (step.node,):
+                net.isolate(name, step.mode)
+        elif kind == "reconnect":
+            for name in step.nodes or (step.node,):
+                net.reconnect(name)
+        elif isinstance(step.spec, BlockSpec):
+            if kind == "block":
+                net.block(step.spec.src, step.spec.dst)
+            else:
+                net.unblock(step.spec.src, step.spec.dst)
+        elif isinstance(step.spec, LinkSpec):
+            lat = step.spec.latency_ms
+            net.set_link(*step.spec.between, loss=step.spec.loss,
+                         latency=None if lat is None else Uniform(lat[0] / 1000, lat[1] / 1000),
+                         both_ways=not step.spec.one_way)
+        elif isinstance(step.spec, HostileSpec):
+            self._alive(step.node)
+            self.posted += 1
+            text = _render(step.text or "hostile {node}-{n}", step.node, 1, self.posted)
+            msg_id = net.hostile(step.node, cid, step.spec.kind, text=text, to=step.spec.to,
+                                 age_ms=step.spec.age_ms)
+            if step.label:
+                self.labels[step.label] = [_Posted(msg_id, step.node, cid)]
         elif kind == "offline":
             for name in step.nodes or (step.node,):
                 self._alive(name)
-                net.crash(name)
+                net.crash(name, lose_own_last=step.lose_own_last)
         elif kind == "online":
             for name in step.nodes or (step.node,):
                 if net.node(name).alive:
@@ -1244,6 +1601,10 @@ class _Runner:
                 and self.net.core(n).hub.get(cid).key_status() != "removed"]
 
     def observers(self, step: Step) -> list[str]:
+        if not step.channel:  # fired: about the network, not a channel
+            return []
+        if step.node:
+            return [step.node]
         if step.all_nodes:
             return self.net.members(self.channels[step.channel])
         if step.nodes:
@@ -1257,6 +1618,8 @@ class _Runner:
             about += [p.node for p in self.labels.get(step.msg, [])]
         if step.target:
             about.append(step.target)
+        if step.spec is not None:
+            about += step.spec.names()
         try:
             passed, detail = self._check(step, nodes)
         except SimError as exc:
@@ -1266,7 +1629,14 @@ class _Runner:
 
     def _check(self, step: Step, nodes: list[str]) -> tuple[bool, str]:
         net = self.net
+        if isinstance(step.spec, FiredSpec):
+            return self._fired(step.spec)
         cid = self.channels[step.channel]
+        if isinstance(step.spec, ServerHoldsSpec):
+            held = net.server_holds(step.spec.server, cid)
+            return held >= step.spec.at_least, \
+                f"{step.spec.server} stores {held} envelopes of {step.channel!r} " \
+                f"(at least {step.spec.at_least} expected)"
         offline = [n for n in nodes if not net.node(n).alive]
         if offline:
             return False, f"offline, cannot be asked: {', '.join(offline)}"
@@ -1281,6 +1651,10 @@ class _Runner:
             if missing:
                 return False, f"{', '.join(missing)} do not hold the channel"
             return self._history_equal(step, cid, nodes)
+        if isinstance(step.spec, CountSpec | OrderSpec | KeyStatusSpec):
+            if missing:
+                return False, f"{', '.join(missing)} do not hold the channel"
+            return self._per_node(step, cid, nodes)
         if step.kind == "rank_is":
             wrong = []
             for n in nodes:
@@ -1312,6 +1686,8 @@ class _Runner:
                 if seen:
                     problems.append(f"{n} shows {len(seen)} of {len(posts)}: "
                                     f"{', '.join(seen[:3])}")
+            elif step.kind in ("deleted", "edited", "reactions"):
+                problems += self._message_state(step, n, posts, shown)
             else:  # cannot_decrypt
                 readable = self._readable(n, cid, posts)
                 if readable:
@@ -1320,8 +1696,78 @@ class _Runner:
         if problems:
             return False, "; ".join(problems)
         what = {"visible_to": "shown at", "hidden_from": "hidden from",
-                "cannot_decrypt": "unreadable at"}[step.kind]
+                "cannot_decrypt": "unreadable at", "deleted": "deleted at",
+                "edited": "edited at", "reactions": "with those reactions at"}[step.kind]
         return True, f"{len(posts)} message(s) {what} {len(nodes)} nodes"
+
+    def _message_state(self, step: Step, n: str, posts: list[_Posted],
+                       shown: dict[str, MessageView]) -> list[str]:
+        """What is wrong with a labelled message at ``n`` for deleted/edited/reactions."""
+        problems = []
+        for post in posts:
+            m = shown.get(post.msg_id)
+            if m is None:
+                problems.append(f"{n} does not show {post.msg_id}")
+            elif step.kind == "deleted" and not m.deleted:
+                problems.append(f"{n} shows {post.msg_id} not deleted: {m.text!r}")
+            elif step.kind == "edited" and (m.edited is None or m.deleted):
+                problems.append(f"{n} shows {post.msg_id} "
+                                f"{'deleted' if m.deleted else 'never edited'}: {m.text!r}")
+            elif step.kind == "edited" and step.text and m.text != step.text:
+                problems.append(f"{n} shows {post.msg_id} edited to {m.text!r}, not "
+                                f"{step.text!r}")
+            elif isinstance(step.spec, ReactionsSpec):
+                who = sorted(self._who(d) for d in m.reactions.get(step.emoji, ()))
+                if who != list(step.spec.by):
+                    problems.append(f"{n} shows {step.emoji!r} on {post.msg_id} by "
+                                    f"{who or 'nobody'}, not {list(step.spec.by) or 'nobody'}")
+        return problems
+
+    def _per_node(self, step: Step, cid: bytes, nodes: list[str]) -> tuple[bool, str]:
+        """message_count, order and key_status: one reading per node."""
+        spec = step.spec
+        problems = []
+        for n in nodes:
+            if isinstance(spec, KeyStatusSpec):
+                status = self.net.core(n).hub.get(cid).key_status()
+                if status != spec.status:
+                    problems.append(f"{n} is {status}")
+                continue
+            history = self.net.history(n, cid)
+            if isinstance(spec, CountSpec):
+                if len(history) != spec.messages:
+                    problems.append(f"{n} shows {len(history)}")
+                continue
+            assert isinstance(spec, OrderSpec)
+            position = {m.id: i for i, m in enumerate(history)}
+            ids = [self.labels[label][0].msg_id if self.labels.get(label) else ""
+                   for label in spec.msgs]
+            absent = [label for label, i in zip(spec.msgs, ids, strict=True)
+                      if i not in position]
+            if absent:
+                problems.append(f"{n} does not show {', '.join(absent)}")
+                continue
+            actual = sorted(spec.msgs, key=lambda label: position[ids[spec.msgs.index(label)]])
+            if actual != list(spec.msgs):
+                problems.append(f"{n} shows them as {', '.join(actual)}")
+        if isinstance(spec, KeyStatusSpec):
+            expect = f"key status {spec.status}"
+        elif isinstance(spec, CountSpec):
+            expect = f"{spec.messages} messages"
+        else:
+            assert isinstance(spec, OrderSpec)
+            expect = f"order {', '.join(spec.msgs)}"
+        if problems:
+            return False, f"expected {expect}: {'; '.join(problems)}"
+        return True, f"{expect} at {len(nodes)} nodes"
+
+    def _fired(self, spec: FiredSpec) -> tuple[bool, str]:
+        count = self.net.fired(spec.fault, spec.between)
+        where = f" between {spec.between[0]} and {spec.between[1]}" if spec.between else ""
+        bound = f"at least {spec.at_least}" + (f" and at most {spec.at_most}"
+                                                if spec.at_most is not None else "")
+        passed = count >= spec.at_least and (spec.at_most is None or count <= spec.at_most)
+        return passed, f"{spec.fault} fired {count} times{where} ({bound} expected)"
 
     def _readable(self, name: str, cid: bytes, posts: list[_Posted]) -> list[str]:
         """Messages of ``posts`` whose epoch secret ``name`` holds (or shows in clear)."""
@@ -1413,7 +1859,9 @@ def _describe(step: Step) -> str:
             return f"partition into {step.random_groups} random groups ({step.mode})"
         return f"partition {' | '.join(','.join(g) for g in step.groups)} ({step.mode})"
     if k in ("offline", "online", "rotate"):
-        return f"{k} {','.join(step.nodes or (step.node,))}"
+        lost = f" losing its own last {step.lose_own_last}" if step.lose_own_last else \
+            f" losing the last {step.lose_last}" if step.lose_last else ""
+        return f"{k} {','.join(step.nodes or (step.node,))}{lost}"
     if k == "advance":
         return f"advance {step.seconds:g}s"
     if k in ("drop", "duplicate", "reorder"):
@@ -1424,6 +1872,23 @@ def _describe(step: Step) -> str:
         return f"break {'-'.join(step.nodes)}{' (silent)' if step.silent else ''}"
     if k == "repeat":
         return f"repeat {step.times} times"
+    if k in ("isolate", "reconnect"):
+        return f"{k} {','.join(step.nodes or (step.node,))}"
+    if isinstance(step.spec, BlockSpec):
+        return f"{k} {step.spec.src}->{step.spec.dst}"
+    if isinstance(step.spec, LinkSpec):
+        lat = step.spec.latency_ms
+        a, b = step.spec.between
+        arrow = "->" if step.spec.one_way else "<->"
+        return f"link {a}{arrow}{b} loss {step.spec.loss:g}" + \
+            (f" latency {lat[0]:g}-{lat[1]:g}ms" if lat else "")
+    if isinstance(step.spec, HostileSpec):
+        return f"hostile {step.spec.kind} from {step.node}" + \
+            (f" as {step.label}" if step.label else "")
+    if isinstance(step.spec, FiredSpec):
+        return f"fired {step.spec.fault}"
+    if isinstance(step.spec, ServerHoldsSpec):
+        return f"server_holds {step.spec.server}"
     if step.msg:
         return f"{k} {step.msg}"
     if k == "rank_is":

@@ -58,7 +58,7 @@ def five_node_chaos(seed: int, per_node: int = 30) -> Outcome:
     crashed = script.choice(FIVE[1:])
     shuffled = list(FIVE)
     script.shuffle(shuffled)
-    milestones: dict[int, Callable[[], None]] = {
+    milestones: dict[int, Callable[[], object]] = {
         total // 6: lambda: net.partition(shuffled[:2], shuffled[2:], mode="reset"),
         2 * total // 6: net.heal,
         3 * total // 6: lambda: net.partition(shuffled[1:4], mode="stall"),

@@ -65,7 +65,9 @@ its peers (they notice by idle timeout) and its in-memory state is lost.
 :meth:`SimNetwork.restart` builds a new core from what the node persisted
 (``PersistChannel``/``PersistEnvelopes``/``SavePeer`` effects, kept in a
 perfect in-memory "disk"), as the runtime does at start; ``lose_last=n``
-models a crash that lost the newest ``n`` envelope writes of each channel.
+models a crash that lost the newest ``n`` envelope writes of each channel, and
+``crash(name, lose_own_last=n)`` one that lost exactly the newest ``n``
+envelopes the node itself wrote in each channel (its peers may hold them).
 
 *Strictness.* A ``Transmit`` on a link its core already closed is ignored, as
 the QUIC transport ignores it, and recorded in :attr:`SimNetwork.violations`
@@ -75,8 +77,24 @@ timer that leaves ``next_deadline()`` in the past (a runtime would spin), is a
 :attr:`SimNetwork.on_deliver` observe the byte streams (trio ``FakeNet`` hooks).
 
 *Quiet.* Keepalive pings never stop, so :meth:`SimNetwork.run_until_quiet`
-runs until nothing but ping/pong (and failing dials) has happened for a while,
-long enough for any backoff redial to have come due.
+runs until nothing but ping/pong (and failing dials, and the periodic announce,
+lookup and peers frames of bootstrap servers) has happened for a while, long
+enough for any backoff redial to have come due.
+
+*Bootstrap servers* (:meth:`SimNetwork.add_server`) are blind stores
+(:mod:`p2pchat.testing.blindstore`) behind NodeCore's link layer; nodes added
+with ``servers=[…]`` are started as the runtime starts them (``Started``, with
+the cursors and prekeys they persisted) and use them through their own
+``BootstrapClient``.
+
+*Per-link faults and one-way cuts.* :meth:`SimNetwork.set_link` gives one
+direction of a node pair its own latency and loss; :meth:`SimNetwork.block`
+stops one direction only (a one-way partition); :meth:`SimNetwork.isolate`
+cuts a live node off from everyone (it keeps writing: offline authoring).
+:meth:`SimNetwork.fired` counts what each fault did, in all or per link.
+
+*Hostile members.* :meth:`SimNetwork.hostile` puts forged, backdated,
+equivocating or malformed envelopes on a node's links.
 """
 
 from __future__ import annotations
@@ -95,8 +113,11 @@ from typing import Any
 
 import msgpack
 
+from p2pchat.channel.envelope import Envelope, channel_topic, decode_envelope
 from p2pchat.channel.state import MessageView
+from p2pchat.channel.ulid import make_ulid
 from p2pchat.core import NodeConfig, NodeCore
+from p2pchat.core.channels import topic_for
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -121,23 +142,35 @@ from p2pchat.core.events import (
     PeerConnected,
     PeerDisconnected,
     PersistChannel,
+    PersistCursor,
     PersistEnvelopes,
     PersistEpochKey,
+    PersistPrekey,
     SavePeer,
     SendRequested,
+    Started,
     StoredChannel,
     TimerExpired,
     Transmit,
     WantedPeersLoaded,
 )
+from p2pchat.core.link import Link
 from p2pchat.crypto import secret_key_from_seed
+from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import Identity
-from p2pchat.wire import LENGTH_PREFIX_SIZE
+from p2pchat.testing.blindstore import BlindStore, BlindStoreHub
+from p2pchat.wire import LENGTH_PREFIX_SIZE, Envelopes, encode_frame
 
 #: Wall-clock milliseconds at simulated time 0 (2026-01-01T00:00:00Z).
 WALL_BASE_MS = 1_767_225_600_000
 #: The port every simulated node listens on.
 SIM_PORT = 7445
+#: What :meth:`SimNetwork.hostile` can do.
+HOSTILE_KINDS = ("forged", "backdated", "equivocate", "garbage", "bad_change")
+#: How far in the past a ``backdated`` post is stamped by default (30 days).
+BACKDATE_MS = 30 * 24 * 3600 * 1000
+#: Size of a ``garbage`` envelope, bytes.
+GARBAGE_BYTES = 120
 
 End = tuple[str, int]  # (node name, link id at that node)
 
@@ -255,6 +288,23 @@ class Faults:
                    frame_duplicate=0.05, frame_reorder=0.05)
 
 
+@dataclass(frozen=True)
+class LinkFaults:
+    """Faults of one direction of the links between two nodes (:meth:`SimNetwork.set_link`):
+    they replace :attr:`Faults.latency` and add to :attr:`Faults.stall_prob` there."""
+
+    #: one-way delay per ``Transmit`` on this direction; None: the network's
+    latency: Latency | None = None
+    #: per ``Transmit``: a lost packet, i.e. a stall of :attr:`Faults.stall_time`
+    loss: float = 0.0
+
+
+#: What :meth:`SimNetwork.fired` can count (``Stats`` fields), by the name a test uses.
+FAULT_COUNTERS = {"loss": "stalls", "reset": "resets", "black_hole": "black_holes",
+                  "split": "splits", "duplicate": "duplicated", "reorder": "reordered",
+                  "dial_failure": "dial_failures", "held": "held", "hostile": "hostile"}
+
+
 # --- the network ----------------------------------------------------------------------------
 
 
@@ -275,6 +325,10 @@ class Stats:
     dial_failures: int = 0
     closes: int = 0
     events: int = 0
+    #: transmissions that had to wait at a partition, a one-way block or an isolation
+    held: int = 0
+    #: frames a hostile step put on the wire (:meth:`SimNetwork.inject`)
+    hostile: int = 0
 
 
 @dataclass
@@ -286,6 +340,10 @@ class _Disk:
     envelope_ids: dict[bytes, set[bytes]] = field(default_factory=dict)
     peers: dict[Address, str] = field(default_factory=dict)
     secrets: dict[bytes, dict[bytes, bytes]] = field(default_factory=dict)
+    #: bootstrap server cursors: (server DID, server topic) -> seq
+    cursors: dict[tuple[str, bytes], int] = field(default_factory=dict)
+    #: prekeys: id -> (record, private key, expiry ms)
+    prekeys: dict[bytes, tuple[bytes, bytes, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -302,10 +360,18 @@ class SimNode:
     deadline: float | None = None
     next_link_id: int = 1
     disk: _Disk = field(default_factory=_Disk)
+    #: the bootstrap servers (node names) this node uses
+    servers: tuple[str, ...] = ()
+    #: a bootstrap server's blind store (None: an ordinary node)
+    store: BlindStore | None = None
 
     @property
     def did(self) -> str:
         return self.identity.did
+
+    @property
+    def is_server(self) -> bool:
+        return self.store is not None
 
 
 @dataclass
@@ -375,13 +441,24 @@ def _frames(data: bytes) -> list[tuple[str, int]] | None:
     return out
 
 
+def _authored_by(raw: bytes, topic: bytes, author_key: bytes, device: bytes) -> bool:
+    """Whether the stored envelope ``raw`` was written by that author's device."""
+    try:
+        env = decode_envelope(raw, topic)
+    except RemoteProtocolError:
+        return False
+    return env.author_key == author_key and env.device == device
+
+
 def _describe(frames: list[tuple[str, int]] | None) -> str:
     if frames is None:
         return "?"
     return "+".join(tag if n < 0 else f"{tag}[{n}]" for tag, n in frames)
 
 
-_KEEPALIVE = {"ping", "pong"}
+#: Frames that recur for ever and do not count as activity for ``run_until_quiet``:
+#: keepalives, and the periodic peer-record renewals and lookups of bootstrap servers.
+_KEEPALIVE = {"ping", "pong", "announce", "lookup", "peers"}
 
 
 class SimNetwork:
@@ -433,6 +510,8 @@ class SimNetwork:
         #: Called with ``(node name, core)`` for every core the network builds (at
         #: :meth:`add_node` and each :meth:`restart`) before it handles any event.
         self.on_new_core: Callable[[str, NodeCore], None] | None = None
+        #: the signature check bootstrap servers use (None: each checks its own)
+        self.server_verify: Callable[[list[Envelope]], list[bool]] | None = None
         self._rng = derive_rng(seed, "network")
         self._names: dict[str, str] = {}  # DID -> node name (see _name_by_did)
         self._queue: list[tuple[float, int, Callable[[], None]]] = []
@@ -441,6 +520,15 @@ class SimNetwork:
         self._serial = 0
         self._by_address: dict[Address, str] = {}
         self._groups: dict[str, int] | None = None
+        #: nodes no partition separates from anyone (bootstrap servers "on the Internet")
+        self._everywhere: frozenset[str] = frozenset()
+        #: directed (src, dst): bytes from src never reach dst (one-way partitions)
+        self._blocked: set[tuple[str, str]] = set()
+        #: nodes cut off from everyone while alive (offline authoring)
+        self._isolated: set[str] = set()
+        self._link_faults: dict[tuple[str, str], LinkFaults] = {}
+        #: per directed (src, dst) pair and fault name (FAULT_COUNTERS keys): how often
+        self.link_stats: dict[tuple[str, str], dict[str, int]] = {}
         self._next_request = 1
         self._last_activity = self.clock.now
         for name in nodes:
@@ -448,9 +536,27 @@ class SimNetwork:
 
     # --- building ------------------------------------------------------------------------
 
-    def add_node(self, name: str) -> SimNode:
+    def add_node(self, name: str, *, servers: Sequence[str] = ()) -> SimNode:
+        """A node; ``servers`` names bootstrap servers (:meth:`add_server`) it uses, as
+        ``run --bootstrap`` does: such a node is started as the runtime starts one
+        (``Started``: it dials its servers, announces itself, keeps prekeys)."""
         if name in self.nodes:
             raise ValueError(f"node {name!r} exists")
+        for server in servers:
+            if server not in self.nodes or not self.nodes[server].is_server:
+                raise ValueError(f"{server!r} is not a bootstrap server of this network")
+        return self._add(name, tuple(servers), None)
+
+    def add_server(self, name: str) -> SimNode:
+        """A bootstrap server (a blind store, :mod:`p2pchat.testing.blindstore`): a node
+        with NodeCore's link layer and no channels; nodes use it through their
+        BootstrapClient. Its store survives :meth:`crash` and :meth:`restart`."""
+        if name in self.nodes:
+            raise ValueError(f"node {name!r} exists")
+        verify = self.server_verify
+        return self._add(name, (), BlindStore(verify) if verify is not None else BlindStore())
+
+    def _add(self, name: str, servers: tuple[str, ...], store: BlindStore | None) -> SimNode:
         ident_rng = derive_rng(self.seed, "identity", name)
         identity = Identity(secret_key_from_seed(ident_rng.randbytes(32)),
                             ident_rng.randbytes(16), name)
@@ -458,17 +564,47 @@ class SimNetwork:
         address = (f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}", SIM_PORT)
         skew = self._rng.randint(-self.clock_skew_ms, self.clock_skew_ms) \
             if self.clock_skew_ms else 0
-        node = SimNode(name, identity, address, skew, self._new_core(name, identity, 0))
+        core = self._new_core(name, identity, 0, servers, store)
+        node = SimNode(name, identity, address, skew, core, servers=servers, store=store)
         self.nodes[name] = node
         self._by_address[address] = name
+        node.deadline = node.core.next_deadline()
+        self._start(node)
         return node
 
-    def _new_core(self, name: str, identity: Identity, incarnation: int) -> NodeCore:
-        core = NodeCore(identity, self.config, derive_rng(self.seed, "core", name, incarnation),
-                        agent="sim")
+    def _new_core(self, name: str, identity: Identity, incarnation: int,
+                  servers: tuple[str, ...], store: BlindStore | None) -> NodeCore:
+        rng = derive_rng(self.seed, "core", name, incarnation)
+        addresses = tuple(self.nodes[s].address for s in servers)
+        core = NodeCore(identity, self.config, rng, agent="sim", bootstrap=addresses)
+        if store is not None:
+            store.forget_links()
+            core.hub = BlindStoreHub(identity, rng, store)
         if self.on_new_core is not None:
             self.on_new_core(name, core)
         return core
+
+    def _start(self, node: SimNode) -> None:
+        """``Started`` for servers and the nodes that use them (see :meth:`add_node`)."""
+        if not (node.servers or node.is_server):
+            return
+        wall = self.wall_ms(node.name)
+        prekeys = tuple((record, private) for record, private, expires
+                        in sorted(node.disk.prekeys.values()) if expires > wall)
+        cursors = tuple((did, topic, seq) for (did, topic), seq
+                        in sorted(node.disk.cursors.items()))
+        self.request(node.name, Started(node.address, wall, cursors, prekeys))
+
+    def servers(self) -> list[str]:
+        """Names of the bootstrap servers."""
+        return [n for n, node in sorted(self.nodes.items()) if node.is_server]
+
+    def server_holds(self, server: str, channel: bytes) -> int:
+        """How many envelopes of ``channel`` the server ``server`` stores."""
+        store = self.nodes[server].store
+        if store is None:
+            raise ValueError(f"{server!r} is not a bootstrap server")
+        return store.held(channel_topic(channel))
 
     def node(self, name: str) -> SimNode:
         return self.nodes[name]
@@ -542,7 +678,7 @@ class SimNetwork:
         self._last_activity = self.clock.now
         if not self._reachable(a, b):
             raise self.fail(f"{a} cannot reach {b}")
-        rtt = self._latency() + self._latency()
+        rtt = self._latency(a, b) + self._latency(b, a)
 
         def establish() -> None:
             if self._reachable(a, b):
@@ -572,10 +708,12 @@ class SimNetwork:
                                          invite.cap, invite.grant, invite.grant_signature,
                                          invite.genesis), rid)
 
-    def post(self, name: str, channel: bytes, text: str) -> str:
-        """``name`` posts ``text``; returns the message id."""
+    def post(self, name: str, channel: bytes, text: str, *, wall_ms: int | None = None) -> str:
+        """``name`` posts ``text`` (stamped ``wall_ms``, default its clock); returns the
+        message id."""
         rid = self._request_id()
-        result = self._answer(name, SendRequested(rid, channel, text, self.wall_ms(name)), rid)
+        wall = self.wall_ms(name) if wall_ms is None else wall_ms
+        result = self._answer(name, SendRequested(rid, channel, text, wall), rid)
         msg_id = result["id"]
         assert isinstance(msg_id, str)
         return msg_id
@@ -650,8 +788,10 @@ class SimNetwork:
         """Keep the latency distribution, switch every other fault off."""
         self.faults = Faults.calm(self.faults.latency)
 
-    def partition(self, *groups: Iterable[str], mode: str = "reset") -> None:
-        """Split the network; nodes named in no group form one more group together.
+    def partition(self, *groups: Iterable[str], mode: str = "reset",
+                  everywhere: Iterable[str] = ()) -> None:
+        """Split the network; nodes named in no group form one more group together,
+        except those in ``everywhere``, which every group still reaches.
 
         ``mode="reset"`` breaks links across groups now; ``mode="stall"`` holds
         their bytes until :meth:`heal` (or until the cores give up on them).
@@ -666,30 +806,114 @@ class SimNetwork:
                 if name in assignment:
                     raise ValueError(f"{name} is in two groups")
                 assignment[name] = index
+        spread = frozenset(everywhere) - set(assignment)
         for name in self.nodes:
-            assignment.setdefault(name, len(groups))
+            if name not in spread:
+                assignment.setdefault(name, len(groups))
         self.heal()
         self._groups = assignment
+        self._everywhere = spread
         self._note("partition", mode, " | ".join(
             ",".join(sorted(n for n, g in assignment.items() if g == i))
             for i in sorted(set(assignment.values()))))
         if mode == "reset":
             for conn in self._open_conns():
                 a, b = conn.names()
-                if assignment[a] != assignment[b]:
+                if not self._same_side(a, b):
                     self._break(conn, silent=False, why="partition")
 
     def heal(self) -> None:
-        """End the partition: stalled links flow again, dials succeed again."""
-        if self._groups is None:
+        """End the partition and every one-way block (:meth:`block`): stalled links flow
+        again, dials succeed again. Isolated nodes stay isolated (:meth:`reconnect`)."""
+        if self._groups is None and not self._blocked:
             return
         self._groups = None
+        self._everywhere = frozenset()
+        self._blocked.clear()
         self._note("heal", "", "")
+        self._release()
+
+    def block(self, src: str, dst: str) -> None:
+        """A one-way partition: bytes from ``src`` no longer reach ``dst`` (``src`` still
+        hears ``dst``). Links between them stall in that direction only; new ones cannot
+        open (a QUIC handshake needs both ways). Until :meth:`unblock` or :meth:`heal`."""
+        for name in (src, dst):
+            if name not in self.nodes:
+                raise KeyError(name)
+        if src == dst:
+            raise ValueError("a node cannot be blocked from itself")
+        self._blocked.add((src, dst))
+        self._note("block", f"{src}->{dst}", "")
+
+    def unblock(self, src: str, dst: str) -> None:
+        """End :meth:`block` ``(src, dst)``: the held bytes flow again."""
+        if (src, dst) in self._blocked:
+            self._blocked.discard((src, dst))
+            self._note("unblock", f"{src}->{dst}", "")
+            self._release()
+
+    def isolate(self, name: str, mode: str = "reset") -> None:
+        """Cut ``name`` off from every other node while it keeps running (and writing):
+        offline authoring, unlike :meth:`crash`. ``mode`` as for :meth:`partition`.
+        Until :meth:`reconnect`."""
+        if mode not in ("reset", "stall"):
+            raise ValueError(f"unknown isolation mode {mode!r}")
+        if name not in self.nodes:
+            raise KeyError(name)
+        self._isolated.add(name)
+        self._note("isolate", name, mode)
+        if mode == "reset":
+            for conn in self._open_conns():
+                if name in conn.names():
+                    self._break(conn, silent=False, why="isolated")
+
+    def reconnect(self, name: str) -> None:
+        """End :meth:`isolate`: ``name``'s stalled links flow again, its dials succeed."""
+        if name in self._isolated:
+            self._isolated.discard(name)
+            self._note("reconnect", name, "")
+            self._release()
+
+    def set_link(self, a: str, b: str, *, latency: Latency | None = None, loss: float = 0.0,
+                 both_ways: bool = True) -> None:
+        """Per-link faults from ``a`` to ``b`` (and back unless ``both_ways=False``):
+        ``latency`` replaces the network's, ``loss`` adds stalls (see :class:`LinkFaults`).
+        Both None/0: back to the network's faults."""
+        for name in (a, b):
+            if name not in self.nodes:
+                raise KeyError(name)
+        if not 0.0 <= loss <= 1.0:
+            raise ValueError("loss must be in 0..1")
+        faults = LinkFaults(latency, loss)
+        for pair in ((a, b), (b, a)) if both_ways else ((a, b),):
+            if latency is None and not loss:
+                self._link_faults.pop(pair, None)
+            else:
+                self._link_faults[pair] = faults
+        self._note("set-link", f"{a}{'<' if both_ways else ''}->{b}",
+                   f"loss={loss:g} latency={'net' if latency is None else latency}")
+
+    def fired(self, fault: str, between: tuple[str, str] | None = None) -> int:
+        """How often ``fault`` (a :data:`FAULT_COUNTERS` name) happened: in all, or on the
+        links between the two nodes ``between`` (either direction)."""
+        if fault not in FAULT_COUNTERS:
+            raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULT_COUNTERS)})")
+        if between is None:
+            return int(getattr(self.stats, FAULT_COUNTERS[fault]))
+        a, b = between
+        return sum(self.link_stats.get(pair, {}).get(fault, 0) for pair in ((a, b), (b, a)))
+
+    def _count(self, fault: str, src: str, dst: str) -> None:
+        counts = self.link_stats.setdefault((src, dst), {})
+        counts[fault] = counts.get(fault, 0) + 1
+
+    def _release(self) -> None:
+        """Restart the pipes that were held and no longer are."""
         for conn in self._open_conns():
             for src in sorted(conn.pipes):
                 pipe = conn.pipes[src]
-                if pipe.items and not pipe.pumping:
-                    base = self.clock.now + self._latency()
+                if pipe.items and not pipe.pumping and not self._pipe_stalled(conn, src):
+                    base = self.clock.now + self._latency(src[0], pipe.dst[0])
                     pipe.items = deque((max(at, base), item, label)
                                        for at, item, label in pipe.items)
                     pipe.last_arrival = max(pipe.last_arrival, base)
@@ -704,11 +928,24 @@ class SimNetwork:
                 broken += 1
         return broken
 
-    def crash(self, name: str) -> None:
-        """Stop ``name`` without a goodbye: its peers notice only by idle timeout."""
+    def crash(self, name: str, *, lose_own_last: int = 0) -> dict[bytes, int]:
+        """Stop ``name`` without a goodbye: its peers notice only by idle timeout.
+
+        ``lose_own_last=n``: the crash also loses the newest ``n`` envelopes *this node
+        wrote* in each channel from its store (a disk that acknowledged writes it never
+        made durable); envelopes of other authors stay, and so do copies its peers (or a
+        bootstrap server) already received. The channel's genesis is never lost. Returns,
+        per channel, how many envelopes the store lost (channels that lost none are left
+        out). A node that is already down cannot crash again (``SimError``).
+        """
         node = self.nodes[name]
+        if lose_own_last < 0:
+            raise ValueError("lose_own_last must not be negative")
         if not node.alive:
-            return
+            if lose_own_last:
+                raise self.fail(f"{name} is already down; it cannot lose writes in a crash")
+            return {}
+        lost = self._lose_own(node, lose_own_last) if lose_own_last else {}
         node.alive = False
         node.deadline = None
         self._note("crash", name, "")
@@ -718,6 +955,28 @@ class SimNetwork:
                 conn.open_ends = {e for e in conn.open_ends if e[0] != name}
                 for pipe in conn.pipes.values():
                     pipe.items.clear()
+        return lost
+
+    def _lose_own(self, node: SimNode, count: int) -> dict[bytes, int]:
+        """Drop the newest ``count`` envelopes ``node`` authored from each channel's log
+        on its disk (the genesis stays)."""
+        me, device = node.identity.public_key.raw, node.identity.device_salt
+        lost: dict[bytes, int] = {}
+        for cid in sorted(node.disk.envelopes):
+            log = node.disk.envelopes[cid]
+            topic = channel_topic(cid)
+            own = [i for i, (_, raw) in enumerate(log) if i > 0
+                   and _authored_by(raw, topic, me, device)]
+            drop = set(own[-count:])
+            if not drop:
+                continue
+            for i in sorted(drop):
+                node.disk.envelope_ids[cid].discard(log[i][0])
+            node.disk.envelopes[cid] = [e for i, e in enumerate(log) if i not in drop]
+            lost[cid] = len(drop)
+        self._note("lose-writes", node.name, ",".join(
+            f"{cid.hex()[:12]}:{n}" for cid, n in lost.items()) or "none")
+        return lost
 
     def restart(self, name: str, *, lose_last: int = 0) -> None:
         """Start ``name`` again from what it persisted (channels, envelopes, peers).
@@ -735,21 +994,133 @@ class SimNetwork:
                 del log[max(1, len(log) - lose_last):]
         node.incarnation += 1
         node.alive = True
-        node.core = self._new_core(name, node.identity, node.incarnation)
+        node.core = self._new_core(name, node.identity, node.incarnation, node.servers,
+                                   node.store)
         node.deadline = node.core.next_deadline()
         self._note("restart", name, str(node.incarnation))
         disk = node.disk
-        stored = tuple(
-            StoredChannel(channel=cid, name=cname, key=key,
-                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())),
-                          secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
-            for cid, (cname, key) in sorted(disk.channels.items()))
+        stored = self._stored(node)
         if stored:
             # a loss of stored writes is what a power cut does: the runtime then starts
             # with every channel's own chain head unsure (design.md §10.5)
             self.request(name, ChannelsLoaded(stored, head_unsure=bool(lose_last)))
         if disk.peers:
             self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
+        self._start(node)
+
+    @staticmethod
+    def _stored(node: SimNode) -> tuple[StoredChannel, ...]:
+        disk = node.disk
+        return tuple(
+            StoredChannel(channel=cid, name=cname, key=key,
+                          envelopes=tuple(raw for _, raw in disk.envelopes.get(cid, ())),
+                          secrets=tuple(sorted(disk.secrets.get(cid, {}).items())))
+            for cid, (cname, key) in sorted(disk.channels.items()))
+
+    # --- hostile members -------------------------------------------------------------------
+
+    def hostile(self, name: str, channel: bytes, kind: str, *, text: str = "hostile",
+                to: Sequence[str] | None = None, age_ms: int = BACKDATE_MS) -> str:
+        """``name`` misbehaves in ``channel``; returns the id of the message involved ("" for
+        garbage). ``kind`` (see :data:`HOSTILE_KINDS`):
+
+        * ``forged``: an envelope of the node's next seq whose signature does not verify;
+        * ``backdated``: a correctly signed post stamped ``age_ms`` in the past;
+        * ``equivocate``: the node posts ``text``, and a second, different envelope for
+          the same seq (written by a copy of the node restored from its store) goes out too;
+        * ``garbage``: bytes that are no envelope at all;
+        * ``bad_change``: a signed, correctly encrypted envelope whose change is not one.
+
+        Injected envelopes go, in an ``envelopes`` frame, on every open link of ``name``
+        (or those to ``to``) as if its core had sent them; ``backdated`` goes through its
+        core. Each frame counts in :attr:`Stats.hostile`.
+        """
+        if kind not in HOSTILE_KINDS:
+            raise ValueError(f"unknown hostile kind {kind!r} (known: {', '.join(HOSTILE_KINDS)})")
+        node = self.nodes[name]
+        if not node.alive:
+            raise self.fail(f"{name} is down")
+        self._note("hostile", name, kind)
+        if kind == "backdated":
+            self.stats.hostile += 1
+            return self.post(name, channel, text, wall_ms=self.wall_ms(name) - age_ms)
+        rng = derive_rng(self.seed, "hostile", name, self.stats.hostile, len(self.trace))
+        msg_id = ""
+        if kind == "garbage":
+            raws = [rng.randbytes(GARBAGE_BYTES)]
+        elif kind == "bad_change":
+            raws = [self._bad_change(node, channel, text, rng)]
+        else:
+            raws, msg_id = self._fork_post(node, channel, text, rng)
+            if kind == "forged":  # only the post, broken: the copy's other writes would fork
+                raws = [raws[-1][:-1] + bytes([raws[-1][-1] ^ 0x01])]
+            else:
+                self.post(name, channel, f"{text} (the other branch)")
+        self.inject(name, channel, raws, to=to)
+        return msg_id
+
+    def inject(self, name: str, channel: bytes, raws: Sequence[bytes],
+               to: Sequence[str] | None = None) -> int:
+        """Put ``raws`` on the wire from ``name`` in one ``envelopes`` frame per open link
+        that shares ``channel`` (only links to ``to`` if given); returns how many."""
+        sent = 0
+        for link_id, link in self._open_links(name):
+            peer = self._name_by_did(link.peer_did or "")
+            if peer is None or (to is not None and peer not in to):
+                continue
+            end = (name, link_id)
+            conn = self._conns.get(end)
+            if conn is None or end not in conn.open_ends:
+                continue
+            frame = Envelopes(topic=topic_for(channel, link.session_id), items=tuple(raws))
+            self.stats.hostile += 1
+            self._count("hostile", name, peer)
+            self._transmit(end, encode_frame(frame))
+            sent += 1
+        return sent
+
+    def _open_links(self, name: str) -> list[tuple[int, Link]]:
+        # NodeCore has no public accessor for its links; a hostile peer needs their
+        # session ids (the per-link channel topics). Read-only.
+        links = self.nodes[name].core._links
+        return [(i, link) for i, link in sorted(links.items()) if link.is_open]
+
+    def _clone(self, node: SimNode, rng: random.Random) -> NodeCore:
+        """A second core of ``node``'s device, restored from its store (a forked copy)."""
+        clone = NodeCore(node.identity, self.config, rng, agent="sim-clone",
+                         bootstrap=tuple(self.nodes[s].address for s in node.servers))
+        if self.on_new_core is not None:
+            self.on_new_core(node.name, clone)
+        stored = self._stored(node)
+        if stored:
+            clone.handle(ChannelsLoaded(stored), self.clock.now)
+        return clone
+
+    def _fork_post(self, node: SimNode, channel: bytes, text: str, rng: random.Random
+                   ) -> tuple[list[bytes], str]:
+        clone = self._clone(node, rng)
+        rid = self._request_id()
+        effects = clone.handle(SendRequested(rid, channel, text, self.wall_ms(node.name)),
+                               self.clock.now)
+        raws = [raw for e in effects if isinstance(e, PersistEnvelopes) and e.channel == channel
+                for _, raw in e.items]
+        answer = next((e for e in effects if isinstance(e, ChannelAnswer)
+                       and e.request_id == rid), None)
+        if not raws or answer is None or answer.result is None:
+            why = answer.error if answer is not None else "no answer"
+            raise self.fail(f"{node.name}: a forked copy cannot write: {why}")
+        return raws, str(answer.result["id"])
+
+    def _bad_change(self, node: SimNode, channel: bytes, text: str, rng: random.Random
+                    ) -> bytes:
+        state = self._clone(node, rng).hub.get(channel)
+        wall = self.wall_ms(node.name)
+        op = {"op": "post", "id": make_ulid(wall, rng.randbytes(10)), "text": text,
+              "reply_to": "", "ts": wall}
+        # ChannelState has no public way to seal an arbitrary change (a hostile peer's
+        # whole point); the copy is thrown away.
+        env = state._seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
+        return env.encode()
 
     # --- running -------------------------------------------------------------------------------
 
@@ -987,6 +1358,11 @@ class SimNetwork:
                 if env_id not in ids:
                     ids.add(env_id)
                     log.append((env_id, raw))
+        elif isinstance(effect, PersistCursor):
+            node.disk.cursors[(effect.server_did, effect.topic)] = effect.cursor
+        elif isinstance(effect, PersistPrekey):
+            node.disk.prekeys[effect.prekey_id] = (effect.record, effect.private,
+                                                   effect.expires_ms)
         elif isinstance(effect, SavePeer):
             node.disk.peers[effect.address] = effect.did
         elif isinstance(effect, ForgetPeer):
@@ -999,17 +1375,30 @@ class SimNetwork:
 
     # --- links -----------------------------------------------------------------------------------
 
-    def _latency(self) -> float:
-        return max(0.0, float(self.faults.latency(self._rng)))
+    def _latency(self, src: str = "", dst: str = "") -> float:
+        own = self._link_faults.get((src, dst))
+        model = own.latency if own is not None and own.latency is not None \
+            else self.faults.latency
+        return max(0.0, float(model(self._rng)))
+
+    def _same_side(self, a: str, b: str) -> bool:
+        """Whether no partition separates ``a`` and ``b``."""
+        if self._groups is None or a in self._everywhere or b in self._everywhere:
+            return True
+        return self._groups[a] == self._groups[b]
+
+    def _hears(self, src: str, dst: str) -> bool:
+        """Whether bytes from ``src`` can reach ``dst`` now (both alive aside)."""
+        return self._same_side(src, dst) and (src, dst) not in self._blocked \
+            and src not in self._isolated and dst not in self._isolated
 
     def _reachable(self, a: str, b: str) -> bool:
         if not (self.nodes[a].alive and self.nodes[b].alive):
             return False
-        return self._groups is None or self._groups[a] == self._groups[b]
+        return self._hears(a, b) and self._hears(b, a)
 
-    def _stalled(self, conn: _Conn) -> bool:
-        a, b = conn.names()
-        return self._groups is not None and self._groups[a] != self._groups[b]
+    def _pipe_stalled(self, conn: _Conn, src: End) -> bool:
+        return not self._hears(src[0], conn.pipes[src].dst[0])
 
     def _open_conns(self) -> list[_Conn]:
         seen: dict[int, _Conn] = {}
@@ -1038,7 +1427,7 @@ class SimNetwork:
             self._establish(node.name, target, dial.dial_id)
 
         if target is not None and self._reachable(node.name, target):
-            rtt = self._latency() + self._latency()
+            rtt = self._latency(node.name, target) + self._latency(target, node.name)
             if rtt < dial.timeout:
                 self._schedule(self.clock.now + rtt, complete)
                 return
@@ -1090,6 +1479,7 @@ class SimNetwork:
             return
         conn.broken = True
         self.stats.resets += 1
+        self._count("reset", a, b)
         for end in sorted(conn.open_ends):
             reason = f"connection reset ({why})"
             self._schedule(self.clock.now, self._lost_action(conn, end, reason))
@@ -1143,12 +1533,14 @@ class SimNetwork:
         faults = self.faults
         if envelopes_only and faults.frame_reorder and self._rng.random() < faults.frame_reorder:
             self.stats.reordered += 1
+            self._count("reorder", src[0], conn.other(src)[0])
             self._side_delivery(conn, src, data, label + " (held back)")
             return
         self._push(conn, src, data, label)
         if envelopes_only and faults.frame_duplicate \
                 and self._rng.random() < faults.frame_duplicate:
             self.stats.duplicated += 1
+            self._count("duplicate", src[0], conn.other(src)[0])
             self._side_delivery(conn, src, data, label + " (duplicate)")
 
     def _push(self, conn: _Conn, src: End, item: _Item, label: str) -> None:
@@ -1159,14 +1551,21 @@ class SimNetwork:
         if pipe.dst not in conn.open_ends:
             return
         now = self.clock.now
-        if self.faults.stall_prob and self._rng.random() < self.faults.stall_prob:
+        a, b = src[0], pipe.dst[0]
+        own = self._link_faults.get((a, b))
+        if (self.faults.stall_prob and self._rng.random() < self.faults.stall_prob) or \
+                (own is not None and own.loss and self._rng.random() < own.loss):
             self.stats.stalls += 1
+            self._count("loss", a, b)
             pipe.last_arrival = max(pipe.last_arrival, now + self._rng.uniform(
                 *self.faults.stall_time))
-        arrival = max(now + self._latency(), pipe.last_arrival)
+        arrival = max(now + self._latency(a, b), pipe.last_arrival)
         pipe.last_arrival = arrival
         pipe.items.append((arrival, item, label))
-        if not pipe.pumping and not self._stalled(conn):
+        if self._pipe_stalled(conn, src):
+            self.stats.held += 1
+            self._count("held", a, b)
+        elif not pipe.pumping:
             self._start_pump(conn, src)
 
     def _start_pump(self, conn: _Conn, src: End) -> None:
@@ -1180,8 +1579,8 @@ class SimNetwork:
         if conn.broken or conn.silent or pipe.dst not in conn.open_ends:
             pipe.items.clear()
             return
-        if self._stalled(conn):
-            return  # heal() restarts the pump
+        if self._pipe_stalled(conn, src):
+            return  # heal(), unblock() or reconnect() restarts the pump
         now = self.clock.now
         node = self.nodes[pipe.dst[0]]
         while pipe.items and pipe.items[0][0] <= now:
@@ -1229,7 +1628,7 @@ class SimNetwork:
         def deliver() -> None:
             if conn.dead or pipe.dst not in conn.open_ends:
                 return
-            if self._stalled(conn):
+            if self._pipe_stalled(conn, src):
                 self._push(conn, src, data, label)  # keep frame boundaries: join the queue
                 return
             self._deliver(conn, self.nodes[pipe.dst[0]], pipe.dst, data, label)

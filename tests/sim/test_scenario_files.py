@@ -30,11 +30,29 @@ SPLIT_BRAIN = EXAMPLES / "split-brain-moderation.toml"
 #: the 50-node, 10,000-message file runs scaled down here; the CLI measures the full one
 SCALED = {"gossip-50.toml": 600}
 REQUIRED = ("long-partition", "flapping-link", "split-brain-moderation",
-            "offline-rotation-catchup", "gossip-50")
+            "offline-rotation-catchup", "gossip-50",
+            # issue 16: one example per new feature
+            "bootstrap-relay", "offline-authoring", "crash-lost-writes", "lossy-links",
+            "one-way-partition", "hostile-member", "many-joiners", "chain-latency")
+#: examples that show a bug being fixed in parallel (issue 16): xfail, strict, so each
+#: flips to a failure ("XPASS(strict)") the moment its fix lands -- then drop it here
+KNOWN_BROKEN = {
+    "crash-lost-writes.toml": "break 3: a node whose store lost its own last writes and "
+                              "writes again is refused forever (close/redial loop)",
+    "many-joiners.toml": "break 1: admission stalls with more than 17 joiners",
+    "chain-latency.toml": "break 2: 'a runtime would spin' timer error with latency_ms = "
+                          "[5, 40] and 20 nodes via chain",
+}
 
 
 def _examples() -> list[Path]:
     return sorted(EXAMPLES.glob("*.toml"))
+
+
+def _example_params() -> list[object]:
+    return [pytest.param(p, id=p.stem, marks=[pytest.mark.xfail(
+                reason=KNOWN_BROKEN[p.name], strict=True)] if p.name in KNOWN_BROKEN else [])
+            for p in _examples()]
 
 
 def test_the_required_examples_exist_and_are_documented() -> None:
@@ -44,7 +62,7 @@ def test_the_required_examples_exist_and_are_documented() -> None:
     assert [] == [n for n in names if f"{n}.toml" not in readme]
 
 
-@pytest.mark.parametrize("path", _examples(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", _example_params())
 def test_every_example_passes(path: Path, run_scenario: ScenarioRunner) -> None:
     result = run_scenario(path, messages=SCALED.get(path.name))
     assert result.verdicts and all(v.passed for v in result.verdicts)
@@ -70,6 +88,22 @@ def test_same_file_and_seed_give_byte_identical_json_across_processes() -> None:
     assert 9 == report["seed"] and report["passed"] and report["failure"] is None
     other = run_scenario_file(str(SPLIT_BRAIN), 10).to_json()
     assert other["trace_digest"] != report["trace_digest"]
+
+
+#: issue 16's features (servers, isolation, per-link faults, one-way blocks, hostile steps)
+NEW_FEATURES = ("bootstrap-relay", "offline-authoring", "lossy-links", "one-way-partition",
+                "hostile-member")
+
+
+@pytest.mark.parametrize("name", NEW_FEATURES)
+def test_new_features_give_byte_identical_json_across_processes(name: str) -> None:
+    path = str(EXAMPLES / f"{name}.toml")
+    first = _cli(path, "--json", hash_seed="0")
+    second = _cli(path, "--json", hash_seed="4242")
+    assert 0 == first.returncode, first.stdout[-2000:] + first.stderr
+    assert first.stdout == second.stdout
+    result = run_scenario_file(path)
+    assert first.stdout == json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
 
 
 def _write(tmp_path: Path, text: str, name: str = "case.toml") -> Path:

@@ -356,6 +356,8 @@ class SimNode:
     skew_ms: int
     core: NodeCore
     incarnation: int = 0
+    #: its last crash lost stored writes: the next start has its chain heads unsure
+    lost_writes: bool = False
     alive: bool = True
     deadline: float | None = None
     next_link_id: int = 1
@@ -946,6 +948,7 @@ class SimNetwork:
                 raise self.fail(f"{name} is already down; it cannot lose writes in a crash")
             return {}
         lost = self._lose_own(node, lose_own_last) if lose_own_last else {}
+        node.lost_writes |= bool(lost)
         node.alive = False
         node.deadline = None
         self._note("crash", name, "")
@@ -1003,7 +1006,9 @@ class SimNetwork:
         if stored:
             # a loss of stored writes is what a power cut does: the runtime then starts
             # with every channel's own chain head unsure (design.md §10.5)
-            self.request(name, ChannelsLoaded(stored, head_unsure=bool(lose_last)))
+            self.request(name, ChannelsLoaded(stored,
+                                              head_unsure=bool(lose_last) or node.lost_writes))
+        node.lost_writes = False
         if disk.peers:
             self.request(name, WantedPeersLoaded(tuple(sorted(disk.peers.items()))))
         self._start(node)

@@ -36,13 +36,7 @@ REQUIRED = ("long-partition", "flapping-link", "split-brain-moderation",
             "one-way-partition", "hostile-member", "many-joiners", "chain-latency")
 #: examples that show a bug being fixed in parallel (issue 16): xfail, strict, so each
 #: flips to a failure ("XPASS(strict)") the moment its fix lands -- then drop it here
-KNOWN_BROKEN = {
-    "crash-lost-writes.toml": "break 3: a node whose store lost its own last writes and "
-                              "writes again is refused forever (close/redial loop)",
-    "many-joiners.toml": "break 1: admission stalls with more than 17 joiners",
-    "chain-latency.toml": "break 2: 'a runtime would spin' timer error with latency_ms = "
-                          "[5, 40] and 20 nodes via chain",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 
 def _examples() -> list[Path]:

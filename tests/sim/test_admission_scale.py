@@ -43,22 +43,10 @@ def _check_members(net: SimNetwork, names: list[str], channel: bytes, seed: int)
                  timeout=600, what="the last joiner's post at the first joiner")
 
 
-@pytest.mark.parametrize("count", [20, 50])
+@pytest.mark.parametrize("count", [20, 50, pytest.param(200, marks=pytest.mark.timeout(900))])
 def test_many_joiners_through_one_inviter_are_all_admitted(count: int) -> None:
     seed = seed_from_env(160 + count)
     names = _names(count)
-    net = SimNetwork(seed, names)
-    channel = net.create_channel("inviter", "general")
-    for name in names[1:]:
-        net.join(name, channel, via="inviter")
-    _admit_all(net, names, channel, seed)
-    _check_members(net, names, channel, seed)
-
-
-@pytest.mark.timeout(900)
-def test_two_hundred_joiners_through_one_inviter_are_all_admitted() -> None:
-    seed = seed_from_env(1600)
-    names = _names(200)
     net = SimNetwork(seed, names)
     channel = net.create_channel("inviter", "general")
     for name in names[1:]:

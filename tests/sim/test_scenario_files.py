@@ -295,3 +295,12 @@ def test_sharing_work_across_nodes_changes_nothing(name: str,
             assert state.history() == other.history()
     if name == "gossip-50":
         assert deferred  # the optimisation was exercised, not silently off
+
+
+@pytest.mark.parametrize("seed", range(1, 11))
+@pytest.mark.parametrize("example", ["many-joiners.toml", "chain-latency.toml"])
+def test_issue_16_repros_pass_on_seeds_1_to_10(run_scenario: ScenarioRunner, example: str,
+                                               seed: int) -> None:
+    """Breaks 1 (admission stalls past 16 joiners) and 2 (a timer that would spin) were
+    reported for every seed; their example files must now pass on each of 1-10."""
+    run_scenario(EXAMPLES / example, seed=seed)

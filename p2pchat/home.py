@@ -2,7 +2,8 @@
 
 Layout (all files 0600, the directory 0700)::
 
-    identity.json   secret key seed, device salt, display name  (written once, atomically)
+    identity.json   secret key seed, device salt, display name  (written once, atomically;
+                    never next to an existing node.db, which belongs to its own key)
     config.toml     optional settings, validated at start (see docs/operations.md)
     node.db         SQLite store (WAL)
     control.sock    local control API (Unix socket)
@@ -222,6 +223,7 @@ class NodeHome:
         if self.has_identity():
             existing = self.load_identity()
             raise LocalError(f"an identity already exists in {self.path}: {existing.did}")
+        self.refuse_orphaned_store()
         identity = Identity(generate_secret_key(), os.urandom(DEVICE_SALT_SIZE), name)
         doc = {
             "format": IDENTITY_FORMAT,
@@ -233,11 +235,26 @@ class NodeHome:
         write_private_file(self.identity_path, json.dumps(doc, indent=1).encode() + b"\n")
         return identity
 
+    def refuse_orphaned_store(self) -> None:
+        """A store without its key: a new identity would not own it (its channels, its
+        prekeys), and the store's own key would be lost for good. Refuse, naming it."""
+        if not self.db_path.exists():
+            return
+        from p2pchat.store import store_owner
+
+        owner = store_owner(self.db_path)
+        whose = owner if owner is not None else "another identity (its DID is not recorded)"
+        raise IdentityError(
+            f"{self.identity_path} is missing, but {self.db_path} belongs to {whose}: "
+            f"restore identity.json from a backup (the key cannot be made again), "
+            f"or move node.db away to start afresh as a new identity")
+
     def load_identity(self) -> Identity:
         path = self.identity_path
         try:
             st = path.lstat()
         except FileNotFoundError:
+            self.refuse_orphaned_store()  # lost, not new: say whose key to restore
             raise IdentityError(
                 f"no identity in {self.path}: run 'p2pchat init' (or 'p2pchat run')") from None
         if not stat.S_ISREG(st.st_mode):
@@ -249,7 +266,11 @@ class NodeHome:
         if st.st_size > MAX_IDENTITY_FILE_SIZE:
             raise IdentityError(f"{path} is too large to be an identity file")
         try:
-            doc = json.loads(path.read_bytes())
+            data = path.read_bytes()
+        except OSError as exc:
+            raise IdentityError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(data)
             if not isinstance(doc, dict) or doc.get("format") != IDENTITY_FORMAT:
                 raise ValueError("unknown format")
             seed = bytes.fromhex(doc["seed"])

@@ -18,6 +18,8 @@ At most one open link per peer DID. When a second one opens, both sides keep
 the same one, so simultaneous dials settle without a round of negotiation:
 if both links were dialled by the same side the newer wins (the old one is
 probably dead), otherwise the link dialled by the lexicographically smaller DID.
+Losing the tie is not a failed dial: a request waiting on a link the peer closed
+as a duplicate succeeds through the link that survives (``_lost_before_open``).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from p2pchat.core.events import (
     WantedPeersLoaded,
     format_address,
 )
-from p2pchat.core.link import Link
+from p2pchat.core.link import Link, LinkState
 from p2pchat.errors import CloseCode, RemoteProtocolError
 from p2pchat.identity import Identity, short_did
 from p2pchat.wire import Offer
@@ -83,6 +85,10 @@ class _Wanted:
     requests: list[int] = field(default_factory=list)
     #: how the node learnt of this address: manual, invite, stored, mdns, bootstrap
     source: str = "manual"
+    #: (DID, reason): this entry's link was closed before it opened (the peer kept
+    #: another link to that DID, still in its handshake here); the entry's requests
+    #: wait for that link instead of failing with the reason
+    parked: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +473,7 @@ class NodeCore:
         return float(delay * (0.5 + 0.5 * self._rng.random()))
 
     def _attempt_failed(self, wanted: _Wanted, reason: str, now: float) -> list[Effect]:
+        wanted.parked = None
         effects: list[Effect] = [ConnectFinished(r, None, reason) for r in wanted.requests]
         wanted.requests.clear()
         if not wanted.persistent:
@@ -537,13 +544,7 @@ class NodeCore:
         effects: list[Effect] = []
         wanted = self._wanted_for(link)
         if wanted is not None:
-            wanted.did = did
-            wanted.attempts = 0
-            wanted.persistent = True
-            if wanted.source not in ("mdns", "bootstrap", "bootstrap-server"):
-                effects.append(SavePeer(wanted.address, did))  # found again after a restart
-            effects += [ConnectFinished(r, did, None) for r in wanted.requests]
-            wanted.requests.clear()
+            effects += self._reached(wanted, did)
         current_id = self._by_did.get(did)
         if current_id is not None:
             current = self._links[current_id]
@@ -565,7 +566,45 @@ class NodeCore:
         for w in self._wanted.values():
             if w.did == did:
                 w.next_dial_at = None
+            if w.parked is not None and w.parked[0] == did:
+                effects += self._reached(w, did)  # the link its peer kept is open now
         return effects
+
+    def _reached(self, wanted: _Wanted, did: str) -> list[Effect]:
+        """``wanted``'s address answered as ``did`` and a link to ``did`` is open (its own
+        link, or the one kept when simultaneous dials settled): its requests succeed."""
+        wanted.did = did
+        wanted.attempts = 0
+        wanted.persistent = True
+        wanted.parked = None
+        effects: list[Effect] = []
+        if wanted.source not in ("mdns", "bootstrap", "bootstrap-server"):
+            effects.append(SavePeer(wanted.address, did))  # found again after a restart
+        effects += [ConnectFinished(r, did, None) for r in wanted.requests]
+        wanted.requests.clear()
+        return effects
+
+    def _handshaking(self, did: str) -> bool:
+        """Whether a link dialled to ``did`` (proven by its TLS certificate) is still in
+        its handshake. Inbound links do not count: before their proof, a DID in a hello
+        is only a claim."""
+        return any(link.outbound and link.peer_did == did and link.state is not LinkState.CLOSED
+                   for link in self._links.values())
+
+    def _lost_before_open(self, wanted: _Wanted, link: Link, reason: str,
+                          now: float) -> list[Effect]:
+        """``wanted``'s own link closed during its handshake. When the peer closed it as a
+        duplicate, a link to the same DID survives: the attempt succeeded through that
+        one, whichever direction it was dialled in. Otherwise the attempt failed."""
+        # an outbound link knows its peer's DID from the TLS certificate, which the
+        # transport handshake proved: this address does answer as that DID
+        did = link.peer_did if link.outbound else None
+        if did is not None and did in self._by_did:
+            return self._reached(wanted, did)
+        if did is not None and self._handshaking(did):
+            wanted.parked = (did, reason)  # settled when that link opens or closes
+            return []
+        return self._attempt_failed(wanted, reason, now)
 
     def _choose(self, old: Link, new: Link) -> tuple[Link, Link]:
         if old.outbound == new.outbound:
@@ -595,6 +634,12 @@ class NodeCore:
                     wanted.next_dial_at = now + self._backoff(wanted.attempts)
         elif link.opened_at is None:
             target = self._wanted_for(link)
-            if target is not None and target.dial_id is None and target.next_dial_at is None:
-                effects += self._attempt_failed(target, reason, now)
+            if target is not None and target.dial_id is None and target.next_dial_at is None \
+                    and target.parked is None:
+                effects += self._lost_before_open(target, link, reason, now)
+        did = link.peer_did
+        if did is not None and did not in self._by_did and not self._handshaking(did):
+            for wanted in list(self._wanted.values()):  # no link to that DID is left
+                if wanted.parked is not None and wanted.parked[0] == did:
+                    effects += self._attempt_failed(wanted, wanted.parked[1], now)
         return effects

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -20,6 +21,7 @@ from p2pchat.home import NodeHome
 from p2pchat.runtime import crashmark
 from p2pchat.runtime.node import Node
 from p2pchat.store import Store
+from p2pchat.store.sqlite import translate
 
 log = logging.getLogger("p2pchat.node")
 
@@ -50,12 +52,20 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
     home.ensure()
     home.check_socket_path()
     with home_lock(home):
+        settings = home.load_settings()  # a bad config.toml is refused before any write
+        # a node.db without its identity.json is refused here, before a new key is made
         identity, created = home.load_or_create_identity()
         if created:
             log.info("created identity %s in %s", identity.did, home.path)
-        settings = home.load_settings()
         host, port = listen or settings.listen
-        store = await Store.open(home.db_path)
+        store = await Store.open(home.db_path)  # a damaged file is refused here
+        try:
+            await store.claim(identity.did)  # another node's identity.json is refused here
+        except BaseException as exc:
+            await store.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(home.db_path, exc) from None
+            raise
         node = Node(identity, settings.node, store, bootstrap=bootstrap or settings.bootstrap)
         node.head_unsure = crashmark.begin_run(home.path)  # design.md §10.5
         if node.head_unsure:
@@ -65,7 +75,10 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
         stop = asyncio.Event()
         discovery: MdnsDiscovery | None = None
         try:
-            address = await node.start(host, port)
+            try:
+                address = await node.start(host, port)
+            except sqlite3.Error as exc:  # damage quick_check did not see, met while loading
+                raise translate(home.db_path, exc) from None
             if mdns and settings.mdns:
                 discovery = MdnsDiscovery(node, address)
                 await discovery.start()

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import msgpack
 
 from p2pchat.core.events import (
     Address,
@@ -36,10 +37,90 @@ from p2pchat.core.events import (
     StoredChannel,
 )
 from p2pchat.errors import LocalError
+from p2pchat.identity.did import MAX_DID_LENGTH
 
 
 class StoreError(LocalError):
     """The database is unusable (corrupt, locked, from a newer version)."""
+
+
+class StoreDamaged(StoreError):
+    """The database file is not SQLite or its pages are corrupt."""
+
+
+class StoreOwnerMismatch(StoreError):
+    """The database belongs to another DID than the identity next to it."""
+
+
+#: SQLite primary result codes that mean the file itself is damaged.
+_DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether a sqlite3 error says the database file is damaged (not locked, not I/O)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # the extended code; low byte: primary
+    if isinstance(code, int):
+        return (code & 0xFF) in _DAMAGE_CODES
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def damaged(path: Path, detail: str) -> StoreDamaged:
+    """The one-line error for a damaged database file."""
+    detail = " ".join(detail.split())[:200]
+    return StoreDamaged(f"{path} is damaged (sqlite: {detail}); restore it from a backup "
+                        "or move it away")
+
+
+def translate(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A sqlite3 error at this store's boundary, as a one-line StoreError."""
+    if is_damage(exc):
+        return damaged(path, str(exc))
+    return StoreError(f"cannot open database {path}: {exc}")
+
+
+def prekey_owner(records: list[tuple[bytes, int]]) -> str | None:
+    """The DID of the oldest prekey among (record, expires) rows: this node's own DID.
+
+    Every prekey in a store is one its node made for itself (channel/keys.py: records are
+    ``[body, signature]``, the body ``[version, did, ...]``). The oldest wins, so a
+    store where another identity was started by mistake is still claimed by its
+    first owner."""
+    for record, _ in sorted(records, key=lambda r: r[1]):
+        try:
+            body, _signature = msgpack.unpackb(record, raw=False)
+            did = msgpack.unpackb(body, raw=False)[1]
+        except Exception:  # any decoding failure: a malformed record names nobody
+            continue
+        if isinstance(did, str) and did.startswith("did:key:") and len(did) <= MAX_DID_LENGTH:
+            return did
+    return None
+
+
+def store_owner(path: Path) -> str | None:
+    """The DID the database at ``path`` belongs to, without changing it: recorded, else
+    that of its own prekeys; None if it names nobody. Raises StoreError (damage)."""
+    try:
+        db = sqlite3.connect(path)
+    except sqlite3.Error as exc:
+        raise translate(path, exc) from None
+    try:
+        db.execute("PRAGMA query_only=ON")
+        tables = {str(r[0]) for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "owner" in tables:
+            row = db.execute("SELECT did FROM owner").fetchone()
+            if row is not None:
+                return str(row[0])
+        if "prekeys" in tables:
+            return prekey_owner([(bytes(r), int(e)) for r, e in
+                                 db.execute("SELECT record, expires FROM prekeys")])
+        return None
+    except sqlite3.Error as exc:
+        raise translate(path, exc) from None
+    finally:
+        db.close()
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -112,6 +193,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX IF NOT EXISTS envelopes_by_channel ON envelopes (channel, pos);
     """,
+    # 8: the DID this store belongs to (one row); filled in by Store.claim
+    """
+    CREATE TABLE owner (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        did TEXT NOT NULL
+    );
+    """,
 )
 #: The migration from which stored envelopes are in wire v2: older rows cannot be read.
 WIRE_V2_MIGRATION = 7
@@ -128,22 +216,57 @@ class Store:
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
+            raise translate(path, exc) from None
         try:
             # The node runs with umask 077; this keeps the file private for other callers too.
             os.chmod(path, 0o600)
+            await db.execute("PRAGMA busy_timeout=5000")
+            store = cls(db, path)
+            await store._check()
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")
-            store = cls(db, path)
             await store._migrate()
         except BaseException as exc:
             await db.close()  # its worker thread would otherwise keep the process alive
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot open database {path}: {exc}") from exc
+                raise translate(path, exc) from None
             raise
         return store
+
+    async def _check(self) -> None:
+        """Refuse a damaged file before anything reads or writes it: a page that fails
+        later would fail a write the user was promised, or crash the start."""
+        async with self._db.execute("PRAGMA quick_check(1)") as cur:
+            row = await cur.fetchone()
+        verdict = str(row[0]) if row else "no answer to quick_check"
+        if verdict != "ok":
+            raise damaged(self.path, verdict)
+
+    async def claim(self, did: str) -> None:
+        """Check that this store belongs to ``did`` and record it if nothing was recorded
+        yet (a new store, or one from before migration 8: then its own prekeys say whose
+        it is). Raises StoreOwnerMismatch, writing nothing, if it is another DID's."""
+        async with self._db.execute("SELECT did FROM owner") as cur:
+            row = await cur.fetchone()
+        owner = str(row[0]) if row is not None else None
+        if owner is None:
+            async with self._db.execute("SELECT record, expires FROM prekeys") as cur:
+                records = [(bytes(r), int(e)) for r, e in await cur.fetchall()]
+            owner = prekey_owner(records)
+        if owner is not None and owner != did:
+            raise StoreOwnerMismatch(
+                f"{self.path} belongs to {owner}, but identity.json next to it is {did}: "
+                f"restore the identity.json of {owner} from a backup, or move node.db away "
+                f"to start afresh as {did}")
+        if row is None:
+            await self._db.execute("INSERT INTO owner (one, did) VALUES (1, ?)", (did,))
+
+    async def owner(self) -> str | None:
+        """The DID recorded as this store's owner (None before :meth:`claim`)."""
+        async with self._db.execute("SELECT did FROM owner") as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row is not None else None
 
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
@@ -370,6 +493,10 @@ class Store:
     async def close(self) -> None:
         try:
             await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            if not is_damage(exc):
+                raise
+            # damaged: the error that found it is the one to report, not this one
         finally:
             await self._db.close()
 

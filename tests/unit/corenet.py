@@ -122,8 +122,12 @@ class Net:
         latency: float = 0.0,
         chunker: Callable[[bytes], list[bytes]] | None = None,
         auto_dial: bool = False,
+        close_drops_unsent: bool = False,
     ) -> None:
         self.config = config or NodeConfig()
+        #: a ``CloseLink`` discards the closing end's bytes not yet flushed, as a QUIC
+        #: CONNECTION_CLOSE does with stream data still queued (aioquic)
+        self.close_drops_unsent = close_drops_unsent
         self.latency = latency
         self.chunker = chunker
         self.auto_dial = auto_dial
@@ -178,6 +182,7 @@ class Net:
         dial_id: int | None = None,
         client_fingerprint: bytes | None = None,
         cert_key: bytes | None = None,
+        address: Address | None = None,
     ) -> tuple[int, int]:
         """Open a transport link; returns (client link id, server link id).
 
@@ -195,7 +200,7 @@ class Net:
         self.handle(server, LinkEstablished(server_end[1], False, client_address, fingerprint))
         # Delivered even if the server refused at once: the client then hears LinkLost.
         self.handle(client, LinkEstablished(
-            client_end[1], True, self.address_of[server],
+            client_end[1], True, self.address_of[server] if address is None else address,
             fingerprint if client_fingerprint is None else client_fingerprint,
             peer_cert_key=self.identities[server].public_key.raw if cert_key is None else cert_key,
             dial_id=dial_id,
@@ -204,7 +209,8 @@ class Net:
 
     def complete_dial(self, name: str, dial: Dial) -> tuple[int, int]:
         self.dials.remove((name, dial))
-        return self.establish(name, self.addresses[dial.address], dial_id=dial.dial_id)
+        return self.establish(name, self.addresses[dial.address], dial_id=dial.dial_id,
+                              address=dial.address)
 
     def fail_dial(self, name: str, dial: Dial, reason: str = "no route to host") -> None:
         self.dials.remove((name, dial))
@@ -312,6 +318,8 @@ class Net:
         if conn is None or not conn.open:
             return
         conn.open = False
+        if self.close_drops_unsent:
+            self._pipes[end].buffer.clear()
         other = conn.other(end)
         code = int(effect.code)
         self._schedule(self.now + self.latency, lambda: self.handle(

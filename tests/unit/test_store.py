@@ -161,7 +161,7 @@ def test_file_that_is_not_a_database_is_refused(
 ) -> None:
     path = tmp_path / "node.db"
     path.write_bytes(b"this is not a database, just some bytes " * 200)
-    with pytest.raises(StoreError, match="cannot open database"):
+    with pytest.raises(StoreError, match=r"is damaged \(sqlite: file is not a database\)"):
         run(lambda: Store.open(path))
     assert not any(is_open(c) for c in opened_connections), (
         "Store.open leaked its aiosqlite connection (and its worker thread)")

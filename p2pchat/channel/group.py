@@ -395,8 +395,16 @@ class GroupKeys:
             if did in view.removed or any(did in view.holders.get(h, set())
                                           for h in view.heads):
                 continue
+            if not self.was_kicked(did) and any(
+                    did in h for e, h in view.holders.items() if view.valid.get(e)):
+                continue  # a member a rotation skipped: served, not admitted (_serve)
             out.append(joins[-1])
         return out
+
+    def was_kicked(self, did: str) -> bool:
+        st = self.state
+        return bool(st.mod_events) and any(
+            e.action == "kick" for e in st.moderation().by_target.get(did, []))
 
     def may_admit(self, did: str, join: JoinInfo, now_ms: int = 0) -> bool:
         """May member ``did`` admit this join? It holds a valid epoch, the inviter is a

@@ -598,11 +598,12 @@ class ChannelState:
             return "removed"
         if me not in view.members:
             return "waiting"
-        # a member back after a kick holds old epochs only until a member shares the
-        # current ones (and a member a rotation skipped waits for its share, too)
-        holds_head = not view.heads or any(me in view.holders.get(h, set())
-                                           for h in view.heads)
-        return "member" if holds_head else "waiting"
+        # a member back after a kick holds old epochs only, until a member shares the
+        # current ones (any other member without a head epoch rotates away from it)
+        if self.group.was_kicked(me) and view.heads and not any(
+                me in view.holders.get(h, set()) for h in view.heads):
+            return "waiting"
+        return "member"
 
     def sealed_count(self) -> int:
         return len(self.sealed)

@@ -804,6 +804,9 @@ class ChannelHub:
             prekey = self._prekey_for(state, join.did, now_ms)
             if prekey is None:
                 continue
+            heads = group.view().heads
+            if heads and not any(group.holds(me, h) for h in heads):
+                continue  # we hold no current epoch to give: a member who does admits it
             if state.mod_events and state.moderation().modes.get("invite-only") \
                     and join.did not in state.moderation().by_target:
                 state.moderate("add", now_ms, self._randbytes, target=join.did,

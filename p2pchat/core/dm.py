@@ -248,7 +248,10 @@ class DmRouter:
 
     def delivered(self, channel: bytes, seq: int) -> bool:
         """Whether the peer's receipts show it holds our envelope ``seq`` of ``channel``."""
-        me = (self.identity.did, self.identity.device_salt)
+        state = self.hub.channels.get(channel)
+        if state is None:
+            return False
+        me = (state.identity.did, state.identity.device_salt)  # the device it writes as
         return self.peer_vectors.get(channel, {}).get(me, 0) >= seq
 
     def _link_to(self, did: str) -> Link | None:
@@ -351,7 +354,7 @@ class DmRouter:
                 batch.append(raw)
                 size += len(raw)
         if handed:
-            me = (self.identity.did, self.identity.device_salt)
+            me = (state.identity.did, state.identity.device_salt)
             own = [state.envs[i].seq for i in ids if (state.envs[i].author,
                                                        state.envs[i].device) == me]
             if own:
@@ -379,9 +382,9 @@ class DmRouter:
                 state = self.hub.channels.get(effect.channel)
                 if state is not None and self.peer_of(state):
                     stored.setdefault(effect.channel, []).extend(i for i, _ in effect.items)
-        me = (self.identity.did, self.identity.device_salt)
         for channel, ids in stored.items():
             state = self.hub.channels[channel]
+            me = (state.identity.did, state.identity.device_salt)
             peer = self.peer_of(state)
             known = [i for i in ids if i in state.envs]
             own = [i for i in known if (state.envs[i].author, state.envs[i].device) == me]
@@ -417,8 +420,8 @@ class DmRouter:
                     and link in self._candidates(did, set()):
                 sent, _ = self._route(did, _pack("offer", uri), only=link)
                 effects += sent
-        me = (self.identity.did, self.identity.device_salt)
         for channel, state in sorted(self.hub.channels.items()):
+            me = (state.identity.did, state.identity.device_salt)
             other = self.peer_of(state)
             if not other or other == peer or self._link_to(other) is not None \
                     or link not in self._candidates(other, set()):

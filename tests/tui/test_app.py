@@ -178,10 +178,8 @@ def test_pane_renders_only_what_changes() -> None:
             pane = app.query_one(MessagePane)
             entries = [(f"m{i}", Text(f"12:00 \u2026abcdefgh  message number {i} " * 2))
                        for i in range(10_000)]
-            start = time.perf_counter()
             pane.set_entries(entries)
             await pilot.pause()
-            opened = time.perf_counter() - start
             assert 10_000 == len(pane) == pane.renders
             assert pane.is_vertical_scroll_end
             pane.add("new", Text("a new message"))
@@ -195,8 +193,6 @@ def test_pane_renders_only_what_changes() -> None:
             assert "late" not in pane
             await pilot.pause()
             assert pane_line_text(pane, -1) == "a new message"
-            print(f"pane: 10,000 entries opened in {opened * 1000:.0f} ms")
-            assert opened < 5.0
 
     asyncio.run(main())
 

@@ -41,7 +41,7 @@ def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.1)  # noqa: sleep-ok (polling a terminal / a CLI, see above)
+        time.sleep(0.1)  # polling a terminal / a CLI with a deadline (see above)
 
 
 class Tmux:

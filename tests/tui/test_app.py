@@ -31,7 +31,7 @@ from p2pchat.tui import ChatApp
 from p2pchat.tui.format import Completer, parse_input, resolve_member, short
 from p2pchat.tui.modlog import ModlogScreen
 from p2pchat.tui.pane import MessagePane
-from tests.integration.nodeproc import NodeProcess
+from tests.integration.nodeproc import NodeProcess, patience
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ def spawn() -> Iterator[Callable[[str], NodeProcess]]:
 async def until(pilot: Pilot[Any], predicate: Callable[[], Any], what: str,
                 within: float = 10.0) -> Any:
     """Poll ``predicate`` between short pilot pauses until it is truthy."""
+    within = patience(within)
     deadline = time.monotonic() + within
     while True:
         value = predicate()
@@ -79,6 +80,7 @@ async def cli(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]
 async def cli_until(pilot: Pilot[Any], node: NodeProcess, args: tuple[str, ...],
                     predicate: Callable[[Any], Any], what: str, within: float = 10.0) -> Any:
     """Run ``node``'s CLI (``--json``) until ``predicate`` holds for its output."""
+    within = patience(within)
     deadline = time.monotonic() + within
     while True:
         result = await cli(node, *args, "--json")

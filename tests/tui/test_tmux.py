@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.nodeproc import NodeProcess
+from tests.integration.nodeproc import NodeProcess, patience
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
     """Until ``probe()`` returns something true (returned), or AssertionError after
     ``within`` s naming ``what`` and the last probe. A terminal and another process's
     CLI give no event to wait on: polling them in a bounded loop is the only way."""
+    within = patience(within)
     deadline = time.monotonic() + within
     while True:
         value = probe()

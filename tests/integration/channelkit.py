@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.nodeproc import NodeProcess
+from tests.integration.nodeproc import NodeProcess, patience
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
+    """Poll ``predicate`` until it is truthy; fail after ``patience(timeout)`` seconds."""
+    timeout = patience(timeout)
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while True:

@@ -23,6 +23,7 @@ from p2pchat.transport.quic import (
     raw_ed25519_key,
 )
 from p2pchat.wire import Auth, Frame, FrameDecoder, Hello, encode_frame
+from tests.integration.nodeproc import patience
 
 
 def new_identity(name: str = "raw") -> Identity:
@@ -52,10 +53,10 @@ class RawClient(QuicConnectionProtocol):
         self.send_raw(encode_frame(frame))
 
     async def recv(self, within: float = 5.0) -> Frame:
-        return await asyncio.wait_for(self.frames.get(), within)
+        return await asyncio.wait_for(self.frames.get(), patience(within))
 
     async def closed(self, within: float) -> qe.ConnectionTerminated:
-        return await asyncio.wait_for(asyncio.shield(self.terminated), within)
+        return await asyncio.wait_for(asyncio.shield(self.terminated), patience(within))
 
     @property
     def server_cert_fp(self) -> bytes:

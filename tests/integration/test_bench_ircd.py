@@ -20,6 +20,8 @@ from p2pchat.bench.pipeline import bench_text
 
 pytestmark = [
     pytest.mark.integration,
+    # runs the benchmark workload: one bench test at a time (see CONTRIBUTING.md)
+    pytest.mark.xdist_group("bench"),
     pytest.mark.skipif(find_ngircd() is None,
                        reason="ngircd is not installed (apt-get install ngircd)"),
 ]

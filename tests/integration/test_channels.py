@@ -23,7 +23,7 @@ from tests.integration.channelkit import (
     synced,
     wait_until,
 )
-from tests.integration.nodeproc import NodeProcess, free_udp_port
+from tests.integration.nodeproc import NodeProcess, free_udp_port, patience
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ class Burst:
                 self._cond.notify_all()
 
     def wait_acked(self, n: int, timeout: float) -> list[str]:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         with self._cond:
             while len(self.acked) < n:
                 remaining = deadline - time.monotonic()

@@ -6,7 +6,8 @@ import pytest
 
 from p2pchat.bench.tui import bench_tui
 
-pytestmark = pytest.mark.integration
+# runs the benchmark workload: one bench test at a time (group "bench", see CONTRIBUTING.md)
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("bench")]
 
 
 def test_bench_tui_small() -> None:
@@ -16,4 +17,5 @@ def test_bench_tui_small() -> None:
     assert result["scrolled_lines"] > 0
     assert 0 < result["distinct_lines_drawn"] <= result["visible_lines"]
     assert result["budgets"]["scroll_renders_only_visible"], result
-    assert result["open_median_ms"] < 5_000, result  # the 500 ms budget is for bench runs
+    # how fast the pane opens is a figure of `p2pchat bench` (budget 500 ms), never asserted
+    assert result["open_median_ms"] > 0, result

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.nodeproc import NodeProcess
+from tests.integration.nodeproc import NodeProcess, patience
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
     """Until ``probe()`` returns something true (returned), or AssertionError after
     ``within`` s naming ``what`` and the last probe. A terminal and another process's
     CLI give no event to wait on: polling them in a bounded loop is the only way."""
+    within = patience(within)
     deadline = time.monotonic() + within
     while True:
         value = probe()
@@ -41,7 +42,7 @@ def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.1)  # noqa: sleep-ok (polling a terminal / a CLI, see above)
+        time.sleep(0.1)  # polling a terminal / a CLI with a deadline (see above)
 
 
 class Tmux:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,25 +15,11 @@ from p2pchat.channel.keys import make_prekey
 from p2pchat.identity import Identity
 from p2pchat.store import Store, StoreDamaged, StoreOwnerMismatch, store_owner
 from p2pchat.store.sqlite import is_damage, prekey_owner
+from tests.unit.test_store import run, with_store
 
 T = TypeVar("T")
 ME, OTHER = make_identity(1, "me"), make_identity(2, "other")
 NOW_MS = 1_700_000_000_000
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await coro_fn()
-
-    return asyncio.run(main())
-
-
-async def with_store(path: Path, body: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(path)
-    try:
-        return await body(store)
-    finally:
-        await store.close()
 
 
 def prekey(identity: Identity, now_ms: int) -> tuple[bytes, bytes, bytes, int]:

@@ -224,6 +224,11 @@ class Rejected(RemoteProtocolError):
     """An envelope failed verification; it is not stored and changes nothing."""
 
 
+class PendingFull(Rejected):
+    """The pending buffer (the channel's, or its author's share) is full: the envelope is
+    dropped, not the forwarder's fault; a later summary exchange fetches it again."""
+
+
 class _Forked(Exception):
     """Internal: a signed change continues another change than the one this replica
     holds at its device's previous seq: its author signed two histories (a fork at
@@ -1189,9 +1194,9 @@ class ChannelState:
 
     def _park(self, env: Envelope) -> ReceiveResult:
         if len(self.pending) >= MAX_PENDING:
-            raise Rejected("pending buffer full")
+            raise PendingFull("pending buffer full")
         if self._pending_by_author.get(env.author, 0) >= MAX_PENDING_PER_AUTHOR:
-            raise Rejected("pending buffer full for this author")
+            raise PendingFull("pending buffer full for this author")
         self._pending_by_author[env.author] = self._pending_by_author.get(env.author, 0) + 1
         self.pending[env.id] = env
         if not env.resolved:

@@ -45,6 +45,7 @@ from p2pchat.channel.shared import SharedWork
 from p2pchat.channel.state import (
     MAX_POSTS_PER_ENVELOPE,
     ChannelState,
+    PendingFull,
     ReceiveResult,
     Rejected,
     epoch_id_for,
@@ -1162,9 +1163,9 @@ class ChannelHub:
         for env in envelopes:
             try:
                 result = state.receive(env, now_ms, verdicts.get(env.id))
+            except PendingFull:
+                continue  # not the forwarder's fault; a later summary fetches it again
             except Rejected as exc:
-                if "pending buffer full" in str(exc):
-                    continue  # not the forwarder's fault; a later summary fetches it again
                 error = RemoteProtocolError(f"sent an invalid envelope: {exc}",
                                             CloseCode.PROTOCOL_ERROR)
                 break

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.nodeproc import NodeProcess, patience
+from tests.integration.channelkit import wait_until
+from tests.integration.nodeproc import NodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +32,9 @@ WIDTH, HEIGHT = 160, 45
 
 def poll(probe: Callable[[], Any], what: str, within: float = 20.0) -> Any:
     """Until ``probe()`` returns something true (returned), or AssertionError after
-    ``within`` s naming ``what`` and the last probe. A terminal and another process's
-    CLI give no event to wait on: polling them in a bounded loop is the only way."""
-    within = patience(within)
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what}")
-        time.sleep(0.1)  # polling a terminal / a CLI with a deadline (see above)
+    ``within`` s naming ``what``. A terminal and another process's CLI give no event to
+    wait on: polling them in a bounded loop is the only way (``wait_until``)."""
+    return wait_until(probe, within, what)
 
 
 class Tmux:

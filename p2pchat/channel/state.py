@@ -338,6 +338,8 @@ def _mod_fields(action: Any, target: Any, value: Any, on: Any, reason: Any
     return {"action": action, "value": value, "on": on, "reason": reason}
 
 
+#: device salts whose ownership ChannelState.owns_device remembers
+MAX_OWN_DEVICE_MEMO = 4096
 #: personalisation of a sub-device salt's check bytes (see :func:`sub_device_salt`)
 SUB_DEVICE_PERSON = b"p2pchat-subdev"
 
@@ -423,6 +425,7 @@ class ChannelState:
         #: the node's own device salt; ``identity.device_salt`` is the device this replica
         #: writes as now, which is that or a sub-device of it (see :meth:`use_device`)
         self.base_device = identity.device_salt
+        self._own_devices: dict[bytes, bool] = {}  # owns_device, memoised
         #: after a start that may have lost stored writes (a power cut, say), this
         #: device's chain head is not known until a peer's summary shows it: a write
         #: before that goes to a fresh sub-device, so it can never fork the old chain
@@ -793,9 +796,14 @@ class ChannelState:
 
     def owns_device(self, salt: bytes) -> bool:
         """Whether ``salt`` is this node's device or one of its sub-devices here."""
-        base = self.base_device
-        return salt == base or (len(salt) == len(base) and
-                                sub_device_salt(base, self.channel_id, salt) == salt)
+        known = self._own_devices.get(salt)
+        if known is None:  # asked per own envelope (uploads, DM status): hash each salt once
+            base = self.base_device
+            known = salt == base or (len(salt) == len(base) and
+                                     sub_device_salt(base, self.channel_id, salt) == salt)
+            if len(self._own_devices) < MAX_OWN_DEVICE_MEMO:
+                self._own_devices[salt] = known
+        return known
 
     def use_device(self, salt: bytes) -> None:
         """Write as device ``salt`` (ours) from now on: its own authoring document holds

@@ -552,8 +552,7 @@ class ChannelState:
         epoch = epoch_id(bundle)
         self.group.secrets[epoch] = secret
         self.group.new_secrets.append((epoch, secret))
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("keys", f"epoch:{epoch.hex()}",
+        change = self._writer(randbytes).put_entry("keys", f"epoch:{epoch.hex()}",
                                           {"by": self.identity.did})
         env = self._author({"op": "bundle", "bundle": bundle, "ts": now_ms}, change, now_ms,
                            randbytes, clear=True)
@@ -569,8 +568,7 @@ class ChannelState:
         self._check_may_write(posting=False)
         raw = seal_share(self.identity, self.channel_id, secrets, recipients, randbytes,
                          now_ms)
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("keys", f"share:{epoch_id(raw).hex()}",
+        change = self._writer(randbytes).put_entry("keys", f"share:{epoch_id(raw).hex()}",
                                           {"by": self.identity.did})
         return self._author({"op": "share", "share": raw, "ts": now_ms}, change, now_ms,
                             randbytes, clear=True)
@@ -578,8 +576,7 @@ class ChannelState:
     def join(self, grant: bytes, grant_signature: bytes, proof: bytes, prekey: bytes,
              now_ms: int, randbytes: RandomBytes) -> Envelope:
         """Present an invite's capability (and our prekey) to the members."""
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("keys", f"join:{self.identity.did}:{now_ms}",
+        change = self._writer(randbytes).put_entry("keys", f"join:{self.identity.did}:{now_ms}",
                                           {"by": self.identity.did})
         return self._author({"op": "join", "grant": grant, "sig": grant_signature,
                              "proof": proof, "prekey": prekey, "ts": now_ms}, change, now_ms,
@@ -589,8 +586,7 @@ class ChannelState:
                      randbytes: RandomBytes) -> Envelope:
         """Ask members for the secrets of ``epochs`` (sealed to ``prekey``, published here)."""
         epochs = sorted(set(epochs))[:MAX_REQUEST_EPOCHS]
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("keys", f"keyreq:{self.identity.did}:{now_ms}",
+        change = self._writer(randbytes).put_entry("keys", f"keyreq:{self.identity.did}:{now_ms}",
                                           {"by": self.identity.did})
         return self._author({"op": "keyreq", "epochs": epochs, "prekey": prekey, "ts": now_ms},
                             change, now_ms, randbytes, clear=True)
@@ -641,8 +637,7 @@ class ChannelState:
 
     def _author_post(self, msg_id: str, text: str, reply_to: str, now_ms: int,
                      randbytes: RandomBytes) -> Envelope:
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("messages", msg_id, {
+        change = self._writer(randbytes).put_entry("messages", msg_id, {
             "author": self.identity.did, "text": text, "reply_to": reply_to, "deleted": False})
         # the text travels once, in the change: the operation names the entry it writes
         return self._author({"op": "post", "id": msg_id, "ts": ulid_ms(msg_id)}, change,
@@ -689,8 +684,7 @@ class ChannelState:
         if len(posts) == 1:
             return self._author_post(*posts[0], now_ms, randbytes)
         me = self.identity.did
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entries("messages", [
+        change = self._writer(randbytes).put_entries("messages", [
             (msg_id, {"author": me, "text": text, "reply_to": reply_to, "deleted": False})
             for msg_id, text, reply_to in posts])
         return self._author({"op": "posts", "ids": ids, "ts": ulid_ms(ids[-1])},
@@ -728,8 +722,7 @@ class ChannelState:
         if not emoji or len(emoji) > MAX_EMOJI_LENGTH or not emoji.isprintable():
             raise ValueError("invalid reaction")
         self._ready_epoch(now_ms, randbytes)
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_scalar("reactions", self._reaction_key(target, emoji,
+        change = self._writer(randbytes).put_scalar("reactions", self._reaction_key(target, emoji,
                                                                            self._actor), on)
         return self._author({"op": "react", "target": target, "emoji": emoji, "on": on,
                              "ts": now_ms}, change, now_ms, randbytes)
@@ -759,8 +752,7 @@ class ChannelState:
             raise ValueError(f"{action} would not count: {why}")
         self._ready_epoch(now_ms, randbytes)
         entry_id = make_ulid(now_ms, randbytes(10))
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("modlog", entry_id, {**fields, "by": me})
+        change = self._writer(randbytes).put_entry("modlog", entry_id, {**fields, "by": me})
         env = self._author({"op": "mod", "id": entry_id, **fields, "ts": now_ms}, change,
                            now_ms, randbytes)
         if action in ("ban", "kick") and self.e2ee and self.group.send_epoch(now_ms) is None:
@@ -777,8 +769,7 @@ class ChannelState:
         if prekey.did != self.identity.did:
             raise ValueError("a member publishes only its own prekeys")
         self._check_may_write(posting=False)
-        self._fresh_device_if_unsure(randbytes)
-        change = self.authoring.put_entry("keys", _prekey_key(prekey.prekey_id),
+        change = self._writer(randbytes).put_entry("keys", _prekey_key(prekey.prekey_id),
                                           {"record": record})
         return self._author({"op": "prekey", "record": record, "ts": now_ms}, change, now_ms,
                             randbytes, clear=True)
@@ -837,6 +828,11 @@ class ChannelState:
             return
         self.use_device(sub_device_salt(self.base_device, self.channel_id, randbytes(8)))
         self.head_unsure = False
+
+    def _writer(self, randbytes: RandomBytes) -> AuthoringDocument:
+        """The authoring document a new change goes on (after a device switch if due)."""
+        self._fresh_device_if_unsure(randbytes)
+        return self.authoring
 
     def _own_message(self, msg_id: str) -> MessageRecord:
         record = self.posts.get((msg_id, self.identity.did, self.identity.device_salt))

@@ -25,17 +25,26 @@ Everything stays I/O-free: ``handle(event, now, wall_ms) -> [effects]``.
 
 from __future__ import annotations
 
+from typing import cast
+
 from bootstrap.config import ServerConfig
-from bootstrap.events import ClientGone, ClientLinked, FrameArrived, Note, ServiceEvent
+from bootstrap.events import (
+    ClientGone,
+    ClientLinked,
+    FrameArrived,
+    Note,
+    ServerEffect,
+    ServerEvent,
+    ServiceEvent,
+    ServiceOutput,
+)
 from bootstrap.service import BootstrapService, Verifier, ip_key
 from p2pchat.core.channels import ChannelHub, verify_in_order
 from p2pchat.core.events import (
     CloseLink,
     Effect,
-    Event,
     LinkEstablished,
     RandomSource,
-    ShutdownRequested,
     TimerExpired,
 )
 from p2pchat.core.link import Link
@@ -60,11 +69,12 @@ class ServiceHub(ChannelHub):
 
     def on_link_open(self, link: Link) -> list[Effect]:
         assert link.peer_did is not None
-        return self.service.handle(ClientLinked(link.link_id, link.peer_did, link.address),
-                                   self.now, self.wall_ms)
+        return _through_node(self.service.handle(
+            ClientLinked(link.link_id, link.peer_did, link.address), self.now, self.wall_ms))
 
     def on_frame(self, link: Link, frame: Frame, now_ms: int) -> list[Effect]:
-        return self.service.handle(FrameArrived(link.link_id, frame), self.now, self.wall_ms)
+        return _through_node(self.service.handle(FrameArrived(link.link_id, frame), self.now,
+                                                 self.wall_ms))
 
     def on_link_closed(self, link_id: int) -> None:
         self.service.handle(ClientGone(link_id), self.now, self.wall_ms)
@@ -95,19 +105,21 @@ class ServerCore:
     def connections(self) -> int:
         return self.node.link_count()
 
-    def handle(self, event: Event, now: float, wall_ms: int) -> list[Effect]:
+    def handle(self, event: ServerEvent, now: float, wall_ms: int) -> list[ServerEffect]:
         self.hub.now, self.hub.wall_ms = now, wall_ms
+        effects: list[ServerEffect] = []
         if isinstance(event, LinkEstablished) and not event.outbound:
-            return self._on_established(event, now)
-        if isinstance(event, TimerExpired):
-            return self.node.handle(event, now) + self.service.handle(event, now, wall_ms)
-        if isinstance(event, ShutdownRequested):
-            return self.node.handle(event, now)
-        if isinstance(event, ServiceEvent):
-            return self.service.handle(event, now, wall_ms)
-        return self.node.handle(event, now)
+            effects += self._on_established(event, now)
+        elif isinstance(event, TimerExpired):
+            effects += self.node.handle(event, now)
+            effects += self.service.handle(event, now, wall_ms)
+        elif isinstance(event, ServiceEvent):
+            effects += self.service.handle(event, now, wall_ms)
+        else:
+            effects += self.node.handle(event, now)
+        return effects
 
-    def _on_established(self, ev: LinkEstablished, now: float) -> list[Effect]:
+    def _on_established(self, ev: LinkEstablished, now: float) -> list[ServerEffect]:
         key = ip_key(ev.address[0])
         limit = self.config.max_connections_per_ip
         if self._per_ip.get(key, 0) >= limit:
@@ -116,7 +128,8 @@ class ServerCore:
             return [CloseLink(ev.link_id, CloseCode.REFUSED, reason),
                     Note("info", "connection-refused", (("ip", key), ("reason", reason)))]
         before = self.node.link_count()
-        effects = self.node.handle(ev, now)
+        effects: list[ServerEffect] = []
+        effects += self.node.handle(ev, now)
         if self.node.link_count() > before:
             self._ip_of[ev.link_id] = key
             self._per_ip[key] = self._per_ip.get(key, 0) + 1
@@ -134,3 +147,9 @@ class ServerCore:
             self._per_ip[key] = left
         else:
             del self._per_ip[key]
+
+
+def _through_node(effects: list[ServiceOutput]) -> list[Effect]:
+    """The service's effects, passed back through NodeCore's hub slot (typed for the
+    node's effects) to :meth:`ServerCore.handle`, which hands them on as they are."""
+    return cast(list[Effect], effects)

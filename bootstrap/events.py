@@ -1,33 +1,29 @@
 """Inputs to and outputs of the bootstrap service (:mod:`bootstrap.service`).
 
-They extend p2pchat's :class:`~p2pchat.core.events.Event` / ``Effect`` bases, so the
-server core hands them through the same ``handle(event, now) -> [effects]`` loop as
-the link layer's. Events are facts (past tense); effects are commands the runtime
-carries out in order. Store effects are *ports* (automerge-repo style): the SQLite
-adapter and the in-memory one in :mod:`bootstrap.testing` answer each with the
-event named in its docstring, in the order the effects were emitted (reads of stored
-envelopes excepted: they may be answered in any order).
+They form closed unions (:data:`ServiceEvent`, :data:`ServiceEffect`) beside
+p2pchat's :data:`~p2pchat.core.events.Event` / ``Effect``; the server core hands them
+through the same ``handle(event, now) -> [effects]`` loop as the link layer's
+(:data:`ServerEvent`, :data:`ServerEffect`). Events are facts (past tense); effects
+are commands the runtime carries out in order. Store effects are *ports*
+(automerge-repo style): the SQLite adapter and the in-memory one in
+:mod:`bootstrap.testing` answer each with the event named in its docstring, in the
+order the effects were emitted (reads of stored envelopes excepted: they may be
+answered in any order).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from p2pchat.core.events import Address, Effect, Event
+from p2pchat.core.events import Address, CloseLink, Effect, Event, Transmit
 from p2pchat.wire import Frame
-
-
-class ServiceEvent(Event):
-    """Marker base of the service's own events (ServerCore routes them to the service)."""
-
-    __slots__ = ()
-
 
 # --- from the link layer (ServerCore) ------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class ClientLinked(ServiceEvent):
+class ClientLinked:
     """A link finished its handshake: ``did`` is proven."""
 
     link_id: int
@@ -36,13 +32,13 @@ class ClientLinked(ServiceEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class FrameArrived(ServiceEvent):
+class FrameArrived:
     link_id: int
     frame: Frame
 
 
 @dataclass(frozen=True, slots=True)
-class ClientGone(ServiceEvent):
+class ClientGone:
     link_id: int
 
 
@@ -70,7 +66,7 @@ class StoredRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class StoreLoaded(ServiceEvent):
+class StoreLoaded:
     """What the store holds at start (records already expired are left out)."""
 
     topics: tuple[TopicState, ...]
@@ -85,7 +81,7 @@ class StoreLoaded(ServiceEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class IdsChecked(ServiceEvent):
+class IdsChecked:
     """Answer to :class:`CheckIds`: the ids the topic already holds."""
 
     op: int
@@ -94,7 +90,7 @@ class IdsChecked(ServiceEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class AppendDone(ServiceEvent):
+class AppendDone:
     """Answer to :class:`AppendEnvelopes`: committed (``error`` empty) or rolled back."""
 
     op: int
@@ -102,7 +98,7 @@ class AppendDone(ServiceEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class StoredRead(ServiceEvent):
+class StoredRead:
     """Answer to :class:`ReadStored`: ``items`` as (seq, envelope), in seq order; the read
     covered every seq up to ``reached`` (``upto`` unless a size limit cut it short)."""
 
@@ -124,7 +120,7 @@ class Removal:
 
 
 @dataclass(frozen=True, slots=True)
-class PruneDone(ServiceEvent):
+class PruneDone:
     """Answer to :class:`PruneOlder` and :class:`TrimTopic`. ``emptied``: topics left
     without envelopes, whose rows the store deleted (raising its seq floor to their last
     seq); ``more``: an age prune stopped at its row limit."""
@@ -140,7 +136,7 @@ class PruneDone(ServiceEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class CheckIds(Effect):
+class CheckIds:
     """Which of ``ids`` does ``topic`` hold? Answered with :class:`IdsChecked`."""
 
     op: int
@@ -156,7 +152,7 @@ class StoredRow:
 
 
 @dataclass(frozen=True, slots=True)
-class AppendEnvelopes(Effect):
+class AppendEnvelopes:
     """Store ``rows`` (new to the topic, seqs increasing) in one transaction, and record
     ``rows[-1].seq`` as the topic's last seq. Answered with :class:`AppendDone`.
     ``source`` is the address block the upload came from (``""``: not counted against
@@ -171,7 +167,7 @@ class AppendEnvelopes(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class ReadStored(Effect):
+class ReadStored:
     """Envelopes of ``topic`` with ``after < seq <= upto``, oldest first, at most
     ``max_items`` and ``max_bytes`` (but at least one). Answered with :class:`StoredRead`.
     ``link_id`` lets the runtime pace the read to that link's send backlog."""
@@ -186,7 +182,7 @@ class ReadStored(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PruneOlder(Effect):
+class PruneOlder:
     """Delete envelopes received before ``cutoff_ms`` (at most ``max_rows``, oldest first).
     Answered with :class:`PruneDone`."""
 
@@ -196,7 +192,7 @@ class PruneOlder(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class TrimTopic(Effect):
+class TrimTopic:
     """Delete ``topic``'s oldest envelopes until at least ``count`` of them and ``size``
     bytes are gone. Answered with :class:`PruneDone`."""
 
@@ -207,21 +203,21 @@ class TrimTopic(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class SaveRecord(Effect):
+class SaveRecord:
     """Store (replace) ``did``'s peer record for ``topic``. No answer."""
 
     record: StoredRecord
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteRecords(Effect):
+class DeleteRecords:
     """Delete peer records that expire at or before ``expired_ms``. No answer."""
 
     expired_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class Note(Effect):
+class Note:
     """Something worth a structured log line: ``event`` and its fields."""
 
     level: str  # "debug" | "info" | "warning" | "error"
@@ -229,4 +225,28 @@ class Note(Effect):
     fields: tuple[tuple[str, object], ...] = ()
 
 
-STORE_WRITES = (CheckIds, AppendEnvelopes, PruneOlder, TrimTopic, SaveRecord, DeleteRecords)
+
+
+#: The service's own events (ServerCore routes them to the service).
+ServiceEvent: TypeAlias = (
+    ClientLinked | FrameArrived | ClientGone | StoreLoaded | IdsChecked | AppendDone
+    | StoredRead | PruneDone
+)
+#: Store work carried out in order, in one transaction per batch (the runtime's queue).
+StoreWrite: TypeAlias = CheckIds | AppendEnvelopes | PruneOlder | TrimTopic | SaveRecord \
+    | DeleteRecords
+#: Everything a store adapter carries out.
+StoreEffect: TypeAlias = StoreWrite | ReadStored
+#: What a store adapter answers with.
+StoreAnswer: TypeAlias = IdsChecked | AppendDone | StoredRead | PruneDone
+#: The service's own effects: store ports and log notes.
+ServiceEffect: TypeAlias = (
+    CheckIds | AppendEnvelopes | ReadStored | PruneOlder | TrimTopic | SaveRecord
+    | DeleteRecords | Note
+)
+#: What the service returns: its own effects and the link-layer sends and closes.
+ServiceOutput: TypeAlias = Transmit | CloseLink | ServiceEffect
+#: What the server core takes: the link layer's events and the service's.
+ServerEvent: TypeAlias = Event | ServiceEvent
+#: What the server core asks its runtime to do.
+ServerEffect: TypeAlias = Effect | ServiceEffect

@@ -33,11 +33,23 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, assert_never
 
 from bootstrap.config import ServerConfig
 from bootstrap.core import ServerCore
-from bootstrap.events import STORE_WRITES, Note, ReadStored
+from bootstrap.events import (
+    AppendEnvelopes,
+    CheckIds,
+    DeleteRecords,
+    Note,
+    PruneOlder,
+    ReadStored,
+    SaveRecord,
+    ServerEffect,
+    ServerEvent,
+    StoreWrite,
+    TrimTopic,
+)
 from bootstrap.logs import event
 from bootstrap.metrics import MetricsServer, make_registry
 from bootstrap.store import ServerStore
@@ -46,14 +58,27 @@ from p2pchat.channel.envelope import Envelope
 from p2pchat.core.channels import verify_in_order
 from p2pchat.core.events import (
     Address,
+    ChannelAnswer,
     CloseLink,
+    ConnectFinished,
     DataReceived,
-    Effect,
-    Event,
+    Dial,
+    DisconnectFinished,
+    ForgetEpochKey,
+    ForgetPeer,
+    IndexMessages,
     LinkEstablished,
     LinkLost,
     PeerConnected,
     PeerDisconnected,
+    PersistChannel,
+    PersistCursor,
+    PersistEnvelopes,
+    PersistEpochKey,
+    PersistPrekey,
+    PersistSnapshot,
+    PingFinished,
+    SavePeer,
     ShutdownRequested,
     TimerExpired,
     Transmit,
@@ -105,7 +130,7 @@ class BootstrapServer:
         self.bytes_out = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._writes: asyncio.Queue[Effect | None] = asyncio.Queue()
+        self._writes: asyncio.Queue[StoreWrite | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._reads: set[asyncio.Task[None]] = set()
         self._stopped = False
@@ -168,7 +193,7 @@ class BootstrapServer:
 
     # --- the pump ------------------------------------------------------------------------
 
-    def _dispatch(self, ev: Event) -> None:
+    def _dispatch(self, ev: ServerEvent) -> None:
         if self._stopped:
             return
         for effect in self.core.handle(ev, self._loop.time(), wall_ms()):
@@ -190,31 +215,39 @@ class BootstrapServer:
         self._timer_at = deadline
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
-    def _execute(self, effect: Effect) -> None:
-        if isinstance(effect, Transmit):
-            self.bytes_out += len(effect.data)
-            self.transport.send(effect.link_id, effect.data)
-        elif isinstance(effect, STORE_WRITES):
-            self._writes.put_nowait(effect)
-        elif isinstance(effect, ReadStored):
-            task = self._loop.create_task(self._read(effect))
-            self._reads.add(task)
-            task.add_done_callback(self._reads.discard)
-        elif isinstance(effect, Note):
-            event(log, effect.level, effect.event, effect.fields)
-        elif isinstance(effect, CloseLink):
-            event(log, "info", "link-closed", link=effect.link_id, code=effect.code.name,
-                  reason=effect.reason)
-            self.transport.close(effect.link_id, effect.code, effect.reason)
-        elif isinstance(effect, PeerConnected):
-            event(log, "info", "link-open", link=effect.link_id, did=effect.did,
-                  address=format_address(effect.address))
-        elif isinstance(effect, PeerDisconnected):
-            event(log, "info", "link-lost", link=effect.link_id, did=effect.did,
-                  reason=effect.reason)
-        else:
-            # node-only effects (peer bookkeeping, request answers) have nothing to do here
-            log.debug("ignored effect %s", type(effect).__name__)
+    def _execute(self, effect: ServerEffect) -> None:
+        match effect:
+            case Transmit():
+                self.bytes_out += len(effect.data)
+                self.transport.send(effect.link_id, effect.data)
+            case CheckIds() | AppendEnvelopes() | PruneOlder() | TrimTopic() | SaveRecord() \
+                    | DeleteRecords():
+                self._writes.put_nowait(effect)
+            case ReadStored():
+                task = self._loop.create_task(self._read(effect))
+                self._reads.add(task)
+                task.add_done_callback(self._reads.discard)
+            case Note():
+                event(log, effect.level, effect.event, effect.fields)
+            case CloseLink():
+                event(log, "info", "link-closed", link=effect.link_id, code=effect.code.name,
+                      reason=effect.reason)
+                self.transport.close(effect.link_id, effect.code, effect.reason)
+            case PeerConnected():
+                event(log, "info", "link-open", link=effect.link_id, did=effect.did,
+                      address=format_address(effect.address))
+            case PeerDisconnected():
+                event(log, "info", "link-lost", link=effect.link_id, did=effect.did,
+                      reason=effect.reason)
+            case Dial() | ConnectFinished() | PingFinished() | DisconnectFinished() \
+                    | ForgetPeer() | SavePeer() | PersistCursor() | PersistPrekey() \
+                    | PersistEpochKey() | ForgetEpochKey() | PersistChannel() \
+                    | PersistEnvelopes() | PersistSnapshot() | IndexMessages() \
+                    | ChannelAnswer():
+                # a server dials no one and holds no channels: the node's own bookkeeping
+                log.debug("ignored effect %s", type(effect).__name__)
+            case _:
+                assert_never(effect)
 
     # --- store -------------------------------------------------------------------------------
 

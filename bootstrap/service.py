@@ -71,6 +71,7 @@ import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from bootstrap.config import ServiceConfig
 from bootstrap.events import (
@@ -87,6 +88,8 @@ from bootstrap.events import (
     PruneOlder,
     ReadStored,
     SaveRecord,
+    ServiceEvent,
+    ServiceOutput,
     StoredRead,
     StoredRecord,
     StoredRow,
@@ -96,7 +99,7 @@ from bootstrap.events import (
 from p2pchat.bootstrap_proto import RecordError, open_record
 from p2pchat.channel.envelope import Envelope, decode_envelope
 from p2pchat.core.channels import verify_in_order
-from p2pchat.core.events import Effect, Event, TimerExpired, Transmit
+from p2pchat.core.events import TimerExpired, Transmit
 from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import short_did
 from p2pchat.wire import Envelopes, Frame, Subscribe, Summary, encode_frame
@@ -373,35 +376,38 @@ class BootstrapService:
 
     # --- the one entry point ------------------------------------------------------------
 
-    def handle(self, event: Event, now: float, wall_ms: int) -> list[Effect]:
-        if isinstance(event, FrameArrived):
-            client = self._clients.get(event.link_id)
-            if client is None:
+    def handle(self, event: ServiceEvent | TimerExpired, now: float, wall_ms: int
+               ) -> list[ServiceOutput]:
+        match event:
+            case FrameArrived():
+                client = self._clients.get(event.link_id)
+                if client is None:
+                    return []
+                return self._on_frame(client, event.frame, now, wall_ms)
+            case IdsChecked():
+                return self._on_checked(event, wall_ms)
+            case AppendDone():
+                return self._on_appended(event)
+            case StoredRead():
+                return self._on_read(event)
+            case PruneDone():
+                return self._on_pruned(event)
+            case ClientLinked():
+                host = event.address[0]
+                self._clients[event.link_id] = _Client(event.link_id, event.did, ip_key(host),
+                                                       self.block_of(host))
                 return []
-            return self._on_frame(client, event.frame, now, wall_ms)
-        if isinstance(event, IdsChecked):
-            return self._on_checked(event, wall_ms)
-        if isinstance(event, AppendDone):
-            return self._on_appended(event)
-        if isinstance(event, StoredRead):
-            return self._on_read(event)
-        if isinstance(event, PruneDone):
-            return self._on_pruned(event)
-        if isinstance(event, ClientLinked):
-            host = event.address[0]
-            self._clients[event.link_id] = _Client(event.link_id, event.did, ip_key(host),
-                                                   self.block_of(host))
-            return []
-        if isinstance(event, ClientGone):
-            return self._on_gone(event.link_id)
-        if isinstance(event, TimerExpired):
-            return self._on_timer(now, wall_ms)
-        if isinstance(event, StoreLoaded):
-            return self._on_loaded(event, wall_ms)
-        raise TypeError(f"unknown event {event!r}")
+            case ClientGone():
+                return self._on_gone(event.link_id)
+            case TimerExpired():
+                return self._on_timer(now, wall_ms)
+            case StoreLoaded():
+                return self._on_loaded(event, wall_ms)
+            case _:
+                assert_never(event)
 
     def _on_frame(self, client: _Client, frame: Frame, now: float, wall_ms: int
-                  ) -> list[Effect]:
+                  ) -> list[ServiceOutput]:
         if isinstance(frame, Upload):
             return self._on_upload(client, frame, now, wall_ms)
         if isinstance(frame, Watch):
@@ -422,7 +428,7 @@ class BootstrapService:
         self._next_op += 1
         return op
 
-    def _send(self, client: _Client | int, frame: Frame) -> Effect:
+    def _send(self, client: _Client | int, frame: Frame) -> ServiceOutput:
         link_id = client if isinstance(client, int) else client.link_id
         return Transmit(link_id, encode_frame(frame))
 
@@ -437,7 +443,7 @@ class BootstrapService:
         return frame, note
 
     def _refuse(self, client: _Client, request: str, topic: bytes, code: str, reason: str
-                ) -> list[Effect]:
+                ) -> list[ServiceOutput]:
         frame, note = self._refusal(client, request, topic, code, reason)
         return [self._send(client, frame), note]
 
@@ -494,7 +500,7 @@ class BootstrapService:
         return frames
 
     def _deliver(self, client: _Client, topic: bytes, items: list[tuple[int, bytes]],
-                 backfill: bool) -> list[Effect]:
+                 backfill: bool) -> list[ServiceOutput]:
         self.stats.envelopes_out += len(items)
         self.stats.envelope_bytes_out += sum(len(raw) for _, raw in items)
         return [self._send(client, f) for f in self._stored_frames(topic, items, backfill)]
@@ -502,7 +508,7 @@ class BootstrapService:
     # --- rendezvous -------------------------------------------------------------------------
 
     def _on_announce(self, client: _Client, frame: Announce, now: float, wall_ms: int
-                     ) -> list[Effect]:
+                     ) -> list[ServiceOutput]:
         self.stats.announces += 1
         topic = frame.topic
         limited = self._request_limit(client, now)
@@ -535,7 +541,7 @@ class BootstrapService:
                                         frame.peer.signature, expires, wall_ms))]
 
     def _on_lookup(self, client: _Client, frame: Lookup, now: float, wall_ms: int
-                   ) -> list[Effect]:
+                   ) -> list[ServiceOutput]:
         self.stats.lookups += 1
         limited = self._request_limit(client, now)
         if limited:
@@ -547,7 +553,7 @@ class BootstrapService:
         return [self._send(client, Peers(topic=frame.topic,
                                          records=tuple(r.peer for _, _, r in found)))]
 
-    def _sweep_records(self, wall_ms: int) -> list[Effect]:
+    def _sweep_records(self, wall_ms: int) -> list[ServiceOutput]:
         expired = 0
         for topic in list(self._records):
             records = self._records[topic]
@@ -562,13 +568,13 @@ class BootstrapService:
     # --- uploads -------------------------------------------------------------------------------
 
     def _on_upload(self, client: _Client, frame: Upload, now: float, wall_ms: int
-                   ) -> list[Effect]:
+                   ) -> list[ServiceOutput]:
         slot = _Reply()
         client.replies.append(slot)
         topic = frame.topic
         cfg = self.config
 
-        def refuse(code: str, reason: str) -> list[Effect]:
+        def refuse(code: str, reason: str) -> list[ServiceOutput]:
             slot.frame, note = self._refusal(client, Upload.TAG, topic, code, reason)
             return [*self._release(client), note]
 
@@ -600,7 +606,7 @@ class BootstrapService:
                                    len(frame.items) - len(items), slot, client.block)
         return [CheckIds(op, topic, tuple(i for i, _ in items))]
 
-    def _on_checked(self, ev: IdsChecked, wall_ms: int) -> list[Effect]:
+    def _on_checked(self, ev: IdsChecked, wall_ms: int) -> list[ServiceOutput]:
         up = self._checks.pop(ev.op, None)
         if up is None:
             return []
@@ -608,7 +614,7 @@ class BootstrapService:
         cfg = self.config
         t = self._topics.get(up.topic)
 
-        def refuse(code: str, reason: str) -> list[Effect]:
+        def refuse(code: str, reason: str) -> list[ServiceOutput]:
             if client is None:
                 return []
             up.slot.frame, note = self._refusal(client, Upload.TAG, up.topic, code, reason)
@@ -663,7 +669,7 @@ class BootstrapService:
         self._appends[op] = up
         return [AppendEnvelopes(op, up.topic, up.rows, up.uploader, wall_ms, up.block)]
 
-    def _on_appended(self, ev: AppendDone) -> list[Effect]:
+    def _on_appended(self, ev: AppendDone) -> list[ServiceOutput]:
         up = self._appends.pop(ev.op, None)
         if up is None:
             return []
@@ -680,7 +686,7 @@ class BootstrapService:
         if up.block:
             _adjust(self._pending_blocks, up.block, -up.size)
         up.writing = False
-        effects: list[Effect] = []
+        effects: list[ServiceOutput] = []
         if ev.error:
             up.broken = True
             effects.append(Note("error", "store-write-failed", (("error", ev.error),)))
@@ -714,7 +720,7 @@ class BootstrapService:
                 effects += self._deliver(watcher, up.topic, items, backfill=False)
         return effects + self._trim(t)
 
-    def _answer(self, up: _Upload) -> list[Effect]:
+    def _answer(self, up: _Upload) -> list[ServiceOutput]:
         """Answer an upload whose envelopes (its own and those it waited for) are written."""
         client = self._clients.get(up.link_id)
         if up.broken:
@@ -731,9 +737,9 @@ class BootstrapService:
                                  last=t.committed if t is not None else self._seq_floor)
         return self._release(client)
 
-    def _release(self, client: _Client) -> list[Effect]:
+    def _release(self, client: _Client) -> list[ServiceOutput]:
         """Answers to this link's uploads that are due, in request order."""
-        effects: list[Effect] = []
+        effects: list[ServiceOutput] = []
         while client.replies and client.replies[0].frame is not None:
             frame = client.replies.popleft().frame
             assert frame is not None
@@ -742,7 +748,7 @@ class BootstrapService:
 
     # --- watches -----------------------------------------------------------------------------
 
-    def _on_watch(self, client: _Client, frame: Watch, now: float) -> list[Effect]:
+    def _on_watch(self, client: _Client, frame: Watch, now: float) -> list[ServiceOutput]:
         self.stats.watches += 1
         topic = frame.topic
         limited = self._request_limit(client, now)
@@ -761,13 +767,13 @@ class BootstrapService:
             return self._deliver(client, topic, [], backfill=False)
         return [self._read(client, topic, w, t)]
 
-    def _read(self, client: _Client, topic: bytes, w: _Watch, t: _Topic) -> Effect:
+    def _read(self, client: _Client, topic: bytes, w: _Watch, t: _Topic) -> ServiceOutput:
         read = self._op()
         self._reads[read] = (client.link_id, topic, w)
         return ReadStored(read, client.link_id, topic, w.cursor, t.committed, MAX_STORED_ITEMS,
                           self.config.stored_frame_bytes)
 
-    def _on_read(self, ev: StoredRead) -> list[Effect]:
+    def _on_read(self, ev: StoredRead) -> list[ServiceOutput]:
         entry = self._reads.pop(ev.read, None)
         if entry is None:
             return []
@@ -792,7 +798,7 @@ class BootstrapService:
         w.live = True
         return self._deliver(client, topic, items, backfill=False)
 
-    def _on_gone(self, link_id: int) -> list[Effect]:
+    def _on_gone(self, link_id: int) -> list[ServiceOutput]:
         client = self._clients.pop(link_id, None)
         if client is None:
             return []
@@ -805,7 +811,7 @@ class BootstrapService:
 
     # --- retention ---------------------------------------------------------------------------
 
-    def _trim(self, t: _Topic) -> list[Effect]:
+    def _trim(self, t: _Topic) -> list[ServiceOutput]:
         cfg = self.config
         count = t.count - cfg.retention_topic_envelopes
         size = t.size - cfg.retention_topic_bytes
@@ -816,11 +822,11 @@ class BootstrapService:
         self._prunes[op] = t.topic
         return [TrimTopic(op, t.topic, max(count, 0), max(size, 0))]
 
-    def _on_pruned(self, ev: PruneDone) -> list[Effect]:
+    def _on_pruned(self, ev: PruneDone) -> list[ServiceOutput]:
         if ev.op not in self._prunes:
             return []
         trimmed = self._prunes.pop(ev.op)
-        effects: list[Effect] = []
+        effects: list[ServiceOutput] = []
         if ev.error:
             effects.append(Note("error", "retention-failed", (("error", ev.error),)))
         reason = "age" if trimmed is None else "size"
@@ -861,8 +867,8 @@ class BootstrapService:
             effects += self._trim(self._topics[trimmed])  # uploads may have outrun it
         return effects
 
-    def _on_timer(self, now: float, wall_ms: int) -> list[Effect]:
-        effects: list[Effect] = []
+    def _on_timer(self, now: float, wall_ms: int) -> list[ServiceOutput]:
+        effects: list[ServiceOutput] = []
         if now >= self._next_sweep:
             self._next_sweep = now + RECORD_SWEEP_INTERVAL
             effects += self._sweep_records(wall_ms)
@@ -873,7 +879,7 @@ class BootstrapService:
             effects += self.retention(wall_ms)
         return effects
 
-    def retention(self, wall_ms: int) -> list[Effect]:
+    def retention(self, wall_ms: int) -> list[ServiceOutput]:
         """Start a retention sweep now (also run by the timer)."""
         if any(p is None for p in self._prunes.values()):
             return []  # the previous sweep is still running
@@ -882,7 +888,7 @@ class BootstrapService:
             op = self._op()
             self._prunes[op] = None
             return [PruneOlder(op, self._age_cutoff, PRUNE_BATCH_ROWS)]
-        effects: list[Effect] = []
+        effects: list[ServiceOutput] = []
         for t in sorted(self._topics.values(), key=lambda x: x.topic):
             effects += self._trim(t)
         return effects
@@ -890,7 +896,7 @@ class BootstrapService:
 
     # --- start ---------------------------------------------------------------------------------
 
-    def _on_loaded(self, ev: StoreLoaded, wall_ms: int) -> list[Effect]:
+    def _on_loaded(self, ev: StoreLoaded, wall_ms: int) -> list[ServiceOutput]:
         self._seq_floor = max(self._seq_floor, ev.seq_floor)
         for ts in ev.topics:
             t = self._topic(ts.topic)
@@ -908,7 +914,7 @@ class BootstrapService:
                 self._record_count += 1
             records[rec.did] = _Record(PeerRecord(record=rec.record, signature=rec.signature),
                                        rec.expires_ms, rec.announced_ms)
-        effects: list[Effect] = []
+        effects: list[ServiceOutput] = []
         for t in sorted(self._topics.values(), key=lambda x: x.topic):
             if not t.holds:
                 self._maybe_forget(t)

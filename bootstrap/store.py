@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import assert_never
 
 import aiosqlite
 
@@ -36,13 +38,14 @@ from bootstrap.events import (
     ReadStored,
     Removal,
     SaveRecord,
+    StoreAnswer,
     StoredRead,
     StoredRecord,
     StoreLoaded,
+    StoreWrite,
     TopicState,
     TrimTopic,
 )
-from p2pchat.core.events import Effect, Event
 from p2pchat.errors import LocalError
 
 
@@ -164,7 +167,7 @@ class ServerStore:
 
     # --- the port ---------------------------------------------------------------------
 
-    async def execute(self, effects: list[Effect]) -> list[Event | None]:
+    async def execute(self, effects: Sequence[StoreWrite]) -> list[StoreAnswer | None]:
         """Carry out store effects in order in one transaction; their answers (None for
         effects without one). If the transaction fails, every answer says so."""
         db = self._db
@@ -181,7 +184,7 @@ class ServerStore:
             raise
         return answers
 
-    async def _one(self, effect: Effect) -> Event | None:
+    async def _one(self, effect: StoreWrite) -> StoreAnswer | None:
         db = self._db
         if isinstance(effect, CheckIds):
             if not effect.ids:
@@ -236,7 +239,7 @@ class ServerStore:
         if isinstance(effect, DeleteRecords):
             await db.execute("DELETE FROM records WHERE expires_ms <= ?", (effect.expired_ms,))
             return None
-        raise TypeError(f"not a store effect: {effect!r}")
+        assert_never(effect)
 
     async def _delete(self, op: int, rows: list[tuple[int, bytes, str, int, str]], more: bool
                       ) -> PruneDone:
@@ -293,7 +296,7 @@ class ServerStore:
         return total
 
 
-def _failed(effect: Effect, error: str) -> Event | None:
+def _failed(effect: StoreWrite, error: str) -> StoreAnswer | None:
     if isinstance(effect, CheckIds):
         return IdsChecked(effect.op, frozenset(), error)
     if isinstance(effect, AppendEnvelopes):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from bootstrap.config import ServiceConfig
 from bootstrap.events import (
@@ -31,14 +32,18 @@ from bootstrap.events import (
     ReadStored,
     Removal,
     SaveRecord,
+    ServiceEvent,
+    ServiceOutput,
+    StoreAnswer,
     StoredRead,
     StoredRecord,
+    StoreEffect,
     StoreLoaded,
     TopicState,
     TrimTopic,
 )
 from bootstrap.service import BootstrapService
-from p2pchat.core.events import CloseLink, Effect, Event, TimerExpired, Transmit
+from p2pchat.core.events import CloseLink, TimerExpired, Transmit
 from p2pchat.identity import Identity
 from p2pchat.wire import Frame, FrameDecoder
 
@@ -78,7 +83,7 @@ class MemoryStore:
         return StoreLoaded(topics, tuple(sorted(usage.items())), records, self.seq_floor,
                            tuple(sorted(sources.items())))
 
-    def execute(self, effect: Effect) -> Event | None:
+    def execute(self, effect: StoreEffect) -> StoreAnswer | None:
         if self.fail_writes and isinstance(effect, AppendEnvelopes):
             self.fail_writes = False
             return AppendDone(effect.op, "disk I/O error (simulated)")
@@ -119,7 +124,7 @@ class MemoryStore:
             for key in [k for k, r in self.records.items() if r.expires_ms <= effect.expired_ms]:
                 del self.records[key]
             return None
-        raise TypeError(f"not a store effect: {effect!r}")
+        assert_never(effect)
 
     def read(self, effect: ReadStored) -> StoredRead:
         items: list[tuple[int, bytes]] = []
@@ -161,7 +166,7 @@ class ServiceHarness:
         self.wall_ms = wall_ms
         self.service = BootstrapService(self.config, now)
         self.auto = True
-        self.queue: deque[Effect] = deque()
+        self.queue: deque[StoreEffect] = deque()
         self.frames: dict[int, list[Frame]] = {}
         self.closed: dict[int, str] = {}
         self.notes: list[Note] = []
@@ -171,7 +176,7 @@ class ServiceHarness:
 
     # --- driving -----------------------------------------------------------------------
 
-    def feed(self, event: Event) -> None:
+    def feed(self, event: ServiceEvent | TimerExpired) -> None:
         self._execute(self.service.handle(event, self.now, self.wall_ms))
 
     def link(self, identity: Identity | str, ip: str = "10.0.0.1") -> int:
@@ -219,15 +224,20 @@ class ServiceHarness:
                 self.feed(answer)
         return done
 
-    def _execute(self, effects: Iterable[Effect]) -> None:
+    def _execute(self, effects: Iterable[ServiceOutput]) -> None:
         for effect in effects:
-            if isinstance(effect, Transmit):
-                self.frames[effect.link_id] += self._decoders[effect.link_id].feed(effect.data)
-            elif isinstance(effect, CloseLink):
-                self.closed[effect.link_id] = effect.reason
-            elif isinstance(effect, Note):
-                self.notes.append(effect)
-            else:
-                self.queue.append(effect)
+            match effect:
+                case Transmit():
+                    self.frames[effect.link_id] += self._decoders[effect.link_id].feed(
+                        effect.data)
+                case CloseLink():
+                    self.closed[effect.link_id] = effect.reason
+                case Note():
+                    self.notes.append(effect)
+                case CheckIds() | AppendEnvelopes() | ReadStored() | PruneOlder() \
+                        | TrimTopic() | SaveRecord() | DeleteRecords():
+                    self.queue.append(effect)
+                case _:
+                    assert_never(effect)
         if self.auto:
             self.run()

@@ -2,13 +2,15 @@
 
 Events (inputs) are named in the past tense or as requests; effects (outputs) are
 commands for the runtime to carry out, in order. All are frozen, slotted
-dataclasses under two marker bases.
+dataclasses, gathered in two closed unions at the end of this module, :data:`Event`
+and :data:`Effect`: every executor dispatches with ``match`` and ends in
+``assert_never``, so a new kind is a type error wherever it is not handled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from p2pchat.errors import CloseCode
 
@@ -28,19 +30,11 @@ class RandomSource(Protocol):
     def randbytes(self, n: int, /) -> bytes: ...
 
 
-class Event:
-    __slots__ = ()
-
-
-class Effect:
-    __slots__ = ()
-
-
 # --- events ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class LinkEstablished(Event):
+class LinkEstablished:
     """The transport finished its (TLS) handshake for a new link.
 
     ``cert_fingerprint`` is SHA-256 of the server certificate's DER (ours when
@@ -57,13 +51,13 @@ class LinkEstablished(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class DataReceived(Event):
+class DataReceived:
     link_id: int
     data: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class LinkLost(Event):
+class LinkLost:
     """The transport closed the link (peer close, QUIC idle, unreachable)."""
 
     link_id: int
@@ -71,18 +65,18 @@ class LinkLost(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class DialFailed(Event):
+class DialFailed:
     dial_id: int
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class FlushHeld(Event):
+class FlushHeld:
     """Push the envelopes that held writes (``hold=True``) left waiting: a burst is over."""
 
 
 @dataclass(frozen=True, slots=True)
-class SealHeld(Event):
+class SealHeld:
     """Seal the held posts queued so far into envelopes and answer them; their push
     stays held until :class:`FlushHeld` (the runtime sends this once per event-loop
     turn that made writes, so the writes of one turn share an envelope)."""
@@ -92,19 +86,19 @@ class SealHeld(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class TimerExpired(Event):
+class TimerExpired:
     """The deadline from :meth:`NodeCore.next_deadline` has passed."""
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectRequested(Event):
+class ConnectRequested:
     request_id: int
     address: Address
     expected_did: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class DisconnectRequested(Event):
+class DisconnectRequested:
     """Close links to a peer (by DID or dialled address) and stop redialling it."""
 
     request_id: int
@@ -113,13 +107,13 @@ class DisconnectRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PingRequested(Event):
+class PingRequested:
     request_id: int
     did: str
 
 
 @dataclass(frozen=True, slots=True)
-class Started(Event):
+class Started:
     """The runtime listens at ``listen``: dial the bootstrap servers, announce there."""
 
     listen: Address
@@ -131,7 +125,7 @@ class Started(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerDiscovered(Event):
+class PeerDiscovered:
     """A discovery mechanism saw ``did`` at ``address``: dial it unless already connected.
 
     ``source`` says how it was found (``mdns``, ``bootstrap``); shown by ``peers``.
@@ -143,14 +137,14 @@ class PeerDiscovered(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class WantedPeersLoaded(Event):
+class WantedPeersLoaded:
     """Peers the node should keep connected to, as stored by earlier runs."""
 
     peers: tuple[tuple[Address, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ShutdownRequested(Event):
+class ShutdownRequested:
     reason: str = "node shutting down"
 
 
@@ -158,7 +152,7 @@ class ShutdownRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Transmit(Effect):
+class Transmit:
     """Send ``data`` on a link. ``after_store``: only once every store write queued
     before this effect has committed (our own new envelopes: what peers hold we must
     never lose, or a restart would reuse its sequence number)."""
@@ -169,21 +163,21 @@ class Transmit(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class CloseLink(Effect):
+class CloseLink:
     link_id: int
     code: CloseCode
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class Dial(Effect):
+class Dial:
     dial_id: int
     address: Address
     timeout: float
 
 
 @dataclass(frozen=True, slots=True)
-class PeerConnected(Effect):
+class PeerConnected:
     did: str
     name: str
     link_id: int
@@ -192,14 +186,14 @@ class PeerConnected(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PeerDisconnected(Effect):
+class PeerDisconnected:
     did: str
     link_id: int
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectFinished(Effect):
+class ConnectFinished:
     """Answer to :class:`ConnectRequested`: ``did`` on success, else ``error``."""
 
     request_id: int
@@ -208,28 +202,28 @@ class ConnectFinished(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PingFinished(Effect):
+class PingFinished:
     request_id: int
     rtt: float | None
     error: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class DisconnectFinished(Effect):
+class DisconnectFinished:
     request_id: int
     closed: int
     forgotten: tuple[Address, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ForgetPeer(Effect):
+class ForgetPeer:
     """Stop remembering ``address`` as a peer to reconnect to."""
 
     address: Address
 
 
 @dataclass(frozen=True, slots=True)
-class SavePeer(Effect):
+class SavePeer:
     """Remember ``address`` as a peer to reconnect to (it answered as ``did``)."""
 
     address: Address
@@ -254,7 +248,7 @@ class StoredChannel:
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelsLoaded(Event):
+class ChannelsLoaded:
     """Channels and their envelopes (in stored order) from earlier runs."""
 
     channels: tuple[StoredChannel, ...]
@@ -265,7 +259,7 @@ class ChannelsLoaded(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelCreateRequested(Event):
+class ChannelCreateRequested:
     request_id: int
     name: str
     wall_ms: int
@@ -273,7 +267,7 @@ class ChannelCreateRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class JoinRequested(Event):
+class JoinRequested:
     """Join with an invite's capability (see :mod:`p2pchat.channel.invite`)."""
 
     request_id: int
@@ -288,7 +282,7 @@ class JoinRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class DmRequested(Event):
+class DmRequested:
     """Send ``text`` to ``did`` in the direct-message channel with it (made on first use)."""
 
     request_id: int
@@ -298,7 +292,7 @@ class DmRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class SendRequested(Event):
+class SendRequested:
     request_id: int
     channel: bytes
     text: str
@@ -313,7 +307,7 @@ class SendRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageOpRequested(Event):
+class MessageOpRequested:
     """Edit or delete one of our messages, or react to any message."""
 
     request_id: int
@@ -328,7 +322,7 @@ class MessageOpRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class ModRequested(Event):
+class ModRequested:
     """A moderation action by this node's user (DESIGN §4)."""
 
     request_id: int
@@ -343,7 +337,7 @@ class ModRequested(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class PersistCursor(Effect):
+class PersistCursor:
     """Remember how far the node has read a bootstrap server's topic (after the
     envelopes before it are stored: effects are written in order)."""
 
@@ -353,7 +347,7 @@ class PersistCursor(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PersistPrekey(Effect):
+class PersistPrekey:
     """Keep a prekey's private key (until it has expired) with its published record.
     Written before the record is published: effects are written in order."""
 
@@ -364,7 +358,7 @@ class PersistPrekey(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PersistEpochKey(Effect):
+class PersistEpochKey:
     """Keep an epoch's group secret (the store file is 0600). Written in the same
     transaction as the envelopes that need it."""
 
@@ -374,7 +368,7 @@ class PersistEpochKey(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class ForgetEpochKey(Effect):
+class ForgetEpochKey:
     """Delete an epoch's secret (``ephemeral`` channels: forward secrecy)."""
 
     channel: bytes
@@ -382,14 +376,14 @@ class ForgetEpochKey(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PersistChannel(Effect):
+class PersistChannel:
     channel: bytes
     name: str
     key: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class PersistEnvelopes(Effect):
+class PersistEnvelopes:
     """Store these verified envelopes (id, bytes) of ``channel``, in this order."""
 
     channel: bytes
@@ -397,7 +391,7 @@ class PersistEnvelopes(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class PersistSnapshot(Effect):
+class PersistSnapshot:
     """Replace the channel's snapshot; it covers the first ``covered`` stored envelopes."""
 
     channel: bytes
@@ -406,7 +400,7 @@ class PersistSnapshot(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class IndexMessages(Effect):
+class IndexMessages:
     """Search index rows (id, author, text, deleted) for messages that changed."""
 
     channel: bytes
@@ -414,9 +408,29 @@ class IndexMessages(Effect):
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelAnswer(Effect):
+class ChannelAnswer:
     """Answer to a channel request: ``result`` on success, else ``error``."""
 
     request_id: int
     result: dict[str, object] | None
     error: str | None
+
+
+# --- the closed unions ------------------------------------------------------------
+
+#: Everything the node core takes (``NodeCore.handle``).
+Event: TypeAlias = (
+    LinkEstablished | DataReceived | LinkLost | DialFailed | FlushHeld | SealHeld
+    | TimerExpired | ConnectRequested | DisconnectRequested | PingRequested | Started
+    | PeerDiscovered | WantedPeersLoaded | ShutdownRequested | ChannelsLoaded
+    | ChannelCreateRequested | JoinRequested | DmRequested | SendRequested
+    | MessageOpRequested | ModRequested
+)
+
+#: Everything the node core asks its runtime to do, in order.
+Effect: TypeAlias = (
+    Transmit | CloseLink | Dial | PeerConnected | PeerDisconnected | ConnectFinished
+    | PingFinished | DisconnectFinished | ForgetPeer | SavePeer | PersistCursor
+    | PersistPrekey | PersistEpochKey | ForgetEpochKey | PersistChannel | PersistEnvelopes
+    | PersistSnapshot | IndexMessages | ChannelAnswer
+)

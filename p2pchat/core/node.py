@@ -25,6 +25,7 @@ as a duplicate succeeds through the link that survives (``_lost_before_open``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from p2pchat.core import clock
 from p2pchat.core.bootstrap import BootstrapClient
@@ -200,52 +201,51 @@ class NodeCore:
         return effects
 
     def _handle(self, event: Event, now: float) -> list[Effect]:
-        if isinstance(event, FlushHeld):
-            return []
-        if isinstance(event, SealHeld):
-            return self.hub.seal_held()
-        if isinstance(event, Started):
-            return self._on_started(event, now)
-        if isinstance(event, DataReceived):
-            return self._on_data(event, now)
-        if isinstance(event, TimerExpired):
-            return self._on_timer(now) + self.hub.key_timer(self._wall_ms(now))
-        if isinstance(event, LinkEstablished):
-            return self._on_established(event, now)
-        if isinstance(event, LinkLost):
-            return self._on_lost(event, now)
-        if isinstance(event, DialFailed):
-            return self._on_dial_failed(event, now)
-        if isinstance(event, ConnectRequested):
-            return self._on_connect(event, now)
-        if isinstance(event, PingRequested):
-            return self._on_ping(event, now)
-        if isinstance(event, DisconnectRequested):
-            return self._on_disconnect(event, now)
-        if isinstance(event, PeerDiscovered):
-            return self._on_discovered(event, now)
-        if isinstance(event, WantedPeersLoaded):
-            return self._on_loaded(event, now)
-        if isinstance(event, ShutdownRequested):
-            return self._on_shutdown(event, now)
-        if isinstance(event, SendRequested):
-            return self.hub.send(event)
-        if isinstance(event, DmRequested):
-            return self.hub.dm(event) + self._start_new_channels()
-        if isinstance(event, MessageOpRequested):
-            return self.hub.message_op(event)
-        if isinstance(event, ModRequested):
-            return self.hub.moderate(event)
-        if isinstance(event, ChannelCreateRequested):
-            effects = self.hub.create(event)
-            for channel in set(self.hub.channels) - self._channels_started:
-                effects += self._channel_started(channel)
-            return effects
-        if isinstance(event, JoinRequested):
-            return self._on_join(event, now)
-        if isinstance(event, ChannelsLoaded):
-            return self.hub.on_loaded(event, 0)
-        raise TypeError(f"unknown event {event!r}")
+        match event:
+            case FlushHeld():
+                return []
+            case SealHeld():
+                return self.hub.seal_held()
+            case Started():
+                return self._on_started(event, now)
+            case DataReceived():
+                return self._on_data(event, now)
+            case TimerExpired():
+                return self._on_timer(now) + self.hub.key_timer(self._wall_ms(now))
+            case LinkEstablished():
+                return self._on_established(event, now)
+            case LinkLost():
+                return self._on_lost(event, now)
+            case DialFailed():
+                return self._on_dial_failed(event, now)
+            case ConnectRequested():
+                return self._on_connect(event, now)
+            case PingRequested():
+                return self._on_ping(event, now)
+            case DisconnectRequested():
+                return self._on_disconnect(event, now)
+            case PeerDiscovered():
+                return self._on_discovered(event, now)
+            case WantedPeersLoaded():
+                return self._on_loaded(event, now)
+            case ShutdownRequested():
+                return self._on_shutdown(event, now)
+            case SendRequested():
+                return self.hub.send(event)
+            case DmRequested():
+                return self.hub.dm(event) + self._start_new_channels()
+            case MessageOpRequested():
+                return self.hub.message_op(event)
+            case ModRequested():
+                return self.hub.moderate(event)
+            case ChannelCreateRequested():
+                return self.hub.create(event) + self._start_new_channels()
+            case JoinRequested():
+                return self._on_join(event, now)
+            case ChannelsLoaded():
+                return self.hub.on_loaded(event, 0)
+            case _:
+                assert_never(event)
 
     # --- handlers -----------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from p2pchat import __version__
 from p2pchat.channel.envelope import Envelope
@@ -632,57 +632,64 @@ class Node:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _execute(self, effect: Effect) -> None:
-        if isinstance(effect, Transmit):
-            if effect.after_store and self._pending_write:
-                transport, link_id, data = self.transport, effect.link_id, effect.data
+        match effect:
+            case Transmit(link_id=link_id, data=data):
+                if effect.after_store and self._pending_write:
+                    transport = self.transport
 
-                def send_stored(ok: bool) -> None:
-                    if ok:  # never hand out what we failed to store
-                        transport.send(link_id, data)
-                        transport.flush()
+                    def send_stored(ok: bool) -> None:
+                        if ok:  # never hand out what we failed to store
+                            transport.send(link_id, data)
+                            transport.flush()
 
-                self._after_writes(send_stored)
-            else:
-                self.transport.send(effect.link_id, effect.data)
-        elif isinstance(effect, CloseLink):
-            log.info("closing link %d: %s (%s)", effect.link_id, effect.reason, effect.code.name)
-            self.transport.close(effect.link_id, effect.code, effect.reason)
-        elif isinstance(effect, Dial):
-            log.debug("dialling %s", format_address(effect.address))
-            self.transport.dial(effect.dial_id, effect.address, effect.timeout, self._dial_failed)
-        elif isinstance(effect, PeerConnected):
-            log.info("peer connected %s at %s (%s)", effect.did, format_address(effect.address),
-                     "outbound" if effect.outbound else "inbound")
-            self._notify(effect)
-        elif isinstance(effect, PeerDisconnected):
-            log.info("peer disconnected %s: %s", effect.did, effect.reason)
-            self._notify(effect)
-        elif isinstance(effect, (SavePeer, ForgetPeer, PersistEnvelopes, PersistSnapshot,
-                                 IndexMessages, PersistChannel, PersistCursor,
-                                 PersistPrekey, PersistEpochKey, ForgetEpochKey)):
-            if self.store is not None:
-                self._enqueue_write(effect)
-        elif isinstance(effect, DisconnectFinished):
-            waiter = self._disconnects.get(effect.request_id)
-            if waiter is not None:
-                self._after_writes(lambda ok: _resolve(waiter, effect) if ok else _fail(
-                    waiter, "disconnected, but the node could not forget the peer in its "
-                    "store (database error, see the node log)"))
-        elif isinstance(effect, ChannelAnswer):
-            answer = self._answers.get(effect.request_id)
-            if answer is not None:
-                self._after_writes(lambda ok: _answer(answer, effect, ok))
-        elif isinstance(effect, ConnectFinished):
-            self._after_writes(lambda ok: self._finish_connect(effect, ok))
-        elif isinstance(effect, PingFinished):
-            future = self._pings.get(effect.request_id)
-            if future is not None and not future.done():
-                if effect.rtt is not None:
-                    future.set_result(effect.rtt)
+                    self._after_writes(send_stored)
                 else:
-                    future.set_exception(LocalError(effect.error or "ping failed"))
-        else:  # pragma: no cover - a new effect type without a handler is a bug
-            raise TypeError(f"no handler for effect {effect!r}")
+                    self.transport.send(link_id, data)
+            case CloseLink():
+                log.info("closing link %d: %s (%s)", effect.link_id, effect.reason,
+                         effect.code.name)
+                self.transport.close(effect.link_id, effect.code, effect.reason)
+            case Dial():
+                log.debug("dialling %s", format_address(effect.address))
+                self.transport.dial(effect.dial_id, effect.address, effect.timeout,
+                                    self._dial_failed)
+            case PeerConnected():
+                log.info("peer connected %s at %s (%s)", effect.did,
+                         format_address(effect.address),
+                         "outbound" if effect.outbound else "inbound")
+                self._notify(effect)
+            case PeerDisconnected():
+                log.info("peer disconnected %s: %s", effect.did, effect.reason)
+                self._notify(effect)
+            case SavePeer() | ForgetPeer() | PersistEnvelopes() | PersistSnapshot() \
+                    | IndexMessages() | PersistChannel() | PersistCursor() | PersistPrekey() \
+                    | PersistEpochKey() | ForgetEpochKey():
+                if self.store is not None:
+                    self._enqueue_write(effect)
+            case DisconnectFinished():
+                waiter = self._disconnects.get(effect.request_id)
+                if waiter is not None:
+                    done = effect
+                    self._after_writes(lambda ok: _resolve(waiter, done) if ok else _fail(
+                        waiter, "disconnected, but the node could not forget the peer in "
+                        "its store (database error, see the node log)"))
+            case ChannelAnswer():
+                answer = self._answers.get(effect.request_id)
+                if answer is not None:
+                    told = effect
+                    self._after_writes(lambda ok: _answer(answer, told, ok))
+            case ConnectFinished():
+                finished = effect
+                self._after_writes(lambda ok: self._finish_connect(finished, ok))
+            case PingFinished():
+                future = self._pings.get(effect.request_id)
+                if future is not None and not future.done():
+                    if effect.rtt is not None:
+                        future.set_result(effect.rtt)
+                    else:
+                        future.set_exception(LocalError(effect.error or "ping failed"))
+            case _:
+                assert_never(effect)
 
     def watch(self) -> asyncio.Queue[dict[str, Any]]:
         """A queue of change events for a control client (see ``_tell_watchers``);

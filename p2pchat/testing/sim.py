@@ -109,7 +109,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import msgpack
 
@@ -129,11 +129,13 @@ from p2pchat.core.events import (
     DataReceived,
     Dial,
     DialFailed,
+    DisconnectFinished,
     Effect,
     Event,
     FlushHeld,
     ForgetEpochKey,
     ForgetPeer,
+    IndexMessages,
     JoinRequested,
     LinkEstablished,
     LinkLost,
@@ -146,6 +148,8 @@ from p2pchat.core.events import (
     PersistEnvelopes,
     PersistEpochKey,
     PersistPrekey,
+    PersistSnapshot,
+    PingFinished,
     SavePeer,
     SendRequested,
     Started,
@@ -1340,43 +1344,48 @@ class SimNetwork:
         return type(event).__name__, ""
 
     def _carry_out(self, node: SimNode, effect: Effect) -> None:
-        if isinstance(effect, Transmit):
-            self._transmit((node.name, effect.link_id), effect.data)
-        elif isinstance(effect, CloseLink):
-            self._close((node.name, effect.link_id), effect)
-        elif isinstance(effect, Dial):
-            self._dial(node, effect)
-        elif isinstance(effect, ChannelAnswer):
-            self.answers[effect.request_id] = effect
-        elif isinstance(effect, ConnectFinished):
-            self.connects[effect.request_id] = effect
-        elif isinstance(effect, PersistChannel):
-            node.disk.channels[effect.channel] = (effect.name, effect.key)
-        elif isinstance(effect, PersistEpochKey):
-            node.disk.secrets.setdefault(effect.channel, {})[effect.epoch] = effect.secret
-        elif isinstance(effect, ForgetEpochKey):
-            node.disk.secrets.get(effect.channel, {}).pop(effect.epoch, None)
-        elif isinstance(effect, PersistEnvelopes):
-            ids = node.disk.envelope_ids.setdefault(effect.channel, set())
-            log = node.disk.envelopes.setdefault(effect.channel, [])
-            for env_id, raw in effect.items:
-                if env_id not in ids:
-                    ids.add(env_id)
-                    log.append((env_id, raw))
-        elif isinstance(effect, PersistCursor):
-            node.disk.cursors[(effect.server_did, effect.topic)] = effect.cursor
-        elif isinstance(effect, PersistPrekey):
-            node.disk.prekeys[effect.prekey_id] = (effect.record, effect.private,
-                                                   effect.expires_ms)
-        elif isinstance(effect, SavePeer):
-            node.disk.peers[effect.address] = effect.did
-        elif isinstance(effect, ForgetPeer):
-            node.disk.peers.pop(effect.address, None)
-        elif isinstance(effect, PeerConnected | PeerDisconnected):
-            sign = "+" if isinstance(effect, PeerConnected) else "-"
-            self.trace.append((f"{self.clock.now:.6f}", node.name, f"peer{sign}",
-                               self._who(effect.did), f"L{effect.link_id}"))
-        # anything else (index rows, ping answers, …) needs no network action
+        disk = node.disk
+        match effect:
+            case Transmit():
+                self._transmit((node.name, effect.link_id), effect.data)
+            case CloseLink():
+                self._close((node.name, effect.link_id), effect)
+            case Dial():
+                self._dial(node, effect)
+            case ChannelAnswer():
+                self.answers[effect.request_id] = effect
+            case ConnectFinished():
+                self.connects[effect.request_id] = effect
+            case PersistChannel():
+                disk.channels[effect.channel] = (effect.name, effect.key)
+            case PersistEpochKey():
+                disk.secrets.setdefault(effect.channel, {})[effect.epoch] = effect.secret
+            case ForgetEpochKey():
+                disk.secrets.get(effect.channel, {}).pop(effect.epoch, None)
+            case PersistEnvelopes():
+                ids = disk.envelope_ids.setdefault(effect.channel, set())
+                log = disk.envelopes.setdefault(effect.channel, [])
+                for env_id, raw in effect.items:
+                    if env_id not in ids:
+                        ids.add(env_id)
+                        log.append((env_id, raw))
+            case PersistCursor():
+                disk.cursors[(effect.server_did, effect.topic)] = effect.cursor
+            case PersistPrekey():
+                disk.prekeys[effect.prekey_id] = (effect.record, effect.private,
+                                                  effect.expires_ms)
+            case SavePeer():
+                disk.peers[effect.address] = effect.did
+            case ForgetPeer():
+                disk.peers.pop(effect.address, None)
+            case PeerConnected() | PeerDisconnected():
+                sign = "+" if isinstance(effect, PeerConnected) else "-"
+                self.trace.append((f"{self.clock.now:.6f}", node.name, f"peer{sign}",
+                                   self._who(effect.did), f"L{effect.link_id}"))
+            case PersistSnapshot() | IndexMessages() | PingFinished() | DisconnectFinished():
+                pass  # replay from the envelopes is the sim's restart; no search, no pings
+            case _:
+                assert_never(effect)
 
     # --- links -----------------------------------------------------------------------------------
 

@@ -22,14 +22,16 @@ from bootstrap.events import (
     PruneOlder,
     ReadStored,
     SaveRecord,
+    StoreAnswer,
     StoredRecord,
     StoredRow,
+    StoreEffect,
     StoreLoaded,
+    StoreWrite,
     TrimTopic,
 )
 from bootstrap.store import MIGRATIONS, SCHEMA_VERSION, ServerStore, StoreError
 from bootstrap.testing import MemoryStore
-from p2pchat.core.events import Effect, Event
 
 T = b"T" * 32
 U = b"U" * 32
@@ -39,7 +41,7 @@ def row(seq: int, size: int, tag: bytes = b"") -> StoredRow:
     return StoredRow(seq, bytes([seq]) * 31 + tag[:1].ljust(1, b"-"), bytes([seq]) * size)
 
 
-def script() -> list[Effect]:
+def script() -> list[StoreEffect]:
     t_rows = [row(s, 100 * s) for s in range(1, 6)]
     return [
         CheckIds(1, T, (t_rows[0].id, t_rows[1].id)),
@@ -67,17 +69,17 @@ def script() -> list[Effect]:
     ]
 
 
-def run_memory(effects: list[Effect]) -> tuple[list[Event | None], StoreLoaded]:
+def run_memory(effects: list[StoreEffect]) -> tuple[list[StoreAnswer | None], StoreLoaded]:
     store = MemoryStore()
     answers = [store.execute(e) for e in effects]
     return answers, store.load(5000)
 
 
-async def run_sqlite(path: Path, effects: list[Effect], batch: bool
-                     ) -> tuple[list[Event | None], StoreLoaded, StoreLoaded]:
+async def run_sqlite(path: Path, effects: list[StoreEffect], batch: bool
+                     ) -> tuple[list[StoreAnswer | None], StoreLoaded, StoreLoaded]:
     store = await ServerStore.open(path)
-    answers: list[Event | None] = []
-    writes: list[Effect] = []
+    answers: list[StoreAnswer | None] = []
+    writes: list[StoreWrite] = []
 
     async def flush() -> None:
         answers.extend(await store.execute(writes))

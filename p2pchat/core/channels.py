@@ -97,7 +97,7 @@ ADMIT_GRACE_MS = 15_000
 MAX_OFFERS_PER_LINK = 16
 #: DM channels accepted per peer (two when both sides made one at the same time).
 MAX_DMS_PER_PEER = 2
-#: Own envelopes held back for one push (``SendRequested.hold``) before they go anyway.
+#: Own envelopes held back for one push (app writes: see core.batching) before they go anyway.
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
 
@@ -603,21 +603,23 @@ class ChannelHub:
             return [], f"bad direct-message offer: {error}"
         return effects + self._resubscribe_all(), ""
 
-    def send(self, ev: SendRequested) -> list[Effect]:
+    def send(self, ev: SendRequested, batch: bool) -> list[Effect]:
+        """Post (its push held until :meth:`flush_held`); a ``batch`` post, or one to a
+        channel with queued posts, is queued to be sealed with its burst (core.batching)."""
         state = self.channels.get(ev.channel)
         if state is None:
             return [ChannelAnswer(ev.request_id, None, "unknown channel")]
         if state.genesis_id is None:
             return [ChannelAnswer(ev.request_id, None,
                                   "channel not synced yet: no peer has sent its history")]
-        if ev.hold and (ev.batch or ev.channel in self._queued):
+        if batch or ev.channel in self._queued:
             return self._queue_post(state, ev)  # sealed with its burst (see seal_held)
         before = len(state.log)
         try:
             _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
-        effects = self._after_local(state, before, ev.hold)
+        effects = self._after_local(state, before, hold=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": msg_id, "channel": ev.channel}, None))
         return effects
 
@@ -684,7 +686,7 @@ class ChannelHub:
                                                 f"unknown operation {ev.op!r}")]
         except ValueError as exc:
             return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
-        effects += self._after_local(state, before, ev.hold)
+        effects += self._after_local(state, before, hold=True)
         effects.append(ChannelAnswer(ev.request_id, {"id": ev.msg_id, "op": ev.op}, None))
         return effects
 
@@ -704,11 +706,8 @@ class ChannelHub:
         except ValueError as exc:
             return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
         effects += self._readmit_unbanned(ev.channel)
-        effects += self._after_local(state, before, ev.hold)
-        if ev.hold:  # the push waits for FlushHeld: cut banned peers off after it
-            self._drop_after_flush.add(ev.channel)
-        else:
-            self._drop_banned(ev.channel)
+        effects += self._after_local(state, before, hold=True)
+        self._drop_after_flush.add(ev.channel)  # cut banned peers off after the push
         effects.append(ChannelAnswer(ev.request_id, {"id": entry, "action": ev.action}, None))
         return effects
 

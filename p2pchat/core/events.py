@@ -71,23 +71,12 @@ class DialFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class FlushHeld:
-    """Push the envelopes that held writes (``hold=True``) left waiting: a burst is over."""
-
-
-@dataclass(frozen=True, slots=True)
-class SealHeld:
-    """Seal the held posts queued so far into envelopes and answer them; their push
-    stays held until :class:`FlushHeld` (the runtime sends this once per event-loop
-    turn that made writes, so the writes of one turn share an envelope)."""
-
-    #: a held write itself: what is held is not pushed before it is handled
-    hold: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class TimerExpired:
     """The deadline from :meth:`NodeCore.next_deadline` has passed."""
+
+    #: some peer has not acknowledged what we sent it for longer than its round trip
+    #: (the transport's ``lagging``): a seal lingers for more posts (core.batching)
+    lagging: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,12 +287,8 @@ class SendRequested:
     text: str
     wall_ms: int
     reply_to: str = ""
-    #: hold the live push of the new envelope until :class:`FlushHeld` (or any other
-    #: event), so a burst of writes leaves in shared frames and packets
-    hold: bool = False
-    #: (with ``hold``) queue the post, to be sealed with the others of its burst into one
-    #: envelope at :class:`SealHeld` or :class:`FlushHeld`, and answered then
-    batch: bool = False
+    #: as :attr:`TimerExpired.lagging`: a post made while a peer lags is batched
+    lagging: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +303,6 @@ class MessageOpRequested:
     text: str = ""
     emoji: str = ""
     on: bool = True
-    hold: bool = False  # as SendRequested.hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +317,6 @@ class ModRequested:
     value: str = ""  # the topic, or the mode's name
     on: bool = True  # mode set (True) or cleared
     reason: str = ""
-    hold: bool = False  # as SendRequested.hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,8 +403,8 @@ class ChannelAnswer:
 
 #: Everything the node core takes (``NodeCore.handle``).
 Event: TypeAlias = (
-    LinkEstablished | DataReceived | LinkLost | DialFailed | FlushHeld | SealHeld
-    | TimerExpired | ConnectRequested | DisconnectRequested | PingRequested | Started
+    LinkEstablished | DataReceived | LinkLost | DialFailed | TimerExpired | ConnectRequested
+    | DisconnectRequested | PingRequested | Started
     | PeerDiscovered | WantedPeersLoaded | ShutdownRequested | ChannelsLoaded
     | ChannelCreateRequested | JoinRequested | DmRequested | SendRequested
     | MessageOpRequested | ModRequested

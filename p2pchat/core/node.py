@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from p2pchat.core import clock
+from p2pchat.core.batching import WriteBatcher
 from p2pchat.core.bootstrap import BootstrapClient
 from p2pchat.core.channels import BatchVerifier, ChannelHub, verify_in_order
 from p2pchat.core.config import NodeConfig
@@ -46,7 +47,6 @@ from p2pchat.core.events import (
     DmRequested,
     Effect,
     Event,
-    FlushHeld,
     ForgetPeer,
     JoinRequested,
     LinkEstablished,
@@ -60,7 +60,6 @@ from p2pchat.core.events import (
     PingRequested,
     RandomSource,
     SavePeer,
-    SealHeld,
     SendRequested,
     ShutdownRequested,
     Started,
@@ -128,12 +127,19 @@ class NodeCore:
         self._wall_known = False
         self._last_now = 0.0
         self.hub = ChannelHub(identity, rng.randbytes, verify_batch)
+        #: when app writes are sealed and their pushes leave (one event per user action)
+        self.batcher = WriteBatcher()
         self.bootstrap = BootstrapClient(identity, bootstrap)
 
     # --- queries -----------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        return self._next_deadline(with_batcher=True)
+
+    def _next_deadline(self, with_batcher: bool) -> float | None:
         times = [d for link in self._links.values() if (d := link.deadline()) is not None]
+        if with_batcher and (batch := self.batcher.deadline()) is not None:
+            times.append(batch)
         times += [w.next_dial_at for w in self._wanted.values() if w.next_dial_at is not None]
         server = self.bootstrap.next_deadline()
         if server is not None:
@@ -142,6 +148,10 @@ class NodeCore:
         if keys is not None:
             times.append(clock.at_ms(keys - self._wall_offset_ms))
         return min(times, default=None)
+
+    def wants_lag(self) -> bool:
+        """Whether the next timer needs to know if a peer lags (a seal may linger)."""
+        return self.batcher.sealing()
 
     def peers(self, now: float) -> list[PeerInfo]:
         out = []
@@ -173,7 +183,7 @@ class NodeCore:
                 self._wall_offset_ms = wall - clock.ms(now)
                 self._wall_known = True
         effects: list[Effect] = []
-        if self.hub.holding and not getattr(event, "hold", False):
+        if self.hub.holding and not self._keeps_held(event, now):
             # held pushes leave before anything else happens on the links, so frames keep
             # the order they would have had without holding
             effects = self.hub.flush_held()
@@ -200,18 +210,27 @@ class NodeCore:
                 effects += self.bootstrap.upload(channel, raws)
         return effects
 
+    def _keeps_held(self, event: Event, now: float) -> bool:
+        """Whether ``event`` leaves held pushes held: another app write, or a tick of the
+        write batcher with nothing else due (design.md §5)."""
+        match event:
+            case SendRequested() | MessageOpRequested() | ModRequested():
+                return True
+            case TimerExpired():
+                other = self._next_deadline(with_batcher=False)
+                return other is None or other > now
+            case _:
+                return False
+
     def _handle(self, event: Event, now: float) -> list[Effect]:
         match event:
-            case FlushHeld():
-                return []
-            case SealHeld():
-                return self.hub.seal_held()
             case Started():
                 return self._on_started(event, now)
             case DataReceived():
                 return self._on_data(event, now)
             case TimerExpired():
-                return self._on_timer(now) + self.hub.key_timer(self._wall_ms(now))
+                effects = self._on_batcher_timer(now, event.lagging)
+                return effects + self._on_timer(now) + self.hub.key_timer(self._wall_ms(now))
             case LinkEstablished():
                 return self._on_established(event, now)
             case LinkLost():
@@ -231,13 +250,19 @@ class NodeCore:
             case ShutdownRequested():
                 return self._on_shutdown(event, now)
             case SendRequested():
-                return self.hub.send(event)
+                effects = self.hub.send(event, batch=self.batcher.post(now, event.lagging))
+                self.batcher.wrote(now)
+                return effects
             case DmRequested():
                 return self.hub.dm(event) + self._start_new_channels()
             case MessageOpRequested():
-                return self.hub.message_op(event)
+                effects = self.hub.message_op(event)
+                self.batcher.wrote(now)
+                return effects
             case ModRequested():
-                return self.hub.moderate(event)
+                effects = self.hub.moderate(event)
+                self.batcher.wrote(now)
+                return effects
             case ChannelCreateRequested():
                 return self.hub.create(event) + self._start_new_channels()
             case JoinRequested():
@@ -302,6 +327,18 @@ class NodeCore:
         deadline = self.bootstrap.next_deadline()
         if deadline is not None and deadline <= now:
             effects += self.bootstrap.on_timer(now, self._wall_ms(now))
+        return effects
+
+    def _on_batcher_timer(self, now: float, lagging: bool) -> list[Effect]:
+        effects: list[Effect] = []
+        for action in self.batcher.on_timer(now, lagging):
+            match action:
+                case "seal":
+                    effects += self.hub.seal_held()
+                case "flush":
+                    effects += self.hub.flush_held()
+                case _:
+                    assert_never(action)
         return effects
 
     def _on_lost(self, ev: LinkLost, now: float) -> list[Effect]:
@@ -446,6 +483,7 @@ class NodeCore:
 
     def _on_shutdown(self, ev: ShutdownRequested, now: float) -> list[Effect]:
         self._shutting_down = True
+        self.batcher = WriteBatcher()  # what it held was flushed before this event
         effects: list[Effect] = self.hub.snapshots(force=True)
         for wanted in self._wanted.values():
             wanted.next_dial_at = None

@@ -6,11 +6,9 @@ one ordered queue; an answer that depends on a write (``connect`` succeeded ->
 peer saved) is released only after that write committed. One timer handle
 tracks :meth:`NodeCore.next_deadline`.
 
-App writes are timed here, not in the core (which only does what the events
-say): their live pushes are *corked* until the burst is over (``FlushHeld``);
-posts made in one event-loop turn, or while a peer lags, are *batched* and
-sealed together (``SealHeld``), lingering up to MAX_LINGER while posts keep
-coming to a lagging peer (design.md §5, §10.2).
+One user action is one event: when app writes are sealed and their pushes leave is
+the core's write batcher (:mod:`p2pchat.core.batching`); the runtime only tells it
+whether the transport has a lagging peer (``lagging`` on sends and timers).
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.invite import MAX_INVITE_PEERS, Invite, format_channel_id
 from p2pchat.core import NodeConfig, NodeCore, PeerInfo
 from p2pchat.core.channels import SyncProgress, verify_in_order
+from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -46,7 +45,6 @@ from p2pchat.core.events import (
     DmRequested,
     Effect,
     Event,
-    FlushHeld,
     ForgetEpochKey,
     ForgetPeer,
     IndexMessages,
@@ -67,7 +65,6 @@ from p2pchat.core.events import (
     PingFinished,
     PingRequested,
     SavePeer,
-    SealHeld,
     SendRequested,
     ShutdownRequested,
     Started,
@@ -99,23 +96,6 @@ CONNECT_GRACE = 5.0
 #: How long ``dm`` waits for the peer's receipt (or a server's acknowledgement) before it
 #: answers with the best status it has (design.md §10.15).
 DM_STATUS_WAIT = 3.0
-#: A burst of app writes holds its live push at most this many event-loop turns…
-CORK_MAX_TURNS = 16
-#: …and at most this long, in seconds (a busy loop's turns are long: taking the
-#: acknowledgements of ten links, say).
-CORK_MAX_DELAY = 0.002
-#: Quiet event-loop turns (no new write) the cork waits for after sealed posts were
-#: answered: a sender that waits for each answer writes again within them.
-CORK_QUIET_AFTER_SEAL = 3
-#: While a peer lags (QuicTransport.lagging), held writes wait up to this long (s) for
-#: it to catch up, so the posts that arrive meanwhile share one envelope.
-MAX_LINGER = 0.004
-#: How often a lingering seal looks again, in seconds.
-LINGER_POLL = 0.001
-#: After a linger that gained no post (the app waits for each answer), lagging peers
-#: do not make posts wait for this long, in seconds.
-LINGER_BACKOFF = 0.05
-
 
 @dataclass(frozen=True)
 class PeerView:
@@ -209,7 +189,8 @@ class Node:
         self.started_at = time.time()
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._driver: Driver[Event, Effect] = Driver(self.core, self._execute, self._arm,
+                                                     self._timer_event, self._spun)
         self._next_request = 1
         self._connects: dict[int, asyncio.Future[str]] = {}
         self._pings: dict[int, asyncio.Future[float]] = {}
@@ -221,29 +202,6 @@ class Node:
         self._writes: asyncio.Queue[tuple[bool, Any] | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._pending_write = 0
-        # autocorking of app writes (see _cork)
-        self._corked = False
-        self._cork_turns = 0
-        self._cork_seen = -1
-        self._writes_made = 0
-        self._cork_until = 0.0
-        #: looks in a row that saw no new write, and how many the cork waits for
-        self._cork_quiet = 0
-        self._cork_quiet_needed = 1
-        #: batched posts: a SealHeld is scheduled; posts queued so far, and at the seal's
-        #: last look; a post was made in this event-loop turn
-        self._seal_pending = False
-        self._sends_made = 0
-        self._seal_seen = -1
-        self._posted_this_turn = False
-        #: the linger: posts queued when it began, whether it waited, until when it may
-        #: wait, and until when lagging peers make no post wait (see _seal)
-        self._linger_base = 0
-        self._lingered = False
-        self._linger_until: float | None = None
-        self._linger_useless_until = 0.0
-        #: the cork's burst ended while its posts were unsealed: push after the seal
-        self._flush_after_seal = False
         self._stopped = asyncio.Event()
         self.peer_listeners: list[Callable[[Effect], None]] = []
         #: control clients watching for changes (``watch``): one bounded queue each
@@ -417,36 +375,20 @@ class Node:
 
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""
+        lagging = self.transport.lagging(self._loop.time())
         return await self._request(lambda r: SendRequested(r, channel, text, _wall_ms(),
-                                                           reply_to, hold=True,
-                                                           batch=self._batching()))
-
-    def _batching(self) -> bool:
-        """Whether a new post should wait to be sealed with others (see :meth:`_seal`):
-        when another post was made in this event-loop turn (pipelined control requests,
-        concurrent ``send`` calls), or a peer lags behind what we sent it. Otherwise it
-        is sealed and answered at once."""
-        if not self._posted_this_turn:
-            self._posted_this_turn = True
-            self._loop.call_soon(self._next_turn)  # runs in the next turn, after this one
-            now = self._loop.time()
-            return self._seal_pending or (now >= self._linger_useless_until
-                                          and self.transport.lagging(now))
-        return True
-
-    def _next_turn(self) -> None:
-        self._posted_this_turn = False
+                                                           reply_to, lagging))
 
     async def message_op(self, channel: bytes, op: str, msg_id: str, *, text: str = "",
                          emoji: str = "", on: bool = True) -> dict[str, Any]:
         return await self._request(lambda r: MessageOpRequested(
-            r, channel, op, msg_id, _wall_ms(), text, emoji, on, hold=True))
+            r, channel, op, msg_id, _wall_ms(), text, emoji, on))
 
     async def moderate(self, channel: bytes, action: str, *, target: str = "", value: str = "",
                        on: bool = True, reason: str = "") -> dict[str, Any]:
         """Publish a moderation action (refused with the reason if it would not count)."""
         return await self._request(lambda r: ModRequested(
-            r, channel, action, _wall_ms(), target, value, on, reason, hold=True))
+            r, channel, action, _wall_ms(), target, value, on, reason))
 
     def discovered(self, did: str, address: Address, source: str) -> None:
         """A discovery adapter (mDNS, bootstrap lookup) found ``did`` at ``address``."""
@@ -521,115 +463,35 @@ class Node:
         return self._next_request
 
     def _dispatch(self, event: Event) -> None:
-        effects = self.core.handle(event, self._loop.time())
-        for effect in effects:
-            self._execute(effect)
+        self._after(event, self._driver.dispatch(event, self._loop.time()))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._after(None, self._driver.fire(self._loop.time()))
+
+    def _after(self, event: Event | None, effects: list[Effect]) -> None:
         for woken in self._dm_waiters:
             woken.set()
         sync = self._sync_events(self._loop.time())
         if self.watchers:
             self._tell_watchers(effects, sync)
-        if isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
-            self._cork()  # app writes come in bursts: let them share frames and packets
-            if isinstance(event, SendRequested) and event.batch:
-                self._schedule_seal()
-        else:
+        if not isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
             self.transport.flush()  # answers to the network and pings go out at once
-        self._arm_timer()
 
-    def _cork(self) -> None:
-        """Push held app writes once their burst is over (autocorking).
+    def _timer_event(self) -> TimerExpired:
+        lagging = self.core.wants_lag() and self.transport.lagging(self._loop.time())
+        return TimerExpired(lagging)
 
-        aioquic costs ~50 µs of CPU per packet and the receiver pays per frame, while a
-        lone envelope fills most of a packet; so the live push of a burst of writes (a
-        script calling ``send`` in a loop, pipelined control requests) should share
-        frames and packets. The core holds those pushes (``hold=True``) until
-        :class:`FlushHeld`, which goes after the first event-loop turn that made no new
-        write, after CORK_MAX_TURNS turns, or, from the core itself, at MAX_HELD_PUSH
-        envelopes. A single write waits two loop turns (microseconds); any other event
-        pushes what is held before it is handled.
-        """
-        self._writes_made += 1
-        if not self._corked:
-            self._corked = True
-            self._cork_turns = 0
-            self._cork_seen = -1  # the first look always waits one more turn
-            self._cork_until = self._loop.time() + CORK_MAX_DELAY
-            self._cork_quiet, self._cork_quiet_needed = 0, 1
-            self._loop.call_soon(self._uncork)
-
-    def _uncork(self) -> None:
-        grew, self._cork_seen = self._writes_made != self._cork_seen, self._writes_made
-        self._cork_turns += 1
-        self._cork_quiet = 0 if grew else self._cork_quiet + 1
-        if self._cork_quiet < self._cork_quiet_needed and self._cork_turns < CORK_MAX_TURNS \
-                and self._loop.time() < self._cork_until and not self._stopped.is_set():
-            self._loop.call_soon(self._uncork)
-            return
-        if self._seal_pending:  # the burst's posts are not sealed yet: push after them
-            self._flush_after_seal = True
-            return
-        self._corked = False
-        if not self._stopped.is_set():
-            self._dispatch(FlushHeld())
-
-    def _schedule_seal(self) -> None:
-        """A post was queued in the core (``batch``): seal it with the others of its
-        event-loop turn, or of its linger, at :meth:`_seal`."""
-        self._sends_made += 1
-        if not self._seal_pending:
-            self._seal_pending = True
-            self._seal_seen = -1  # the first look always counts as progress
-            self._loop.call_soon(self._seal)
-
-    def _seal(self) -> None:
-        """Seal the queued posts (``SealHeld``): their answers go out, their push stays
-        corked. While a peer lags behind what we sent it and posts keep coming, the seal
-        waits (polling every LINGER_POLL, at most MAX_LINGER) and the posts that come
-        meanwhile join its envelope: a receiver that is behind gains nothing from more
-        envelopes sooner, and each costs it a verification. A linger that gained no post
-        means the app waits for each answer: then lagging peers make no post wait for
-        LINGER_BACKOFF, so such a sender loses one LINGER_POLL per LINGER_BACKOFF."""
-        now = self._loop.time()
-        if self._linger_until is None:
-            self._linger_until = now + MAX_LINGER
-            self._linger_base, self._lingered = self._sends_made, False
-        progress, self._seal_seen = self._sends_made != self._seal_seen, self._sends_made
-        if progress and now < self._linger_until and not self._stopped.is_set() \
-                and self.transport.lagging(now):
-            self._lingered = True
-            self._loop.call_later(LINGER_POLL, self._seal)
-            return
-        if self._lingered and self._sends_made == self._linger_base:
-            # nothing joined: the app waits for each answer; stop making it wait a while
-            self._linger_useless_until = now + LINGER_BACKOFF
-        self._linger_until = None
-        self._seal_pending = False
-        if not self._stopped.is_set():
-            self._dispatch(SealHeld())
-        # the answers just went out: an app that waited for them writes again a turn or
-        # two later (its task's wake-up, maybe a yield of its own), so the cork waits
-        # for three quiet turns before it pushes
-        self._cork_quiet, self._cork_quiet_needed = 0, CORK_QUIET_AFTER_SEAL
-        if self._flush_after_seal:
-            self._flush_after_seal = False
-            self._uncork()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._dispatch(TimerExpired())
-
-    def _arm_timer(self) -> None:
-        deadline = self.core.next_deadline()
-        if deadline == self._timer_at:
-            return
+    def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timer_at = deadline
         if deadline is not None and not self._stopped.is_set():
             self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    @staticmethod
+    def _spun(what: str) -> None:
+        log.warning("core timer: %s", what)
 
     def _execute(self, effect: Effect) -> None:
         match effect:

@@ -118,6 +118,7 @@ from p2pchat.channel.state import MessageView
 from p2pchat.channel.ulid import make_ulid
 from p2pchat.core import NodeConfig, NodeCore
 from p2pchat.core.channels import topic_for
+from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -132,7 +133,6 @@ from p2pchat.core.events import (
     DisconnectFinished,
     Effect,
     Event,
-    FlushHeld,
     ForgetEpochKey,
     ForgetPeer,
     IndexMessages,
@@ -364,6 +364,8 @@ class SimNode:
     lost_writes: bool = False
     alive: bool = True
     deadline: float | None = None
+    #: the shared driver loop around ``core`` (made anew with each core)
+    driver: Driver[Event, Effect] | None = None
     next_link_id: int = 1
     disk: _Disk = field(default_factory=_Disk)
     #: the bootstrap servers (node names) this node uses
@@ -574,7 +576,7 @@ class SimNetwork:
         node = SimNode(name, identity, address, skew, core, servers=servers, store=store)
         self.nodes[name] = node
         self._by_address[address] = name
-        node.deadline = node.core.next_deadline()
+        self._drive(node)
         self._start(node)
         return node
 
@@ -648,13 +650,30 @@ class SimNetwork:
 
     # --- requests (the user's side) -----------------------------------------------------------
 
-    def request(self, name: str, event: Event) -> list[Effect]:
-        """Hand ``event`` to ``name``'s core now, as its user or runtime would."""
+    def request(self, name: str, event: Event, *, same_turn: bool = False) -> list[Effect]:
+        """Hand ``event`` to ``name``'s core now, as its user or runtime would.
+
+        A request comes in an event-loop turn of its own: the node's ticks still due
+        at this instant (``deadline == now``: the turn it asked to see end, as its
+        write batcher does) run first, unless ``same_turn`` (a burst: see
+        :meth:`post_burst`)."""
         node = self.nodes[name]
         if not node.alive:
             raise self.fail(f"{name} is down")
         self._last_activity = self.clock.now
+        if not same_turn:
+            self.end_turn(name)
         return self._handle(node, event)
+
+    def end_turn(self, name: str) -> list[Effect]:
+        """Run ``name``'s timers that are due now (its ticks), as the runtime's event loop
+        does on its next iteration: e.g. the write batcher's seal and flush. Returns
+        their effects."""
+        node = self.nodes[name]
+        effects: list[Effect] = []
+        while node.alive and node.deadline is not None and node.deadline <= self.clock.now:
+            effects += self._fire(node)
+        return effects
 
     def _request_id(self) -> int:
         rid = self._next_request
@@ -663,6 +682,8 @@ class SimNetwork:
 
     def _answer(self, name: str, event: Event, request_id: int) -> dict[str, Any]:
         self.request(name, event)
+        if request_id not in self.answers:  # batched: answered when its seal comes
+            self.end_turn(name)
         answer = self.answers.get(request_id)
         if answer is None:
             raise self.fail(f"{name} did not answer {type(event).__name__} {request_id}")
@@ -725,16 +746,16 @@ class SimNetwork:
         return msg_id
 
     def post_burst(self, name: str, channel: bytes, texts: Sequence[str]) -> list[str]:
-        """``name`` posts ``texts`` in quick succession, as the runtime does for a burst of
-        sends: held and batched (``hold=True, batch=True``), then ``FlushHeld``, so they
-        are sealed together (up to MAX_POSTS_PER_ENVELOPE per envelope). Returns the
-        message ids; a refused post fails the run with its reason."""
+        """``name`` posts ``texts`` in one event-loop turn (a script calling ``send`` in a
+        loop, pipelined control requests): its write batcher seals them together (up to
+        MAX_POSTS_PER_ENVELOPE per envelope) when the turn ends. Returns the message ids;
+        a refused post fails the run with its reason."""
         rids = []
-        for text in texts:
+        for i, text in enumerate(texts):
             rids.append(self._request_id())
-            self.request(name, SendRequested(rids[-1], channel, text, self.wall_ms(name),
-                                             hold=True, batch=True))
-        self.flush(name)
+            self.request(name, SendRequested(rids[-1], channel, text, self.wall_ms(name)),
+                         same_turn=i > 0)
+        self.end_turn(name)
         ids: list[str] = []
         for rid in rids:
             answer = self.answers.get(rid)
@@ -744,9 +765,10 @@ class SimNetwork:
             ids.append(str(answer.result["id"]))
         return ids
 
-    def flush(self, name: str) -> None:
-        """Push ``name``'s held writes now (``FlushHeld``), one frame per link."""
-        self.request(name, FlushHeld())
+    def flush(self, name: str) -> list[Effect]:
+        """End ``name``'s turn now: held writes are pushed (one frame per link) once its
+        write batcher's cork sees the burst is over, at this instant."""
+        return self.end_turn(name)
 
     def message_op(self, name: str, channel: bytes, op: str, msg_id: str, *, text: str = "",
                    emoji: str = "", on: bool = True) -> None:
@@ -773,9 +795,9 @@ class SimNetwork:
             raise self.fail(f"{name}: rotate failed: {exc}") from exc
         self._note("rotate", name, channel.hex()[:12])
         effects = hub._after_local(state, before)  # the hub's own path for local writes
-        node.deadline = node.core.next_deadline()
         for effect in effects:
             self._carry_out(node, effect)
+        self._driver(node).rearm()
 
     def moderate(self, name: str, channel: bytes, action: str, target: str = "", *,
                  value: str = "", on: bool = True, reason: str = "") -> str:
@@ -1003,7 +1025,7 @@ class SimNetwork:
         node.alive = True
         node.core = self._new_core(name, node.identity, node.incarnation, node.servers,
                                    node.store)
-        node.deadline = node.core.next_deadline()
+        self._drive(node)
         self._note("restart", name, str(node.incarnation))
         disk = node.disk
         stored = self._stored(node)
@@ -1295,11 +1317,7 @@ class SimNetwork:
             action()
         else:
             assert timer is not None
-            node = timer[1]
-            self._handle(node, TimerExpired())
-            if node.deadline is not None and node.deadline <= self.clock.now:
-                raise self.fail(f"{node.name}: next_deadline() {node.deadline} is not after "
-                                f"the timer that just fired; a runtime would spin")
+            self._fire(timer[1])
         return True
 
     def _violation(self, what: str) -> None:
@@ -1312,17 +1330,45 @@ class SimNetwork:
         self._last_activity = self.clock.now
         self.trace.append((f"{self.clock.now:.6f}", "*", kind, a, b))
 
+    def _drive(self, node: SimNode) -> Driver[Event, Effect]:
+        """A new driver loop for ``node``'s (new) core, armed."""
+        def arm(deadline: float | None) -> None:
+            node.deadline = deadline
+
+        def spun(what: str) -> None:
+            raise self.fail(f"{node.name}: {what}")
+
+        node.driver = Driver(node.core, lambda effect: self._carry_out(node, effect), arm,
+                             TimerExpired, spun)
+        node.driver.rearm()
+        return node.driver
+
+    def _driver(self, node: SimNode) -> Driver[Event, Effect]:
+        return node.driver if node.driver is not None and node.driver.machine is node.core \
+            else self._drive(node)
+
     def _handle(self, node: SimNode, event: Event, label: str = "") -> list[Effect]:
         self.trace.append((f"{self.clock.now:.6f}", node.name, *self._event_entry(event, label)))
+        driver = self._driver(node)
         try:
-            effects = node.core.handle(event, self.clock.now)
+            return driver.dispatch(event, self.clock.now)
+        except SimError:
+            raise
         except Exception as exc:
             raise self.fail(f"{node.name}: core raised {type(exc).__name__}: {exc} on "
                             f"{' '.join(self.trace[-1][2:])}") from exc
-        node.deadline = node.core.next_deadline()
-        for effect in effects:
-            self._carry_out(node, effect)
-        return effects
+
+    def _fire(self, node: SimNode) -> list[Effect]:
+        """``node``'s timer is due: its driver fires it (and checks it moves on)."""
+        self.trace.append((f"{self.clock.now:.6f}", node.name, "timer", ""))
+        driver = self._driver(node)
+        try:
+            return driver.fire(self.clock.now)
+        except SimError:
+            raise
+        except Exception as exc:
+            raise self.fail(f"{node.name}: core raised {type(exc).__name__}: {exc} on "
+                            "timer") from exc
 
     def _event_entry(self, event: Event, label: str) -> tuple[str, str]:
         if isinstance(event, DataReceived):

@@ -1,7 +1,7 @@
 """Multi-post envelopes under any mix of writes and a chaotic network (the deterministic
-simulator): batched posts, posts sealed at once, reactions, seals and pushes in any
-order, three writers, duplicated, reordered and split frames and broken links. Every
-answered post reaches every member, each author's posts keep the order of its
+simulator): bursts of posts in one turn, posts sealed at once, posts while a peer
+lags, reactions, turns ending (seals and pushes) at any point, three writers,
+duplicated, reordered and split frames and broken links. Every answered post reaches every member, each author's posts keep the order of its
 requests, and the replicas converge."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchat.core.events import FlushHeld, MessageOpRequested, SealHeld, SendRequested
+from p2pchat.core.events import MessageOpRequested, SendRequested
 from p2pchat.testing import Faults, SimNetwork
 
 NODES = ["a", "b", "c"]
@@ -17,8 +17,7 @@ NODES = ["a", "b", "c"]
 _write = st.one_of(
     st.tuples(st.just("post"), st.sampled_from(NODES), st.integers(0, 2_000), st.booleans()),
     st.tuples(st.just("react"), st.sampled_from(NODES), st.integers(0, 10), st.booleans()),
-    st.tuples(st.just("seal"), st.sampled_from(NODES), st.just(0), st.just(False)),
-    st.tuples(st.just("flush"), st.sampled_from(NODES), st.just(0), st.just(False)),
+    st.tuples(st.just("end-turn"), st.sampled_from(NODES), st.just(0), st.just(False)),
     st.tuples(st.just("run"), st.sampled_from(NODES), st.integers(1, 50), st.just(False)),
 )
 
@@ -35,28 +34,27 @@ def test_any_mix_of_batched_and_plain_posts_converges_in_request_order(
         net.wait_for(lambda n=name: net.synced(n, channel), what=f"{name} to sync")  # type: ignore[misc]
     requests: dict[str, list[int]] = {n: [] for n in NODES}
     rid = 1_000_000
-    for kind, name, size, batch in script:
+    for kind, name, size, flag in script:
         rid += 1
         if kind == "post":  # texts from 1 to 2,000 characters: bursts also cut by size
             text = f"{name}{rid} " + "x" * size
+            # writes stay in one turn until an "end-turn" (or a "run"); ``flag``: a peer lags
             net.request(name, SendRequested(rid, channel, text, net.wall_ms(name),
-                                            hold=True, batch=batch))
+                                            lagging=flag), same_turn=True)
             requests[name].append(rid)
         elif kind == "react":
             shown = net.history(name, channel)
             if shown:
                 target = shown[size % len(shown)].id
                 net.request(name, MessageOpRequested(rid, channel, "react", target,
-                                                     net.wall_ms(name), emoji=f"e{size}",
-                                                     hold=True))
-        elif kind == "seal":
-            net.request(name, SealHeld())
-        elif kind == "flush":
-            net.request(name, FlushHeld())
+                                                     net.wall_ms(name), emoji=f"e{size}"),
+                            same_turn=True)
+        elif kind == "end-turn":
+            net.end_turn(name)
         else:
             net.run_for(size / 1000)
     for name in NODES:
-        net.request(name, FlushHeld())
+        net.end_turn(name)
     net.calm()  # then let it settle: every link works again
     net.run_until_quiet()
     net.assert_converged(channel)

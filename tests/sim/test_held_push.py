@@ -1,9 +1,10 @@
 """Held writes: a burst of app writes leaves in one ``Envelopes`` frame per link, and a
 burst of posts in one multi-post envelope.
 
-The runtime marks its writes ``hold=True`` and sends ``FlushHeld`` once the burst
-is over; the core must keep every other frame in the order it would have had
-without holding, never hold more than ``MAX_HELD_PUSH`` envelopes, and seal at most
+Every app write holds its push; the core's write batcher (``p2pchat.core.batching``)
+seals and flushes when the turn it was made in is over (``SimNetwork.end_turn``). The
+core must keep every other frame in the order it would have had without holding,
+never hold more than ``MAX_HELD_PUSH`` envelopes, and seal at most
 ``MAX_POSTS_PER_ENVELOPE`` posts into one envelope.
 """
 
@@ -13,10 +14,8 @@ from p2pchat.channel.state import MAX_POSTS_PER_ENVELOPE
 from p2pchat.core.channels import MAX_HELD_PUSH
 from p2pchat.core.events import (
     Effect,
-    FlushHeld,
     MessageOpRequested,
     PingRequested,
-    SealHeld,
     SendRequested,
     Transmit,
 )
@@ -42,26 +41,30 @@ def _pair(seed: int) -> tuple[SimNetwork, bytes]:
     return net, channel
 
 
-def _held_send(net: SimNetwork, channel: bytes, rid: int, text: str, batch: bool = True
-               ) -> list[Effect]:
-    return net.request("a", SendRequested(rid, channel, text, net.wall_ms("a"), hold=True,
-                                          batch=batch))
+def _held_send(net: SimNetwork, channel: bytes, rid: int, text: str, *, same_turn: bool = True,
+               lagging: bool = False) -> list[Effect]:
+    """A post in the turn of the one before (``same_turn``): batched. The first post of
+    a turn is batched only while a peer lags (``lagging``) or a seal is pending."""
+    return net.request("a", SendRequested(rid, channel, text, net.wall_ms("a"),
+                                          lagging=lagging), same_turn=same_turn)
 
 
 def _held_react(net: SimNetwork, channel: bytes, rid: int, target: str, emoji: str
                 ) -> list[Effect]:
     return net.request("a", MessageOpRequested(rid, channel, "react", target,
-                                               net.wall_ms("a"), emoji=emoji, hold=True))
+                                               net.wall_ms("a"), emoji=emoji),
+                       same_turn=True)
 
 
 def test_a_held_burst_of_posts_goes_out_as_one_envelope_on_flush() -> None:
     seed = seed_from_env(41)
     net, channel = _pair(seed)
     for i in range(5):
-        assert [] == _pushes(_held_send(net, channel, 1000 + i, f"m{i}")), f"seed={seed}"
+        effects = _held_send(net, channel, 1000 + i, f"m{i}", same_turn=i > 0, lagging=i == 0)
+        assert [] == _pushes(effects), f"seed={seed}"
     assert not any(1000 + i in net.answers for i in range(5)), "answered before sealing"
-    assert [1] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
-    assert [] == _pushes(net.request("a", FlushHeld())), f"seed={seed}: pushed twice"
+    assert [1] == _pushes(net.end_turn("a")), f"seed={seed}"
+    assert [] == _pushes(net.end_turn("a")), f"seed={seed}: pushed twice"
     ids = [net.answers[1000 + i].result["id"] for i in range(5)]  # type: ignore[index]
     assert ids == sorted(ids), "ids of one burst keep the order of the sends"
     net.run_until_quiet()
@@ -73,43 +76,41 @@ def test_a_held_burst_of_posts_goes_out_as_one_envelope_on_flush() -> None:
 def test_any_other_event_pushes_what_is_held_first() -> None:
     seed = seed_from_env(42)
     net, channel = _pair(seed)
-    _held_send(net, channel, 2000, "held")
-    effects = net.request("a", PingRequested(2001, net.did("b")))
+    _held_send(net, channel, 2000, "held", same_turn=False)
+    effects = net.request("a", PingRequested(2001, net.did("b")), same_turn=True)
     frames = _frames(effects)
     assert ["Envelopes", "Ping"] == [type(f).__name__ for f in frames], f"seed={seed}"
-    # a write that is not held seals and pushes the held ones, then pushes its own
-    _held_send(net, channel, 2002, "held too")
+    # queued posts are sealed and pushed (one frame) before any other event's frames
+    _held_send(net, channel, 2002, "held too", same_turn=False)
     _held_send(net, channel, 2003, "held three")
-    plain = net.request("a", SendRequested(2004, channel, "plain", net.wall_ms("a")))
-    assert [1, 1] == _pushes(plain), f"seed={seed}"
+    assert 2003 not in net.answers, "queued"
+    effects = net.request("a", PingRequested(2004, net.did("b")), same_turn=True)
+    assert [2] == _pushes(effects), f"seed={seed}"
+    assert ["Envelopes", "Ping"] == [type(f).__name__ for f in _frames(effects)]
     net.run_until_quiet()
-    assert ["held", "held too", "held three", "plain"] == \
-        [m.text for m in net.history("b", channel)]
+    assert ["held", "held too", "held three"] == [m.text for m in net.history("b", channel)]
 
 
-def test_a_held_post_that_is_not_batched_is_sealed_at_once_its_push_held() -> None:
+def test_a_post_in_a_turn_of_its_own_is_sealed_at_once_its_push_held() -> None:
     seed = seed_from_env(47)
     net, channel = _pair(seed)
-    for i in range(3):
-        assert [] == _pushes(_held_send(net, channel, 1100 + i, f"m{i}", batch=False))
-        assert net.answers[1100 + i].result is not None, "answered at once"
-    assert [3] == _pushes(net.request("a", FlushHeld())), "three envelopes, one frame"
-    # a batched post queues; a later unbatched one joins the queue (order is kept)
-    _held_send(net, channel, 1200, "queued")
-    _held_send(net, channel, 1201, "joins it", batch=False)
-    assert 1201 not in net.answers
-    assert [] == _pushes(net.request("a", SealHeld())), "sealed, push still held"
+    assert [] == _pushes(_held_send(net, channel, 1100, "m0", same_turn=False))
+    assert net.answers[1100].result is not None, "answered at once"
+    assert [1] == _pushes(net.end_turn("a")), "pushed when the turn is over"
+    # a post while a peer lags queues; the next one of its turn joins it (order is kept)
+    _held_send(net, channel, 1200, "queued", same_turn=False, lagging=True)
+    _held_send(net, channel, 1201, "joins it")
+    assert 1200 not in net.answers and 1201 not in net.answers
+    assert [1] == _pushes(net.end_turn("a")), "sealed into one envelope, one push"
     assert 1200 in net.answers and 1201 in net.answers
-    assert [1] == _pushes(net.request("a", FlushHeld()))
     net.run_until_quiet()
-    assert ["m0", "m1", "m2", "queued", "joins it"] == \
-        [m.text for m in net.history("b", channel)]
+    assert ["m0", "queued", "joins it"] == [m.text for m in net.history("b", channel)]
 
 
 def test_a_message_op_seals_the_posts_before_it() -> None:
     seed = seed_from_env(44)
     net, channel = _pair(seed)
-    _held_send(net, channel, 2100, "first")
+    _held_send(net, channel, 2100, "first", same_turn=False, lagging=True)
     _held_send(net, channel, 2101, "second")
     assert 2100 not in net.answers
     _held_react(net, channel, 2102, "0" * 26, "+1")
@@ -117,7 +118,7 @@ def test_a_message_op_seals_the_posts_before_it() -> None:
     assert net.answers[2102].error, "a reaction to an unknown message is refused"
     first = net.answers[2100].result["id"]  # type: ignore[index]
     _held_react(net, channel, 2103, first, "+1")
-    net.request("a", FlushHeld())
+    net.end_turn("a")
     net.run_until_quiet()
     assert ["first", "second"] == [m.text for m in net.history("b", channel)]
     net.assert_converged(channel)
@@ -127,10 +128,11 @@ def test_holding_stops_at_the_limit() -> None:
     seed = seed_from_env(43)
     net, channel = _pair(seed)
     target = net.post("a", channel, "react to me")
+    net.run_until_quiet()
     sizes = [_pushes(_held_react(net, channel, 3000 + i, target, f"e{i}"))
              for i in range(MAX_HELD_PUSH + 1)]
     assert [[]] * (MAX_HELD_PUSH - 1) + [[MAX_HELD_PUSH], []] == sizes, f"seed={seed}"
-    assert [1] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
+    assert [1] == _pushes(net.end_turn("a")), f"seed={seed}"
     net.run_until_quiet()
     net.assert_converged(channel)
 
@@ -140,10 +142,10 @@ def test_a_burst_longer_than_one_envelope_is_sealed_in_several() -> None:
     net, channel = _pair(seed)
     count = MAX_POSTS_PER_ENVELOPE + 1
     for i in range(count - 1):
-        _held_send(net, channel, 4000 + i, f"m{i}")
+        _held_send(net, channel, 4000 + i, f"m{i}", same_turn=i > 0, lagging=i == 0)
     assert all(4000 + i in net.answers for i in range(count - 1)), "sealed at the limit"
     _held_send(net, channel, 4000 + count - 1, "last")
-    assert [2] == _pushes(net.request("a", FlushHeld())), f"seed={seed}"
+    assert [2] == _pushes(net.end_turn("a")), f"seed={seed}"
     net.run_until_quiet()
     assert [f"m{i}" for i in range(count - 1)] + ["last"] == \
         [m.text for m in net.history("b", channel)]

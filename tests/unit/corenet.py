@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from p2pchat.core import NodeConfig, NodeCore
+from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     Address,
     CloseLink,
@@ -134,6 +135,7 @@ class Net:
         self.route: Callable[[str, str, bytes], bool] | None = None
         self.now = START
         self.cores: dict[str, NodeCore] = {}
+        self._drivers: dict[str, Driver[Event, Effect]] = {}
         self.identities: dict[str, Identity] = {}
         self.addresses: dict[Address, str] = {}
         self.address_of: dict[str, Address] = {}
@@ -168,11 +170,32 @@ class Net:
     # --- driving ---------------------------------------------------------------------
 
     def handle(self, name: str, event: Event) -> list[Effect]:
-        effects = self.cores[name].handle(event, self.now)
+        """``event`` in a turn of its own: ``name``'s ticks due now run first (as in
+        ``SimNetwork.request``)."""
+        driver = self._driver(name)
+        while driver.due(self.now):
+            self._fire(name)
+        effects = driver.dispatch(event, self.now)
         self.effects[name] += effects
-        for effect in effects:
-            self._carry_out(name, effect)
+        self.handled(name)
         return effects
+
+    def handled(self, name: str) -> None:
+        """Called after ``name`` handled an event or a timer (a hook for subclasses)."""
+
+    def _driver(self, name: str) -> Driver[Event, Effect]:
+        """The shared driver loop around ``name``'s core (made anew if it was replaced)."""
+        core = self.cores[name]
+        driver = self._drivers.get(name)
+        if driver is None or driver.machine is not core:
+
+            def spun(what: str) -> None:
+                raise TimerBusyLoop(f"{name}: {what}")
+
+            driver = Driver(core, lambda effect: self._carry_out(name, effect),
+                            lambda deadline: None, TimerExpired, spun)
+            self._drivers[name] = driver
+        return driver
 
     def establish(
         self,
@@ -336,12 +359,9 @@ class Net:
         return best
 
     def _fire(self, name: str) -> list[Effect]:
-        effects = self.handle(name, TimerExpired())
-        after = self.cores[name].next_deadline()
-        if after is not None and after <= self.now:
-            raise TimerBusyLoop(
-                f"{name}: next_deadline {after} is not after the timer that just fired "
-                f"at {self.now}; a runtime would spin")
+        effects = self._driver(name).fire(self.now)
+        self.effects[name] += effects
+        self.handled(name)
         return effects
 
     def _run(self, until: float | None, max_steps: int) -> int:

@@ -7,8 +7,6 @@ from p2pchat.core.channels import SyncProgress
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
-    Effect,
-    Event,
     JoinRequested,
     SendRequested,
 )
@@ -50,14 +48,12 @@ class _Watched(Net):
         self.watched = ("", b"")
         self.seen: list[SyncProgress | None] = []
 
-    def handle(self, name: str, event: Event) -> list[Effect]:
-        effects = super().handle(name, event)
+    def handled(self, name: str) -> None:
         who, channel = self.watched
         hub = self.cores[name].hub
         if name == who and channel in hub.sync_changed:
             hub.sync_changed.discard(channel)
             self.seen.append(hub.sync_progress(channel))
-        return effects
 
     def record(self, name: str, channel: bytes) -> list[SyncProgress | None]:
         """Settle the network; ``name``'s progress of ``channel`` meanwhile."""

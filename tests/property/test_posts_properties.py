@@ -1,8 +1,9 @@
 """Multi-post envelopes under any mix of writes and a chaotic network (the deterministic
 simulator): bursts of posts in one turn, posts sealed at once, posts while a peer
 lags, reactions, turns ending (seals and pushes) at any point, three writers,
-duplicated, reordered and split frames and broken links. Every answered post reaches every member, each author's posts keep the order of its
-requests, and the replicas converge."""
+duplicated, reordered and split frames and broken links. Every answered post reaches
+every member, each author's posts keep the order of its requests, and the replicas
+converge."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """``ChatInput``: the chat's input line, with its own line history and tab completion.
 
 Up/down walk the last :data:`INPUT_HISTORY` lines typed (the draft being typed is
-kept while walking); tab asks :class:`~p2pchat.tui.format.Completer` to complete
-the word at the end against the DIDs and message handles the app supplies.
+kept while walking); tab completes the last word with
+:class:`~p2pchat.tui.format.Completer`: a command name, a member's DID, or the
+handle of a message after ``/reply``, ``/edit``, ``/delete`` or ``/react`` (the
+app supplies the DIDs and the open channel's messages); repeated tabs cycle.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ node's last message, a ``/command`` runs the ``_cmd_NAME`` method of a command
 listed in :data:`~p2pchat.tui.format.COMMANDS`, and anything else (``//`` escapes
 a leading slash) is sent to the open channel. Commands that name a message take
 its handle (the dim number before it, ``^`` the newest); commands that name a
-member take a DID, a prefix of one, or a name. Errors are raised as
+member take a DID or a part of one that only it has. Errors are raised as
 :class:`~p2pchat.errors.LocalError` or ``ValueError``; the app's command loop
 shows them inline.
 """

@@ -8,9 +8,11 @@ runtime's store adapter) and :class:`TimerExpired`. ``now`` is a monotonic clock
 in seconds (token buckets, timers); ``wall_ms`` is Unix time in ms (peer record
 expiry, envelope age). Nothing here does I/O, reads a clock or draws randomness.
 
-**Rendezvous** is in memory (persisted write-behind with ``SaveRecord``, reloaded
-at start): per topic, one record per DID; ``lookup`` answers the unexpired ones
-except the asker's, newest announce first.
+**Rendezvous** (the peer records of each topic) is :mod:`bootstrap.rendezvous`;
+what a client may spend (request and upload rates, the per-identity quota and the
+per-address-block budget) is :mod:`bootstrap.limits`. This module owns the rest:
+the frame and store-answer handlers, the envelope store's aggregates, watches and
+retention.
 
 **Persistence** keeps only aggregates in memory (per topic: last seq assigned,
 last seq committed, envelopes and bytes; per uploader and per address block: bytes),
@@ -50,24 +52,15 @@ live watchers are pushed every envelope at commit, before it can be trimmed.
 A topic left empty is forgotten; a topic created later starts its seqs above
 every seq any forgotten topic used (``seq_floor``), so cursors never go back.
 
-**The address budget** bounds what every identity uploading from one *address
-block* stores together (``address_max_bytes``): fresh identities cost nothing, so the
-per-identity quota alone does not bound one attacker. The block is the client's IPv4
-/24 or IPv6 /56 (``address_prefix_v4``/``_v6``; an IPv4-mapped IPv6 address counts as
-IPv4), computed from the remote address that arrives as data with ``ClientLinked``
-(the transport knows it; nothing here looks it up). Clients in ``address_exempt``
-networks are not counted (block ``""``). ``AppendEnvelopes.source`` stores the block
-with every row, so retention's ``Removal`` records give the bytes back and
-``StoreLoaded`` brings the totals back after a restart; a block stored under a longer
-prefix than the one configured now is folded into its shorter block at load (a row
-stored under a shorter one keeps its old block until it expires).
+**The address budget** (see :mod:`bootstrap.limits`) keeps every identity uploading
+from one address block within ``address_max_bytes`` together; the block of a
+client is computed once, when it links, from the remote address in ``ClientLinked``.
 
 Refusals (``refused`` frames) carry a code: see :data:`CODES`.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,23 +73,21 @@ from bootstrap.events import (
     CheckIds,
     ClientGone,
     ClientLinked,
-    DeleteRecords,
     FrameArrived,
     IdsChecked,
     Note,
     PruneDone,
     PruneOlder,
     ReadStored,
-    SaveRecord,
     ServiceEvent,
     ServiceOutput,
     StoredRead,
-    StoredRecord,
     StoredRow,
     StoreLoaded,
     TrimTopic,
 )
-from p2pchat.bootstrap_proto import RecordError, open_record
+from bootstrap.limits import Ledger, RateLimits, ip_key
+from bootstrap.rendezvous import Rendezvous
 from p2pchat.channel.envelope import Envelope, decode_envelope
 from p2pchat.core.channels import verify_in_order
 from p2pchat.core.events import TimerExpired, Transmit
@@ -104,12 +95,10 @@ from p2pchat.errors import RemoteProtocolError
 from p2pchat.identity import short_did
 from p2pchat.wire import Envelopes, Frame, Subscribe, Summary, encode_frame
 from p2pchat.wire.frames import (
-    MAX_PEER_RECORDS,
     MAX_REASON_LENGTH,
     MAX_STORED_ITEMS,
     Announce,
     Lookup,
-    PeerRecord,
     Peers,
     Refused,
     Stored,
@@ -118,6 +107,8 @@ from p2pchat.wire.frames import (
     Uploaded,
     Watch,
 )
+
+__all__ = ["CODES", "BootstrapService", "Stats", "Verifier", "ip_key"]
 
 #: refusal codes and what each means (protocol.md §12.5)
 CODES = {
@@ -139,78 +130,6 @@ RECORD_SWEEP_INTERVAL = 60.0
 PRUNE_BATCH_ROWS = 50_000
 
 Verifier = Callable[[list[Envelope]], list[bool]]
-
-
-def ip_key(host: str) -> str:
-    """Rate-limit and connection-count key of an address: the IP, or its /64 for IPv6."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``host`` as an IP (an IPv4-mapped IPv6 address as IPv4), or None if it is not one."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def address_block(host: str, prefix_v4: int, prefix_v6: int) -> str:
-    """Address-budget key of a client address: its IPv4 /``prefix_v4`` or IPv6
-    /``prefix_v6`` network (IPv4-mapped IPv6 counts as IPv4); a host that is not an IP
-    literal is its own key."""
-    ip = _ip(host)
-    if ip is None:
-        return host
-    length = prefix_v4 if ip.version == 4 else prefix_v6
-    return str(ipaddress.ip_network((ip, length), strict=False))
-
-
-def fold_block(source: str, prefix_v4: int, prefix_v6: int) -> str:
-    """A stored block under the prefixes configured now: one stored under a longer prefix
-    is folded into its shorter block; anything else is kept as it is."""
-    try:
-        net = ipaddress.ip_network(source, strict=False)
-    except ValueError:
-        return source
-    length = prefix_v4 if net.version == 4 else prefix_v6
-    return str(net.supernet(new_prefix=length)) if net.prefixlen > length else str(net)
-
-
-def _adjust(counter: dict[str, int], key: str, delta: int) -> None:
-    """Add ``delta`` to ``counter[key]``, dropping the key at zero (or below)."""
-    value = counter.get(key, 0) + delta
-    if value > 0:
-        counter[key] = value
-    else:
-        counter.pop(key, None)
-
-
-@dataclass
-class TokenBucket:
-    rate: float
-    burst: float
-    tokens: float
-    at: float
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = now
-
-    def wait_for(self, n: float, now: float) -> float:
-        """Seconds until ``n`` tokens are there (0: now). Takes nothing."""
-        self.refill(now)
-        return 0.0 if self.tokens >= n else (n - self.tokens) / self.rate
 
 
 @dataclass
@@ -246,13 +165,6 @@ class _Topic:
     @property
     def holds(self) -> bool:
         return self.count + self.pending_count > 0
-
-
-@dataclass
-class _Record:
-    peer: PeerRecord
-    expires_ms: int
-    announced_ms: int
 
 
 @dataclass
@@ -307,14 +219,9 @@ class BootstrapService:
         self._verify = verify_batch
         self._clients: dict[int, _Client] = {}
         self._topics: dict[bytes, _Topic] = {}
-        self._usage: dict[str, int] = {}  # committed bytes per uploader
-        self._pending_usage: dict[str, int] = {}
-        self._blocks: dict[str, int] = {}  # committed bytes per address block
-        self._pending_blocks: dict[str, int] = {}
-        self._exempt = [ipaddress.ip_network(n) for n in config.address_exempt]
-        self._records: dict[bytes, dict[str, _Record]] = {}
-        self._record_count = 0
-        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._ledger = Ledger(config)
+        self._limits = RateLimits()
+        self._rendezvous = Rendezvous(config)
         self._seq_floor = 0
         self._next_op = 1
         self._checks: dict[int, _Upload] = {}
@@ -341,7 +248,7 @@ class BootstrapService:
 
     @property
     def record_count(self) -> int:
-        return self._record_count
+        return self._rendezvous.count
 
     def store_totals(self) -> tuple[int, int, int]:
         """(topics holding envelopes, envelopes, bytes), committed."""
@@ -354,25 +261,20 @@ class BootstrapService:
         return None if t is None else (t.committed, t.count, t.size)
 
     def usage_of(self, did: str) -> int:
-        return self._usage.get(did, 0)
+        return self._ledger.usage_of(did)
 
     def block_usage_of(self, block: str) -> int:
-        """Committed bytes attributed to an address block (see :func:`address_block`)."""
-        return self._blocks.get(block, 0)
+        """Committed bytes attributed to an address block (see
+        :func:`~bootstrap.limits.address_block`)."""
+        return self._ledger.block_usage_of(block)
 
     def block_totals(self) -> tuple[int, int]:
         """(address blocks holding bytes, bytes of the fullest one), committed."""
-        return len(self._blocks), max(self._blocks.values(), default=0)
+        return self._ledger.block_totals()
 
     def block_of(self, host: str) -> str:
         """The address block ``host`` is counted in ("" if it is exempt)."""
-        ip = _ip(host)
-        if ip is not None and any(ip in net for net in self._exempt):
-            return ""
-        return address_block(host, self.config.address_prefix_v4, self.config.address_prefix_v6)
-
-    def _fold(self, source: str) -> str:
-        return fold_block(source, self.config.address_prefix_v4, self.config.address_prefix_v6)
+        return self._ledger.block_of(host)
 
     # --- the one entry point ------------------------------------------------------------
 
@@ -447,28 +349,11 @@ class BootstrapService:
         frame, note = self._refusal(client, request, topic, code, reason)
         return [self._send(client, frame), note]
 
-    def _bucket(self, kind: str, who: str, rate: float, burst: int, now: float) -> TokenBucket:
-        bucket = self._buckets.get((kind, who))
-        if bucket is None:
-            bucket = self._buckets[(kind, who)] = TokenBucket(rate, float(burst), float(burst),
-                                                              now)
-        return bucket
-
-    def _take(self, buckets: list[tuple[TokenBucket, str]], n: int, now: float) -> str | None:
-        """Take ``n`` tokens from every bucket, or none and say which limit and when."""
-        for bucket, what in buckets:
-            wait = bucket.wait_for(n, now)
-            if wait > 0:
-                return f"{what} ({bucket.rate:g}/s, burst {bucket.burst:g}); retry in {wait:.1f} s"
-        for bucket, _ in buckets:
-            bucket.tokens -= n
-        return None
-
     def _request_limit(self, client: _Client, now: float) -> str | None:
         cfg = self.config
-        bucket = self._bucket("request", client.did, cfg.requests_per_second, cfg.request_burst,
-                              now)
-        return self._take([(bucket, "request rate per identity")], 1, now)
+        bucket = self._limits.bucket("request", client.did, cfg.requests_per_second,
+                                     cfg.request_burst, now)
+        return self._limits.take([(bucket, "request rate per identity")], 1, now)
 
     def _topic(self, topic: bytes) -> _Topic:
         t = self._topics.get(topic)
@@ -514,31 +399,10 @@ class BootstrapService:
         limited = self._request_limit(client, now)
         if limited:
             return self._refuse(client, Announce.TAG, topic, "rate-limited", limited)
-        try:
-            info = open_record(frame.peer, wall_ms)
-        except RecordError as exc:
-            return self._refuse(client, Announce.TAG, topic, "bad-record", str(exc))
-        if info.topic != topic:
-            return self._refuse(client, Announce.TAG, topic, "bad-record",
-                                "the record names another topic")
-        if info.did != client.did:
-            return self._refuse(client, Announce.TAG, topic, "bad-record",
-                                f"the record is signed by {short_did(info.did)}, not by the "
-                                "DID proven on this link")
-        records = self._records.get(topic, {})
-        if client.did not in records:
-            if len(records) >= self.config.max_records_per_topic:
-                return self._refuse(client, Announce.TAG, topic, "too-many-records",
-                                    f"the topic holds {len(records)} peer records")
-            if self._record_count >= self.config.max_records:
-                return self._refuse(client, Announce.TAG, topic, "too-many-records",
-                                    "the server holds its maximum of peer records")
-            self._record_count += 1
-            self._records[topic] = records
-        expires = min(info.expires_ms, wall_ms + int(self.config.record_max_ttl * 1000))
-        records[client.did] = _Record(frame.peer, expires, wall_ms)
-        return [SaveRecord(StoredRecord(topic, client.did, frame.peer.record,
-                                        frame.peer.signature, expires, wall_ms))]
+        taken = self._rendezvous.announce(client.did, frame, wall_ms)
+        if isinstance(taken, tuple):
+            return self._refuse(client, Announce.TAG, topic, *taken)
+        return [taken]
 
     def _on_lookup(self, client: _Client, frame: Lookup, now: float, wall_ms: int
                    ) -> list[ServiceOutput]:
@@ -546,24 +410,8 @@ class BootstrapService:
         limited = self._request_limit(client, now)
         if limited:
             return self._refuse(client, Lookup.TAG, frame.topic, "rate-limited", limited)
-        records = self._records.get(frame.topic, {})
-        found = sorted(((r.announced_ms, did, r) for did, r in records.items()
-                        if did != client.did and r.expires_ms > wall_ms),
-                       key=lambda x: (-x[0], x[1]))[:MAX_PEER_RECORDS]
-        return [self._send(client, Peers(topic=frame.topic,
-                                         records=tuple(r.peer for _, _, r in found)))]
-
-    def _sweep_records(self, wall_ms: int) -> list[ServiceOutput]:
-        expired = 0
-        for topic in list(self._records):
-            records = self._records[topic]
-            for did in [d for d, r in records.items() if r.expires_ms <= wall_ms]:
-                del records[did]
-                expired += 1
-            if not records:
-                del self._records[topic]
-        self._record_count -= expired
-        return [DeleteRecords(wall_ms)]
+        records = self._rendezvous.lookup(client.did, frame.topic, wall_ms)
+        return [self._send(client, Peers(topic=frame.topic, records=records))]
 
     # --- uploads -------------------------------------------------------------------------------
 
@@ -578,11 +426,12 @@ class BootstrapService:
             slot.frame, note = self._refusal(client, Upload.TAG, topic, code, reason)
             return [*self._release(client), note]
 
-        limited = self._take([
-            (self._bucket("upload", client.did, cfg.uploads_per_second_per_identity,
-                          cfg.upload_burst_per_identity, now), "upload rate per identity"),
-            (self._bucket("upload-ip", client.ip, cfg.uploads_per_second_per_ip,
-                          cfg.upload_burst_per_ip, now), "upload rate per IP address"),
+        limits = self._limits
+        limited = limits.take([
+            (limits.bucket("upload", client.did, cfg.uploads_per_second_per_identity,
+                           cfg.upload_burst_per_identity, now), "upload rate per identity"),
+            (limits.bucket("upload-ip", client.ip, cfg.uploads_per_second_per_ip,
+                           cfg.upload_burst_per_ip, now), "upload rate per IP address"),
         ], len(frame.items), now)
         if limited:
             return refuse("rate-limited", limited)
@@ -637,17 +486,9 @@ class BootstrapService:
                           f"the topic holds {t.count + t.pending_count} envelopes, "
                           f"{t.size + t.pending_size} bytes (caps {cfg.topic_max_envelopes}, "
                           f"{cfg.topic_max_bytes})")
-        used = self._usage.get(up.uploader, 0) + self._pending_usage.get(up.uploader, 0)
-        if new and used + size > cfg.identity_max_bytes:
-            return refuse("quota", f"you store {used} bytes here; {size} more would exceed "
-                                   f"the quota of {cfg.identity_max_bytes}")
-        if new and up.block:
-            held = self._blocks.get(up.block, 0) + self._pending_blocks.get(up.block, 0)
-            if held + size > cfg.address_max_bytes:
-                return refuse("address-quota",
-                              f"your address block {up.block} stores {held} bytes here (all "
-                              f"identities); {size} more would exceed its budget of "
-                              f"{cfg.address_max_bytes}")
+        over = self._ledger.over(up.uploader, up.block, size) if new else None
+        if over is not None:
+            return refuse(*over)
         up.waits = {inflight[i] for i, _ in up.items if i in inflight}
         for op in up.waits:
             self._waiters.setdefault(op, []).append(up)
@@ -662,9 +503,7 @@ class BootstrapService:
             t.inflight[env_id] = op
         t.pending_count += len(rows)
         t.pending_size += size
-        self._pending_usage[up.uploader] = self._pending_usage.get(up.uploader, 0) + size
-        if up.block:
-            _adjust(self._pending_blocks, up.block, size)
+        self._ledger.reserve(up.uploader, up.block, size)
         up.rows, up.size, up.writing = tuple(rows), size, True
         self._appends[op] = up
         return [AppendEnvelopes(op, up.topic, up.rows, up.uploader, wall_ms, up.block)]
@@ -678,13 +517,7 @@ class BootstrapService:
         t.pending_size -= up.size
         for row in up.rows:
             del t.inflight[row.id]
-        pending = self._pending_usage[up.uploader] - up.size
-        if pending:
-            self._pending_usage[up.uploader] = pending
-        else:
-            del self._pending_usage[up.uploader]
-        if up.block:
-            _adjust(self._pending_blocks, up.block, -up.size)
+        self._ledger.written(up.uploader, up.block, up.size, committed=not ev.error)
         up.writing = False
         effects: list[ServiceOutput] = []
         if ev.error:
@@ -694,9 +527,6 @@ class BootstrapService:
             t.count += len(up.rows)
             t.size += up.size
             t.committed = max(t.committed, up.rows[-1].seq)
-            self._usage[up.uploader] = self._usage.get(up.uploader, 0) + up.size
-            if up.block:
-                _adjust(self._blocks, up.block, up.size)
             self.stats.envelopes_in += len(up.rows)
             self.stats.envelope_bytes_in += up.size
         for waiter in self._waiters.pop(ev.op, []):
@@ -837,13 +667,7 @@ class BootstrapService:
             if t is not None:
                 t.count -= r.count
                 t.size -= r.size
-            left = self._usage.get(r.uploader, 0) - r.size
-            if left > 0:
-                self._usage[r.uploader] = left
-            else:
-                self._usage.pop(r.uploader, None)
-            if r.source:
-                _adjust(self._blocks, self._fold(r.source), -r.size)
+            self._ledger.removed(r.uploader, r.source, r.size)
         if total:
             self.stats.pruned[reason] = self.stats.pruned.get(reason, 0) + total
             effects.append(Note("info", "retention", (("reason", reason), ("deleted", total),
@@ -871,9 +695,8 @@ class BootstrapService:
         effects: list[ServiceOutput] = []
         if now >= self._next_sweep:
             self._next_sweep = now + RECORD_SWEEP_INTERVAL
-            effects += self._sweep_records(wall_ms)
-            for key in [k for k, b in self._buckets.items() if b.wait_for(b.burst, now) == 0]:
-                del self._buckets[key]  # full again: same as a fresh one
+            effects += self._rendezvous.sweep(wall_ms)
+            self._limits.sweep(now)
         if now >= self._next_retention:
             self._next_retention = now + self.config.retention_interval
             effects += self.retention(wall_ms)
@@ -902,18 +725,8 @@ class BootstrapService:
             t = self._topic(ts.topic)
             t.last_seq = t.committed = max(t.last_seq, ts.last_seq)
             t.count, t.size = ts.count, ts.size
-        self._usage.update({did: size for did, size in ev.usage if size > 0})
-        for source, size in ev.sources:
-            if source:
-                _adjust(self._blocks, self._fold(source), size)
-        for rec in ev.records:
-            if rec.expires_ms <= wall_ms:
-                continue
-            records = self._records.setdefault(rec.topic, {})
-            if rec.did not in records:
-                self._record_count += 1
-            records[rec.did] = _Record(PeerRecord(record=rec.record, signature=rec.signature),
-                                       rec.expires_ms, rec.announced_ms)
+        self._ledger.load(ev.usage, ev.sources)
+        self._rendezvous.load(ev.records, wall_ms)
         effects: list[ServiceOutput] = []
         for t in sorted(self._topics.values(), key=lambda x: x.topic):
             if not t.holds:

@@ -1,6 +1,8 @@
 """``p2pchat bench``: the node measured side by side with raw aioquic (DESIGN §13).
 
-:mod:`p2pchat.bench.runner` drives the measurements and formats the report;
+:mod:`p2pchat.bench.runner` drives the measurements, :mod:`p2pchat.bench.links`
+measures link handshakes and round trips, :mod:`p2pchat.bench.budgets` holds the
+budgets and gives the verdicts, :mod:`p2pchat.bench.text` formats the report;
 :mod:`p2pchat.bench.server` is the server side (run as a child process by
 default); :mod:`p2pchat.bench.rawquic` is the raw aioquic floor for links and
 :mod:`p2pchat.bench.pipeline` the one for channels (the envelope pipeline with

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 
 from p2pchat.home import NodeHome
 from p2pchat.tui import ChatApp
-from p2pchat.tui.app import HISTORY_WINDOW
+from p2pchat.tui.view import HISTORY_WINDOW
 from tests.integration.nodeproc import NodeProcess
 from tests.tui.test_app import SIZE, attached, cli, spawn, until
 

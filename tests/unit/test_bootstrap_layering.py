@@ -14,7 +14,7 @@ import pytest
 from tests.test_layering import _imports
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SANS_IO = ("events.py", "service.py", "core.py", "testing.py")
+SANS_IO = ("events.py", "service.py", "rendezvous.py", "limits.py", "core.py", "testing.py")
 FORBIDDEN = (
     "asyncio", "socket", "time", "random", "selectors", "threading", "subprocess",
     "concurrent", "aioquic", "aiosqlite", "sqlite3", "prometheus_client", "http",

@@ -80,6 +80,7 @@ from p2pchat.core.events import (
     PingFinished,
     SavePeer,
     ShutdownRequested,
+    SyncChanged,
     TimerExpired,
     Transmit,
     format_address,
@@ -243,7 +244,7 @@ class BootstrapServer:
                     | ForgetPeer() | SavePeer() | PersistCursor() | PersistPrekey() \
                     | PersistEpochKey() | ForgetEpochKey() | PersistChannel() \
                     | PersistEnvelopes() | PersistSnapshot() | IndexMessages() \
-                    | ChannelAnswer():
+                    | SyncChanged() | ChannelAnswer():
                 # a server dials no one and holds no channels: the node's own bookkeeping
                 log.debug("ignored effect %s", type(effect).__name__)
             case _:

@@ -119,7 +119,7 @@ def run(
         "--no-mdns", help="Neither advertise nor browse on the LAN.")] = False,
 ) -> None:
     """Run the node in the foreground (creates an identity on first start)."""
-    from p2pchat.runtime.serve import run_node
+    from p2pchat.serve import run_node
 
     level = logging.getLevelNamesMapping().get(log_level.upper())
     if level is None:
@@ -166,7 +166,7 @@ def _node_running() -> bool:
 
 def _start_background_node() -> threading.Thread:
     """A node on a thread of this process, logging to the home's node.log."""
-    from p2pchat.runtime.serve import run_node
+    from p2pchat.serve import run_node
 
     home = state.home
     typer.echo(f"no node is running at {home.path}: starting one in this process "

@@ -25,7 +25,8 @@ from p2pchat.control.protocol import MAX_CLIENTS, MAX_LINE, decode, encode, enco
 from p2pchat.core.events import format_address
 from p2pchat.errors import LocalError
 from p2pchat.home import parse_listen
-from p2pchat.runtime.node import Node, sync_json
+from p2pchat.runtime.node import Node
+from p2pchat.runtime.views import sync_json
 
 log = logging.getLogger("p2pchat.control")
 
@@ -166,7 +167,7 @@ class ControlServer:
         except (ConnectionError, OSError):
             pass
         finally:
-            self.node.watchers.discard(queue)
+            self.node.watchers.unwatch(queue)
             closed.cancel()
             writer.close()
             with contextlib.suppress(Exception):
@@ -250,9 +251,9 @@ class ControlServer:
         text = params.get("channel")
         if not isinstance(text, str) or not text:
             raise LocalError("missing channel")
-        hub = self.node.core.hub
+        query = self.node.query
         if text.startswith("did:"):
-            dm = hub.dm_channel(text)
+            dm = query.dm_channel(text)
             if dm is None:
                 raise LocalError(f"no direct messages with {text[:80]}")
             return dm
@@ -262,11 +263,11 @@ class ControlServer:
             except LocalError:
                 channel = None
             if channel is not None:
-                if channel not in hub.channels:
+                if not query.has_channel(channel):
                     raise LocalError(f"not a member of channel {text}")
                 return channel
         name = text.removeprefix("#")
-        matches = [c for c in hub.channels if hub.name_of(c) == name]
+        matches = [c for c in query.channels() if query.name_of(c) == name]
         if not matches:
             raise LocalError(f"no channel named #{name}")
         if len(matches) > 1:
@@ -295,20 +296,21 @@ class ControlServer:
                 "policy": result["policy"], "invite": self.node.make_invite(channel)}
 
     async def _channel_list(self, params: dict[str, Any]) -> Any:
-        hub = self.node.core.hub
+        query = self.node.query
         out = []
-        for channel, state in hub.channels.items():
+        for channel in query.channels():
+            state = query.channel(channel)
             keys = state.key_status()
-            out.append({"channel": format_channel_id(channel), "name": hub.name_of(channel),
+            out.append({"channel": format_channel_id(channel), "name": query.name_of(channel),
                         "dm": state.dm_peer if state.founder == self.node.identity.did
                         else state.founder if state.dm_peer else "",
                         "synced": state.genesis_id is not None and keys in ("member", "static"),
                         "keys": keys, "policy": state.policy,
                         "sealed": state.sealed_count(),
                         "messages": state.message_count(),
-                        "peers": len(hub.shared_with(channel)),
-                        "topic": state.moderation().topic if state.mod_events else "",
-                        "sync": sync_json(hub.sync_progress(channel))})
+                        "peers": len(query.shared_with(channel)),
+                        "topic": state.moderation().topic,
+                        "sync": sync_json(query.sync_progress(channel))})
         return sorted(out, key=lambda c: (c["name"], c["channel"]))
 
     async def _invite(self, params: dict[str, Any]) -> Any:
@@ -384,7 +386,7 @@ class ControlServer:
         channel = self._channel(params)
         limit = self._limit(params, 100)
         before, after = self._cursor(params, "before"), self._cursor(params, "after")
-        state = self.node.core.hub.get(channel)
+        state = self.node.query.channel(channel)
         try:
             views = state.history_page(limit, before=before, after=after,
                                        now_ms=int(time.time() * 1000), with_hidden=hidden)
@@ -398,13 +400,13 @@ class ControlServer:
         if self.node.store is None:
             raise LocalError("search needs the store")
         ids = await self.node.store.search(channel, self._text(params, "query"), limit)
-        views = self.node.core.hub.get(channel).views_of(set(ids), int(time.time() * 1000))
+        views = self.node.query.channel(channel).views_of(set(ids), int(time.time() * 1000))
         return [self._message(v) for v in views[-limit:]]
 
     async def _members(self, params: dict[str, Any]) -> Any:
         channel = self._channel(params)
-        state = self.node.core.hub.get(channel)
-        online = set(self.node.core.hub.shared_with(channel)) | {self.node.identity.did}
+        state = self.node.query.channel(channel)
+        online = set(self.node.query.shared_with(channel)) | {self.node.identity.did}
         now_ms = int(time.time() * 1000)
         out = []
         for did, rank in state.member_ranks():
@@ -432,11 +434,11 @@ class ControlServer:
 
     async def _doctor(self, params: dict[str, Any]) -> Any:
         node = self.node
-        core = node.core
+        query = node.query
         peers = {p.did: p for p in node.peers()}
         servers = []
-        for status in core.bootstrap.servers.values():
-            peer = peers.get(status.did or "") if status.link_id is not None else None
+        for status in query.servers():
+            peer = peers.get(status.did or "") if status.linked else None
             servers.append({
                 "address": format_address(status.address), "did": status.did,
                 "reachable": peer is not None,
@@ -445,13 +447,13 @@ class ControlServer:
                 "uploaded": status.uploaded, "acknowledged": status.acknowledged,
                 "received": status.received})
         channels = []
-        hub = core.hub
-        for channel, state in sorted(hub.channels.items()):
+        for channel in sorted(query.channels()):
+            state = query.channel(channel)
             members = [did for did, rank in state.member_ranks()
                        if rank != "banned" and did != node.identity.did]
-            linked = set(hub.shared_with(channel))
+            linked = set(query.shared_with(channel))
             channels.append({
-                "channel": format_channel_id(channel), "name": hub.name_of(channel),
+                "channel": format_channel_id(channel), "name": query.name_of(channel),
                 "synced": state.genesis_id is not None
                 and state.key_status() in ("member", "static"),
                 "keys": state.key_status(), "sealed": state.sealed_count(),
@@ -470,8 +472,7 @@ class ControlServer:
         }
 
     async def _modlog(self, params: dict[str, Any]) -> Any:
-        state = self.node.core.hub.get(self._channel(params))
-        return state.modlog()
+        return self.node.query.channel(self._channel(params)).modlog()
 
     async def _stop(self, params: dict[str, Any]) -> Any:
         asyncio.get_running_loop().call_soon(self._on_stop)

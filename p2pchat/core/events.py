@@ -391,6 +391,15 @@ class IndexMessages:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncChanged:
+    """A channel's catch-up progress changed (``sync`` watch events): ``progress`` is
+    (received, expected) of what peers announced, None once nothing is missing."""
+
+    channel: bytes
+    progress: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelAnswer:
     """Answer to a channel request: ``result`` on success, else ``error``."""
 
@@ -415,5 +424,5 @@ Effect: TypeAlias = (
     Transmit | CloseLink | Dial | PeerConnected | PeerDisconnected | ConnectFinished
     | PingFinished | DisconnectFinished | ForgetPeer | SavePeer | PersistCursor
     | PersistPrekey | PersistEpochKey | ForgetEpochKey | PersistChannel | PersistEnvelopes
-    | PersistSnapshot | IndexMessages | ChannelAnswer
+    | PersistSnapshot | IndexMessages | SyncChanged | ChannelAnswer
 )

@@ -63,6 +63,7 @@ from p2pchat.core.events import (
     SendRequested,
     ShutdownRequested,
     Started,
+    SyncChanged,
     TimerExpired,
     WantedPeersLoaded,
     format_address,
@@ -199,6 +200,12 @@ class NodeCore:
         if self.hub.dm_relay.mailbox_new:
             items, self.hub.dm_relay.mailbox_new = self.hub.dm_relay.mailbox_new, []
             effects += self.bootstrap.upload_mailbox(items)
+        if self.hub.sync_changed:  # for the runtime's ``sync`` watch events
+            changed, self.hub.sync_changed = self.hub.sync_changed, set()
+            for channel in sorted(changed):
+                progress = self.hub.sync_progress(channel)
+                effects.append(SyncChanged(channel, None if progress is None else
+                                           (progress.received, progress.expected)))
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
             if not self.bootstrap.servers:

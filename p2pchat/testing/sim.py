@@ -154,6 +154,7 @@ from p2pchat.core.events import (
     SendRequested,
     Started,
     StoredChannel,
+    SyncChanged,
     TimerExpired,
     Transmit,
     WantedPeersLoaded,
@@ -1428,7 +1429,8 @@ class SimNetwork:
                 sign = "+" if isinstance(effect, PeerConnected) else "-"
                 self.trace.append((f"{self.clock.now:.6f}", node.name, f"peer{sign}",
                                    self._who(effect.did), f"L{effect.link_id}"))
-            case PersistSnapshot() | IndexMessages() | PingFinished() | DisconnectFinished():
+            case PersistSnapshot() | IndexMessages() | PingFinished() | DisconnectFinished() \
+                    | SyncChanged():
                 pass  # replay from the envelopes is the sim's restart; no search, no pings
             case _:
                 assert_never(effect)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import random
 
 from p2pchat.channel.envelope import seal_envelope
-from p2pchat.core import NodeConfig
 from p2pchat.core.channels import verify_in_order
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.identity import Identity
-from p2pchat.runtime.node import PARALLEL_VERIFY_MIN, Node
+from p2pchat.runtime.verify import PARALLEL_VERIFY_MIN, ParallelVerifier
 
 
 def test_batch_verdicts_match_sequential_ones() -> None:
@@ -25,13 +23,13 @@ def test_batch_verdicts_match_sequential_ones() -> None:
         sig = bytes([envelopes[i].signature[0] ^ 1]) + envelopes[i].signature[1:]
         envelopes[i] = dataclasses.replace(envelopes[i], signature=sig)
 
-    async def run() -> list[bool]:
-        node = Node(me, NodeConfig())
+    def run() -> list[bool]:
+        verifier = ParallelVerifier()
         try:
-            return node._verify_batch(envelopes)
+            return verifier(envelopes)
         finally:
-            await node.stop()
+            verifier.shutdown()
 
     expected = verify_in_order(envelopes)
     assert [i for i, ok in enumerate(expected) if not ok] == [0, 7, len(envelopes) - 1]
-    assert expected == asyncio.run(run())
+    assert expected == run()

@@ -7,14 +7,15 @@ import asyncio
 import random
 from typing import Any
 
-import pytest
-
 from p2pchat.channel.invite import format_channel_id
 from p2pchat.core import NodeConfig
 from p2pchat.core.channels import SyncProgress
+from p2pchat.core.events import SyncChanged
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.identity import Identity
-from p2pchat.runtime.node import SYNC_EVENT_INTERVAL, Node, PeerView, sync_json, via_of
+from p2pchat.runtime.node import Node
+from p2pchat.runtime.views import PeerView, sync_json, via_of
+from p2pchat.runtime.watch import SYNC_EVENT_INTERVAL
 
 WAIT = 5.0  # seconds an awaited event may take (it is due after SYNC_EVENT_INTERVAL)
 
@@ -39,7 +40,7 @@ def test_sync_json() -> None:
     assert {"received": 3, "expected": 10} == sync_json(SyncProgress(3, 7))
 
 
-def test_sync_events_are_rate_limited_per_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sync_events_are_rate_limited_per_channel() -> None:
     """The first figure and the end go out at once; figures within SYNC_EVENT_INTERVAL of
     the last event wait, and the newest of them goes out when the interval is over."""
     rng = random.Random(5)
@@ -51,15 +52,11 @@ def test_sync_events_are_rate_limited_per_channel(monkeypatch: pytest.MonkeyPatc
             created = await node.create_channel("big")
             channel: bytes = created["channel"]
             cid = format_channel_id(channel)
-            hub = node.core.hub
-            progress: list[SyncProgress | None] = [None]
-            monkeypatch.setattr(hub, "sync_progress", lambda c: progress[0])
             queue = node.watch()
 
             def change(value: SyncProgress | None, at: float) -> list[dict[str, Any]]:
-                progress[0] = value
-                hub.sync_changed.add(channel)
-                return node._sync_events(at)
+                figure = None if value is None else (value.received, value.expected)
+                return node.watchers.sync_events([SyncChanged(channel, figure)], at)
 
             def event(received: int, behind: int) -> dict[str, Any]:
                 return {"event": "sync", "channel": cid,
@@ -69,7 +66,7 @@ def test_sync_events_are_rate_limited_per_channel(monkeypatch: pytest.MonkeyPatc
             assert [event(0, 100)] == change(SyncProgress(0, 100), t0)
             assert [] == change(SyncProgress(10, 90), t0 + SYNC_EVENT_INTERVAL / 3)
             assert [] == change(SyncProgress(20, 80), t0 + SYNC_EVENT_INTERVAL / 2)
-            assert [] == node._sync_events(t0 + SYNC_EVENT_INTERVAL / 2)  # nothing changed
+            assert [] == node.watchers.sync_events([], t0 + SYNC_EVENT_INTERVAL / 2)
             assert queue.empty()
             # the timer sends the newest figure once the interval is over
             late = await asyncio.wait_for(queue.get(), WAIT)
@@ -81,9 +78,9 @@ def test_sync_events_are_rate_limited_per_channel(monkeypatch: pytest.MonkeyPatc
             # a new sync starts at once, also right after the last one ended
             assert [event(0, 5)] == change(SyncProgress(0, 5), now)
             # without watchers nothing is queued or held
-            node.watchers.clear()
+            node.watchers.unwatch(queue)
             assert [] == change(SyncProgress(1, 4), now + SYNC_EVENT_INTERVAL * 2)
-            assert not node._sync_due
+            assert not node.watchers.waiting()
         finally:
             await node.stop()
 

@@ -1,4 +1,6 @@
-"""``p2pchat run``: start a node in the foreground until SIGINT/SIGTERM or ``stop``."""
+"""The node's composition root (``p2pchat run``): home lock, identity, settings, store,
+node runtime, control server and mDNS wired together; runs in the foreground until
+SIGINT/SIGTERM or ``stop``. It sits above every adapter so no import runs up the layers."""
 
 from __future__ import annotations
 

@@ -177,10 +177,10 @@ class Net:
             self._fire(name)
         effects = driver.dispatch(event, self.now)
         self.effects[name] += effects
-        self.handled(name)
+        self.handled(name, effects)
         return effects
 
-    def handled(self, name: str) -> None:
+    def handled(self, name: str, effects: list[Effect]) -> None:
         """Called after ``name`` handled an event or a timer (a hook for subclasses)."""
 
     def _driver(self, name: str) -> Driver[Event, Effect]:
@@ -361,7 +361,7 @@ class Net:
     def _fire(self, name: str) -> list[Effect]:
         effects = self._driver(name).fire(self.now)
         self.effects[name] += effects
-        self.handled(name)
+        self.handled(name, effects)
         return effects
 
     def _run(self, until: float | None, max_steps: int) -> int:

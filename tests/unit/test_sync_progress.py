@@ -7,8 +7,10 @@ from p2pchat.core.channels import SyncProgress
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
+    Effect,
     JoinRequested,
     SendRequested,
+    SyncChanged,
 )
 from tests.unit.corenet import Net
 
@@ -40,7 +42,7 @@ CHUNK = 8 * 1024  # stream reads: a frame of 64 KiB arrives in pieces, as over Q
 
 class _Watched(Net):
     """A network that notes ``watched``'s progress of ``channel`` after every event it
-    handles that changed it (as the hub flags it in ``sync_changed``)."""
+    handles that changed it (the core's ``SyncChanged`` effects)."""
 
     def __init__(self) -> None:
         super().__init__(chunker=lambda data: [data[i:i + CHUNK]
@@ -48,17 +50,19 @@ class _Watched(Net):
         self.watched = ("", b"")
         self.seen: list[SyncProgress | None] = []
 
-    def handled(self, name: str) -> None:
+    def handled(self, name: str, effects: list[Effect]) -> None:
         who, channel = self.watched
-        hub = self.cores[name].hub
-        if name == who and channel in hub.sync_changed:
-            hub.sync_changed.discard(channel)
-            self.seen.append(hub.sync_progress(channel))
+        if name != who:
+            return
+        for effect in effects:
+            if isinstance(effect, SyncChanged) and effect.channel == channel:
+                self.seen.append(None if effect.progress is None else
+                                 SyncProgress(effect.progress[0],
+                                              effect.progress[1] - effect.progress[0]))
 
     def record(self, name: str, channel: bytes) -> list[SyncProgress | None]:
         """Settle the network; ``name``'s progress of ``channel`` meanwhile."""
         self.watched, self.seen = (name, channel), []
-        self.cores[name].hub.sync_changed.discard(channel)
         self.settle()
         return self.seen
 
@@ -108,10 +112,10 @@ def test_a_lost_link_ends_the_sync_and_a_new_one_resumes_from_what_is_left() -> 
             break
     else:
         raise AssertionError("no progress")
-    hub.sync_changed.clear()
+    net.watched, net.seen = ("b", channel), []
     net.sever(("b", lb))
     assert hub.sync_progress(channel) is None  # nothing announced is coming any more
-    assert channel in hub.sync_changed
+    assert [None] == net.seen, "the end of the sync is told"
     have = len(hub.channels[channel].log)
     net.establish("b", "a")
     seen = net.record("b", channel)

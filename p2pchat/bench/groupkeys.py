@@ -112,7 +112,7 @@ def _copy(src: ChannelState, dst: ChannelState, now: int) -> None:
 
 
 def _overhead(state: ChannelState, env: Envelope) -> int:
-    key = state._key_for(env.epoch, env.author)
+    key = state.keyring.key_for(env.epoch, env.author)
     assert key is not None
     change = msgpack.unpackb(env.decrypt(key, state.channel_id), raw=False)[0]
     return len(env.encode()) - len(change)

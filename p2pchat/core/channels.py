@@ -41,7 +41,7 @@ from p2pchat.channel.keys import (
     make_prekey,
     open_prekey,
 )
-from p2pchat.channel.shared import SharedWork
+from p2pchat.channel.memo import ReceiveMemo
 from p2pchat.channel.state import (
     MAX_POSTS_PER_ENVELOPE,
     ChannelState,
@@ -206,8 +206,8 @@ class ChannelHub:
         #: emit IndexMessages for search (off when nothing stores them)
         self.index_messages = True
         #: memos shared with other hubs in this process (the simulator sets one for all
-        #: its nodes; see :mod:`p2pchat.channel.shared`)
-        self.shared: SharedWork | None = None
+        #: its nodes; see :mod:`p2pchat.channel.memo`)
+        self.shared: ReceiveMemo | None = None
         #: own envelopes of held writes, per channel, not pushed to links yet
         self._held: dict[bytes, list[bytes]] = {}
         self._held_count = 0

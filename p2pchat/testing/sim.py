@@ -1124,7 +1124,7 @@ class SimNetwork:
               "reply_to": "", "ts": wall}
         # ChannelState has no public way to seal an arbitrary change (a hostile peer's
         # whole point); the copy is thrown away.
-        env = state._seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
+        env = state.writer.seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
         return env.encode()
 
     # --- running -------------------------------------------------------------------------------

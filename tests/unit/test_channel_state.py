@@ -29,6 +29,7 @@ from channelkit import (
     sync_into,
 )
 
+from p2pchat.channel import dag as dag_module
 from p2pchat.channel import state as state_module
 from p2pchat.channel.change import MAGIC, parse_change
 from p2pchat.channel.envelope import (
@@ -571,7 +572,7 @@ def test_dependency_on_a_missing_envelope_waits_and_changes_nothing() -> None:
 
 
 def test_pending_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(dag_module, "MAX_PENDING", 3)
     w = world()
     f = w.forger()
     ghost = hashlib.blake2b(b"never sent", digest_size=32).digest()

@@ -191,7 +191,7 @@ def _hostile_bundle(state: ChannelState, bundle: bytes, w: World) -> Envelope:
 
     change = state.authoring.put_entry("keys", f"epoch:{epoch_id(bundle).hex()}",
                                        {"by": state.identity.did})
-    env = state._seal({"op": "bundle", "bundle": bundle, "ts": w.tick()}, change, w.rb,
+    env = state.writer.seal({"op": "bundle", "bundle": bundle, "ts": w.tick()}, change, w.rb,
                       clear=True)
     state.receive(env, w.now)
     return env
@@ -203,7 +203,7 @@ def test_replayed_moved_and_re_signed_bundles_change_nothing() -> None:
     member = w.replica(owner, "member")
     w.admit(owner, member)
     env = owner.stored(owner.log[1])  # the log starts: genesis, bundle
-    key = owner._key_for(env.epoch, owner.identity.did)
+    key = owner.keyring.key_for(env.epoch, owner.identity.did)
     assert key is not None
     op, _ = decode_operation(env.decrypt(key, owner.channel_id))
     original = op["bundle"]
@@ -275,7 +275,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
     assert x.identity.did not in member.group.view().holders[chosen]
     # after the ban x cannot distribute at all: its envelopes are refused
     sync(x, owner)
-    x._check_may_write = lambda posting=True: None  # type: ignore[method-assign]
+    x.writer.check_may_write = lambda posting=True: None  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="banned"):
         x.rotate(w.tick(), w.rb)
     late = x.log[-1]

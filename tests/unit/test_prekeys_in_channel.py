@@ -43,7 +43,7 @@ def test_publishing_someone_elses_prekey_is_refused_locally_and_invalid_remotely
     # a hostile client writes it anyway: every replica records it as invalid
     change = member.authoring.put_entry("keys", "prekey:" + "00" * 16, {"record": record})
     with pytest.raises(RuntimeError, match="prekey of another member"):
-        member._author({"op": "prekey", "record": record, "ts": T0}, change, T0, kit.rb,
+        member.writer.author({"op": "prekey", "record": record, "ts": T0}, change, T0, kit.rb,
                        clear=True)
     sync_into(owner, member)
     (bad,) = [m for m in owner.envs.values() if m.author == member.identity.did]

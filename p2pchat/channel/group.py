@@ -184,10 +184,6 @@ class GroupKeys:
         self.rotated_for: set[frozenset[bytes]] = set()
         self._view: View | None = None
 
-    @property
-    def new_secrets(self) -> list[tuple[bytes, bytes]]:
-        return self._out.new_secrets
-
     # --- secrets ------------------------------------------------------------------
 
     def add_secret(self, epoch: bytes, secret: bytes) -> None:

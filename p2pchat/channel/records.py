@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from p2pchat.channel.envelope import Envelope
 from p2pchat.errors import RemoteProtocolError
@@ -125,7 +126,7 @@ class MessageView:
 class Outcome:
     """What one call changed that the caller acts on (internal collector): ids of
     messages whose visible content changed (to index) and epoch secrets learnt (to
-    persist). Every public call of the replica starts an empty one and returns it."""
+    persist). The replica's public calls empty it into what they return."""
 
     changed: list[str] = field(default_factory=list)
     new_secrets: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -166,9 +167,9 @@ class Written:
     view changed and the secrets learnt. Unpacks as ``(envelope, id)``."""
 
     envelope: Envelope
-    id: str = ""
+    new_id: str = ""
     changed: tuple[str, ...] = ()
     new_secrets: tuple[tuple[bytes, bytes], ...] = ()
 
-    def __iter__(self) -> Iterator[object]:
-        return iter((self.envelope, self.id))
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.envelope, self.new_id))

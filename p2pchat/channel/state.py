@@ -15,8 +15,8 @@ and gives the rest of the node one object per channel. Each part holds one conce
 * :mod:`~p2pchat.channel.memo`: the seam for sharing pure work between replicas.
 
 What one call changed that the caller must act on (messages to index, secrets to
-persist) is returned by that call (:class:`ReceiveResult`), never left for the caller
-to drain.
+persist) is returned by that call (:class:`ReceiveResult` for what it received,
+:class:`Written` for what it wrote), never left on the replica for the caller to drain.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from p2pchat.channel.records import (
     ReceiveResult,
     Rejected,
     Status,
+    Written,
 )
 from p2pchat.channel.snapshot import SNAPSHOT_VERSION
 from p2pchat.channel.views import MAX_DISPLAY_SKEW_MS, Views
@@ -75,7 +76,7 @@ __all__ = [
     "MAX_POSTS_BYTES", "MAX_POSTS_PER_ENVELOPE", "MAX_PREAPPLIED", "MAX_TEXT_LENGTH",
     "MAX_UNAPPLIABLE", "POST_ENTRY_OVERHEAD", "SNAPSHOT_VERSION", "SUB_DEVICE_PERSON",
     "ChannelState", "EnvMeta", "KeyLookup", "MessageRecord", "MessageView", "PendingFull",
-    "RandomBytes", "ReceiveResult", "Rejected", "Status", "channel_id_for", "clear_key",
+    "RandomBytes", "ReceiveResult", "Rejected", "Status", "Written", "channel_id_for", "clear_key",
     "decode_operation", "encode_operation", "epoch_id_for", "open_envelope",
     "sub_device_salt",
 ]
@@ -153,6 +154,8 @@ class ChannelState:
         assert result.applied, "own genesis must apply"
         if key is None:
             state.writer.rotate(now_ms, randbytes)
+        # nothing to index yet, and every secret it made is in state.group.secrets
+        state._take()
         return state, env
 
     @classmethod
@@ -174,16 +177,26 @@ class ChannelState:
 
     # --- the outcome of a call ------------------------------------------------------------
 
-    def _finish(self, result: ReceiveResult) -> ReceiveResult:
-        result.changed += self._out.changed
-        result.new_secrets += self._out.new_secrets
-        self._out.changed.clear()
-        self._out.new_secrets.clear()
+    # Each public call that may change something takes what it changed out of the
+    # collector and returns it (a call that raises leaves it to the next call's result:
+    # a secret it made must still reach the store).
+
+    def _take(self) -> tuple[tuple[str, ...], tuple[tuple[bytes, bytes], ...]]:
+        out = self._out
+        taken = tuple(out.changed), tuple(out.new_secrets)
+        out.changed.clear()
+        out.new_secrets.clear()
+        return taken
+
+    def _received(self, result: ReceiveResult) -> ReceiveResult:
+        changed, secrets = self._take()
+        result.changed += changed
+        result.new_secrets += secrets
         return result
 
-    @property
-    def changed(self) -> list[str]:
-        return self._out.changed
+    def _written(self, env: Envelope, made: str = "") -> Written:
+        changed, secrets = self._take()
+        return Written(env, made, changed, secrets)
 
     # --- parts' state, as the node reads it ---------------------------------------------
 
@@ -357,59 +370,64 @@ class ChannelState:
 
     # --- authoring (see p2pchat.channel.authoring) ----------------------------------------
 
-    def rotate(self, now_ms: int, randbytes: RandomBytes) -> Envelope:
-        return self.writer.rotate(now_ms, randbytes)
+    def rotate(self, now_ms: int, randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.rotate(now_ms, randbytes))
 
     def share(self, recipients: list[Prekey], epochs: list[bytes], now_ms: int,
-              randbytes: RandomBytes) -> Envelope:
-        return self.writer.share(recipients, epochs, now_ms, randbytes)
+              randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.share(recipients, epochs, now_ms, randbytes))
 
     def join(self, grant: bytes, grant_signature: bytes, proof: bytes, prekey: bytes,
-             now_ms: int, randbytes: RandomBytes) -> Envelope:
-        return self.writer.join(grant, grant_signature, proof, prekey, now_ms, randbytes)
+             now_ms: int, randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.join(grant, grant_signature, proof, prekey, now_ms,
+                                              randbytes))
 
     def request_keys(self, epochs: list[bytes], prekey: bytes, now_ms: int,
-                     randbytes: RandomBytes) -> Envelope:
-        return self.writer.request_keys(epochs, prekey, now_ms, randbytes)
+                     randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.request_keys(epochs, prekey, now_ms, randbytes))
 
-    def publish_prekey(self, record: bytes, now_ms: int, randbytes: RandomBytes) -> Envelope:
-        return self.writer.publish_prekey(record, now_ms, randbytes)
+    def publish_prekey(self, record: bytes, now_ms: int, randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.publish_prekey(record, now_ms, randbytes))
 
     def check_post(self, text: str, reply_to: str = "") -> None:
         self.writer.check_post(text, reply_to)
 
     def post(self, text: str, now_ms: int, randbytes: RandomBytes, reply_to: str = ""
-             ) -> tuple[Envelope, str]:
-        return self.writer.post(text, now_ms, randbytes, reply_to)
+             ) -> Written:
+        return self._written(*self.writer.post(text, now_ms, randbytes, reply_to))
 
     def post_room(self, now_ms: int, posts: list[tuple[str, str]]) -> int:
         return self.writer.post_room(now_ms, posts)
 
     def post_many(self, posts: list[tuple[str, str, str]], now_ms: int,
-                  randbytes: RandomBytes) -> Envelope:
-        return self.writer.post_many(posts, now_ms, randbytes)
+                  randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.post_many(posts, now_ms, randbytes))
 
-    def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
-        return self.writer.edit(msg_id, text, now_ms, randbytes)
+    def edit(self, msg_id: str, text: str, now_ms: int, randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.edit(msg_id, text, now_ms, randbytes))
 
-    def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Envelope:
-        return self.writer.delete(msg_id, now_ms, randbytes)
+    def delete(self, msg_id: str, now_ms: int, randbytes: RandomBytes) -> Written:
+        return self._written(self.writer.delete(msg_id, now_ms, randbytes))
 
     def react(self, target: str, emoji: str, on: bool, now_ms: int, randbytes: RandomBytes
-              ) -> Envelope:
-        return self.writer.react(target, emoji, on, now_ms, randbytes)
+              ) -> Written:
+        return self._written(self.writer.react(target, emoji, on, now_ms, randbytes))
 
     def moderate(self, action: str, now_ms: int, randbytes: RandomBytes, *, target: str = "",
                  value: str = "", on: bool = True, reason: str = "", check: bool = True
-                 ) -> tuple[Envelope, str]:
-        return self.writer.moderate(action, now_ms, randbytes, target=target, value=value,
-                                    on=on, reason=reason, check=check)
+                 ) -> Written:
+        return self._written(*self.writer.moderate(
+            action, now_ms, randbytes, target=target, value=value, on=on, reason=reason,
+            check=check))
 
     def owns_device(self, salt: bytes) -> bool:
         return self.writer.owns_device(salt)
 
     def use_device(self, salt: bytes) -> None:
+        """Write as device ``salt`` (ours) from now on (on start: nothing it reopens is
+        new to the keyring or the index)."""
         self.writer.use_device(salt)
+        self._take()
 
     def head_seen(self, announced: int) -> None:
         self.writer.head_seen(announced)
@@ -419,7 +437,7 @@ class ChannelState:
     def receive(self, env: Envelope, now_ms: int, signature_ok: bool | None = None
                 ) -> ReceiveResult:
         """Verify and (when its deps are here) apply ``env``. Raises :class:`Rejected`."""
-        return self.receiver.receive(env, now_ms, signature_ok)
+        return self._received(self.receiver.receive(env, now_ms, signature_ok))
 
     def receive_bytes(self, data: bytes, now_ms: int) -> ReceiveResult:
         return self.receive(self.decode(data), now_ms)
@@ -429,10 +447,7 @@ class ChannelState:
         restore, say); what that did."""
         result = ReceiveResult()
         self.receiver.settle(result)
-        return result
-
-    def _settle(self, result: ReceiveResult) -> None:
-        self.receiver.settle(result)
+        return self._received(result)
 
     def decode(self, data: bytes) -> Envelope:
         return self.receiver.decode(data)

@@ -764,7 +764,7 @@ class SimNetwork:
         before = len(state.log)
         rng = derive_rng(self.seed, "rotate", name, node.incarnation, before)
         try:
-            state.rotate(self.wall_ms(name), rng.randbytes)
+            hub._took(state, state.rotate(self.wall_ms(name), rng.randbytes))
         except ValueError as exc:
             raise self.fail(f"{name}: rotate failed: {exc}") from exc
         self._note("rotate", name, channel.hex()[:12])

@@ -70,7 +70,7 @@ class World:
         sync(admitter, member)
         prekey = admitter.prekey_of(member.identity.did, self.now)
         assert prekey is not None
-        env = admitter.share([prekey], list(admitter.group.secrets), self.tick(), self.rb)
+        env = admitter.share([prekey], list(admitter.group.secrets), self.tick(), self.rb).envelope
         sync(member, admitter)
         return env
 
@@ -256,7 +256,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
     sync(outsider, owner)
     epoch = owner.group.send_epoch(w.now)
     # an outsider (never admitted) distributes an epoch to everybody it sees
-    rogue = outsider.rotate(w.tick(), w.rb)
+    rogue = outsider.rotate(w.tick(), w.rb).envelope
     sync(owner, outsider)
     rogue_epoch = next(e for e, i in owner.group.epochs.items() if i.env == rogue.id)
     view = owner.group.view()
@@ -264,7 +264,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
         view.valid[rogue_epoch], view.why[rogue_epoch])
     assert owner.group.send_epoch(w.now) == epoch
     # x, banned concurrently with its own rotation: its epoch is never used
-    x_rotation = x.rotate(w.tick(), w.rb)
+    x_rotation = x.rotate(w.tick(), w.rb).envelope
     owner.moderate("ban", w.tick(), w.rb, target=x.identity.did)
     sync(owner, x)
     sync(member, owner)
@@ -388,7 +388,7 @@ def test_a_stranger_asking_for_keys_is_not_entitled_to_any() -> None:
     eve = w.replica(owner, "eve", join=False)  # knows the channel id, has no invite
     record, _ = make_prekey(eve.identity, w.rb, w.now)
     sync(eve, owner)
-    asked = eve.request_keys(list(owner.group.epochs), record, w.tick(), w.rb)
+    asked = eve.request_keys(list(owner.group.epochs), record, w.tick(), w.rb).envelope
     owner.receive_bytes(eve.raw[asked.id], w.now)
     assert any(r.did == eve.identity.did for r in owner.group.requests)
     assert not any(owner.group.entitled(eve.identity.did, e) for e in owner.group.epochs)

@@ -19,7 +19,7 @@ def _pair(seed: int) -> tuple[Kit, ChannelState, ChannelState]:
 def test_a_published_prekey_reaches_every_replica_in_the_clear_epoch() -> None:
     kit, owner, member = _pair(1)
     record, _ = make_prekey(member.identity, kit.rb, T0)
-    env = member.publish_prekey(record, T0, kit.rb)
+    env = member.publish_prekey(record, T0, kit.rb).envelope
     assert epoch_id_for(clear_key(owner.channel_id)) == env.epoch == owner.clear_epoch
     assert env.epoch != owner.current_epoch
     sync_into(owner, member)

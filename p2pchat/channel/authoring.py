@@ -121,6 +121,25 @@ class Writer:
     def identity(self) -> Identity:
         return self.device.identity
 
+    def genesis(self, name: str, nonce: bytes, now_ms: int, randbytes: RandomBytes,
+                policy: str, dm: str) -> Envelope:
+        """Found the channel: write its genesis (in the clear epoch with group keys) and
+        apply it; with group keys, distribute the first epoch at once."""
+        change = self.device.authoring.genesis({"name": name, "founder": self.identity.did,
+                                                "created": now_ms})
+        op = {"op": "genesis", "name": name, "nonce": nonce, "ts": now_ms}
+        if policy != "history":
+            op["policy"] = policy
+        if dm:
+            op["dm"] = dm
+        e2ee = self._keyring.e2ee
+        env = self.seal(op, change, randbytes, clear=e2ee)
+        result = self._receiver.receive(env, now_ms)
+        assert result.applied, "own genesis must apply"
+        if e2ee:
+            self.rotate(now_ms, randbytes)
+        return env
+
     # --- group keys ---------------------------------------------------------------------
 
     def key_status(self) -> str:

@@ -105,6 +105,11 @@ class Fold:
             self._mod_state = mod.fold(self.founder, self.mod_events, self._clocks.in_past)
         return self._mod_state
 
+    def prekey_of(self, did: str, now_ms: int) -> Prekey | None:
+        """The member's published prekey that lives longest, if any is still valid."""
+        live = [p for p in self.prekeys.get(did, {}).values() if p.expires_ms > now_ms]
+        return max(live, key=lambda p: (p.expires_ms, p.prekey_id), default=None)
+
     def device_forked(self, device: tuple[str, bytes]) -> None:
         """``device`` was marked forked: its posts' views change."""
         self._out.changed += [m.id for m in self.posts.values()

@@ -24,19 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 from p2pchat.channel import snapshot as snapshots
-from p2pchat.channel.authoring import (
-    MAX_OWN_DEVICE_MEMO,
-    SUB_DEVICE_PERSON,
-    Device,
-    RandomBytes,
-    Writer,
-    sub_device_salt,
-)
+from p2pchat.channel.authoring import Device, RandomBytes, Writer
 from p2pchat.channel.clocks import CausalClocks
-from p2pchat.channel.dag import MAX_FRONTIER_WALK, MAX_PENDING, MAX_PENDING_PER_AUTHOR, Dag
+from p2pchat.channel.dag import Dag
 from p2pchat.channel.doc import AuthoringDocument, SharedDocument
 from p2pchat.channel.envelope import Envelope, channel_topic
-from p2pchat.channel.fold import MAX_EMOJI_LENGTH, MAX_TEXT_LENGTH, Fold
+from p2pchat.channel.fold import MAX_TEXT_LENGTH, Fold
 from p2pchat.channel.group import POLICIES, GroupKeys, PrivateLookup
 from p2pchat.channel.keyring import KeyLookup, Keyring
 from p2pchat.channel.keys import Prekey, identity_prekey_id, identity_prekey_private
@@ -52,9 +45,8 @@ from p2pchat.channel.operation import (
     decode_operation,
     encode_operation,
     epoch_id_for,
-    open_envelope,
 )
-from p2pchat.channel.receive import MAX_PREAPPLIED, MAX_UNAPPLIABLE, Receiver
+from p2pchat.channel.receive import Receiver
 from p2pchat.channel.records import (
     EnvMeta,
     MessageRecord,
@@ -66,19 +58,16 @@ from p2pchat.channel.records import (
     Status,
     Written,
 )
-from p2pchat.channel.snapshot import SNAPSHOT_VERSION
 from p2pchat.channel.views import MAX_DISPLAY_SKEW_MS, Views
 from p2pchat.identity import Identity
 
+#: re-exported: what the node's other layers take from here
 __all__ = [
-    "MAX_CHANGE_SIZE", "MAX_CHANNEL_NAME", "MAX_DISPLAY_SKEW_MS", "MAX_EMOJI_LENGTH",
-    "MAX_FRONTIER_WALK", "MAX_OWN_DEVICE_MEMO", "MAX_PENDING", "MAX_PENDING_PER_AUTHOR",
-    "MAX_POSTS_BYTES", "MAX_POSTS_PER_ENVELOPE", "MAX_PREAPPLIED", "MAX_TEXT_LENGTH",
-    "MAX_UNAPPLIABLE", "POST_ENTRY_OVERHEAD", "SNAPSHOT_VERSION", "SUB_DEVICE_PERSON",
-    "ChannelState", "EnvMeta", "KeyLookup", "MessageRecord", "MessageView", "PendingFull",
-    "RandomBytes", "ReceiveResult", "Rejected", "Status", "Written", "channel_id_for", "clear_key",
-    "decode_operation", "encode_operation", "epoch_id_for", "open_envelope",
-    "sub_device_salt",
+    "MAX_CHANGE_SIZE", "MAX_DISPLAY_SKEW_MS", "MAX_POSTS_BYTES", "MAX_POSTS_PER_ENVELOPE",
+    "MAX_TEXT_LENGTH", "POST_ENTRY_OVERHEAD", "ChannelState", "KeyLookup", "MessageRecord",
+    "MessageView", "PendingFull", "RandomBytes", "ReceiveResult", "Rejected", "Status",
+    "Written", "channel_id_for", "clear_key", "decode_operation", "encode_operation",
+    "epoch_id_for",
 ]
 
 MAX_CHANNEL_NAME = 100
@@ -142,18 +131,7 @@ class ChannelState:
             state.current_epoch = epoch
         else:
             state = cls(cid, identity, None, private_for)
-        change = state.authoring.genesis({"name": name, "founder": identity.did,
-                                          "created": now_ms})
-        op = {"op": "genesis", "name": name, "nonce": nonce, "ts": now_ms}
-        if policy != "history":
-            op["policy"] = policy
-        if dm:
-            op["dm"] = dm
-        env = state.writer.seal(op, change, randbytes, clear=key is None)
-        result = state.receiver.receive(env, now_ms)
-        assert result.applied, "own genesis must apply"
-        if key is None:
-            state.writer.rotate(now_ms, randbytes)
+        env = state.writer.genesis(name, nonce, now_ms, randbytes, policy, dm)
         # nothing to index yet, and every secret it made is in state.group.secrets
         state._take()
         return state, env
@@ -203,10 +181,6 @@ class ChannelState:
     @property
     def identity(self) -> Identity:
         return self.device.identity
-
-    @property
-    def base_device(self) -> bytes:
-        return self.device.base_device
 
     @property
     def authoring(self) -> AuthoringDocument:
@@ -273,10 +247,6 @@ class ChannelState:
     @property
     def prekeys(self) -> dict[str, dict[bytes, Prekey]]:
         return self.fold.prekeys
-
-    @property
-    def posts(self) -> dict[tuple[str, str, bytes], MessageRecord]:
-        return self.fold.posts
 
     @property
     def messages(self) -> dict[str, MessageRecord]:
@@ -364,9 +334,7 @@ class ChannelState:
         self.keyring.forget_message_keys(epoch)
 
     def prekey_of(self, did: str, now_ms: int) -> Prekey | None:
-        """The member's published prekey that lives longest, if any is still valid."""
-        live = [p for p in self.fold.prekeys.get(did, {}).values() if p.expires_ms > now_ms]
-        return max(live, key=lambda p: (p.expires_ms, p.prekey_id), default=None)
+        return self.fold.prekey_of(did, now_ms)
 
     # --- authoring (see p2pchat.channel.authoring) ----------------------------------------
 
@@ -458,9 +426,6 @@ class ChannelState:
     def preapply(self, envelopes: list[Envelope], verdicts: dict[bytes, bool]) -> int:
         return self.receiver.preapply(envelopes, verdicts)
 
-    def stored(self, env_id: bytes) -> Envelope:
-        return self.dag.stored(env_id)
-
     def is_known(self, env_id: bytes) -> bool:
         return self.dag.is_known(env_id)
 
@@ -469,14 +434,8 @@ class ChannelState:
 
     # --- causality and moderation -----------------------------------------------------------
 
-    def in_causal_past(self, ancestor: bytes, deps: tuple[bytes, ...]) -> bool:
-        return self.dag.in_causal_past(ancestor, deps)
-
     def in_past(self, ancestor: bytes, env_id: bytes) -> bool:
         return self.clocks.in_past(ancestor, env_id)
-
-    def wrote_before(self, did: str, env_id: bytes) -> bool:
-        return self.clocks.wrote_before(did, env_id)
 
     def moderation(self) -> ModState:
         return self.fold.moderation()

@@ -91,7 +91,7 @@ def texts(state: ChannelState) -> list[str]:
 
 def content(state: ChannelState, ids: Iterable[bytes]) -> list[Envelope]:
     """The encrypted (non-clear-epoch) envelopes among ``ids``."""
-    envs = [state.stored(i) for i in ids]
+    envs = [state.dag.stored(i) for i in ids]
     return [e for e in envs if e.epoch != state.clear_epoch]
 
 
@@ -202,7 +202,7 @@ def test_replayed_moved_and_re_signed_bundles_change_nothing() -> None:
     owner = w.found()
     member = w.replica(owner, "member")
     w.admit(owner, member)
-    env = owner.stored(owner.log[1])  # the log starts: genesis, bundle
+    env = owner.dag.stored(owner.log[1])  # the log starts: genesis, bundle
     key = owner.keyring.key_for(env.epoch, owner.identity.did)
     assert key is not None
     op, _ = decode_operation(env.decrypt(key, owner.channel_id))

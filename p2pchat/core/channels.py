@@ -521,20 +521,17 @@ class ChannelHub:
                 state, _ = ChannelState.create(self.identity, "dm", None, ev.wall_ms,
                                                self._randbytes, "history", self.private_for,
                                                dm=ev.did)
-                self._took_created(state)
-                self._took(state, state.moderate("mode", ev.wall_ms, self._randbytes,
-                                                 value="invite-only"), index=False)
-                self._took(state, state.moderate("add", ev.wall_ms, self._randbytes,
-                                                 target=ev.did, reason="direct messages"),
-                           index=False)
+                state.moderate("mode", ev.wall_ms, self._randbytes, value="invite-only")
+                state.moderate("add", ev.wall_ms, self._randbytes, target=ev.did,
+                               reason="direct messages")
                 prekey = self._prekey_for(state, ev.did, ev.wall_ms)
                 assert prekey is not None  # a valid DID always has its identity key
-                self._took(state, state.share([prekey], list(state.group.secrets), ev.wall_ms,
-                                              self._randbytes), index=False)
+                state.share([prekey], list(state.group.secrets), ev.wall_ms, self._randbytes)
             except (ValueError, KeyError_, AssertionError) as exc:
                 return [ChannelAnswer(ev.request_id, None, f"cannot reach {ev.did}: {exc}")]
             channel = state.channel_id
             self._adopt(state)
+            self._took_created(state)
             self.names[channel] = "dm"
             if self.prekeys_on:
                 self._prekey_missing.add(channel)
@@ -752,7 +749,8 @@ class ChannelHub:
         return result
 
     def _took_created(self, state: ChannelState) -> None:
-        """A channel we just founded: every secret it holds is new (nothing to index)."""
+        """A channel we just founded (and maybe wrote to): every secret it holds is new,
+        in the order it learnt them; nothing to index yet."""
         out = self._outcomes.setdefault(state.channel_id, Outcome())
         out.new_secrets += state.group.secrets.items()
 

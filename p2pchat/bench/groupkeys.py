@@ -57,7 +57,7 @@ def bench_group_keys(members: int = 128, samples: int = 30) -> dict[str, Any]:
     # one author's stream, long enough to cross a routine rotation (ROTATE_EVERY)
     author = _identity("author")
     state, _ = ChannelState.create(author, "bench", None, now, os.urandom)
-    overheads = [_overhead(state, state.post(TYPICAL_TEXT, now + i, os.urandom)[0])
+    overheads = [_overhead(state, state.post(TYPICAL_TEXT, now + i, os.urandom).envelope)
                  for i in range(OVERHEAD_POSTS)]
     talk = _conversation(state, author, now)
     return {
@@ -112,7 +112,7 @@ def _copy(src: ChannelState, dst: ChannelState, now: int) -> None:
 
 
 def _overhead(state: ChannelState, env: Envelope) -> int:
-    key = state._key_for(env.epoch, env.author)
+    key = state.keyring.key_for(env.epoch, env.author)
     assert key is not None
     change = msgpack.unpackb(env.decrypt(key, state.channel_id), raw=False)[0]
     return len(env.encode()) - len(change)

@@ -31,15 +31,17 @@ one), parents = all heads. Every replica that sees the same DAG computes the sam
 so concurrent rotations converge on the smallest id without coordination, and a member
 rotates at most once per set of heads (storm suppression).
 
-Nothing here does I/O; the hub persists ``new_secrets`` and acts on ``admissions`` and
-``requests``.
+Group keys read the replica they belong to through :class:`Replica` (a narrow view:
+this module does not know the replica's class). Nothing here does I/O: secrets learnt
+go to the current call's :class:`~p2pchat.channel.records.Outcome`, which the replica
+returns to the hub to persist; the hub acts on ``admissions`` and ``requests``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from p2pchat.channel import moderation as mod
 from p2pchat.channel.keys import (
@@ -53,9 +55,9 @@ from p2pchat.channel.keys import (
     read_bundle,
     read_share,
 )
-
-if TYPE_CHECKING:
-    from p2pchat.channel.state import ChannelState
+from p2pchat.channel.moderation import ModEvent, ModState
+from p2pchat.channel.records import Outcome
+from p2pchat.identity import Identity
 
 #: Routine rotation: after this many messages in an epoch (a multi-post envelope
 #: counts each of its posts; a burst is cut at the boundary)…
@@ -70,6 +72,44 @@ EPHEMERAL_WINDOW_MS = 24 * 3600 * 1000
 MAX_REQUEST_EPOCHS = 512
 
 PrivateLookup = Callable[[bytes], "bytes | None"]
+
+
+class Replica(Protocol):
+    """What group keys read of the channel replica they belong to."""
+
+    @property
+    def channel_id(self) -> bytes: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    @property
+    def founder(self) -> str: ...
+
+    @property
+    def policy(self) -> str: ...
+
+    @property
+    def prekeys(self) -> Mapping[str, Mapping[bytes, Prekey]]: ...
+
+    @property
+    def vector(self) -> Mapping[tuple[str, bytes], int]: ...
+
+    @property
+    def mod_events(self) -> Sequence[ModEvent]: ...
+
+    @property
+    def sealed(self) -> Collection[bytes]: ...
+
+    def moderation(self) -> ModState: ...
+
+    def in_past(self, ancestor: bytes, env_id: bytes) -> bool: ...
+
+    def order_of(self, env_id: bytes) -> int: ...
+
+    def prekey_of(self, did: str, now_ms: int) -> Prekey | None: ...
+
+    def forget_message_keys(self, epoch: bytes) -> None: ...
 
 
 @dataclass(slots=True)
@@ -118,13 +158,13 @@ class View:
 
 
 class GroupKeys:
-    def __init__(self, state: ChannelState, private_for: PrivateLookup) -> None:
-        self.state = state
+    def __init__(self, replica: Replica, private_for: PrivateLookup, out: Outcome) -> None:
+        self.replica = replica
         self.private_for = private_for
+        #: where secrets learnt go (the replica returns them from the current call)
+        self._out = out
         #: epoch id -> group secret, for every epoch this replica can read
         self.secrets: dict[bytes, bytes] = {}
-        #: secrets learnt since the hub last looked (it persists them)
-        self.new_secrets: list[tuple[bytes, bytes]] = []
         #: every bundle's commitment seen (applied or not): confirms shared secrets
         self.commitments: dict[bytes, bytes] = {}
         #: shared secrets waiting for their bundle's commitment
@@ -149,29 +189,27 @@ class GroupKeys:
     def add_secret(self, epoch: bytes, secret: bytes) -> None:
         if epoch not in self.secrets:
             self.secrets[epoch] = secret
-            self.new_secrets.append((epoch, secret))
-            self.unseal_due = bool(self.state.sealed)
+            self._out.new_secrets.append((epoch, secret))
+            self.unseal_due = bool(self.replica.sealed)
             self.work_due = True
             self._view = None
 
     def forget(self, epoch: bytes) -> None:
         """Delete an epoch's secret (and the message keys derived from it)."""
         self.secrets.pop(epoch, None)
-        cache = self.state._message_keys
-        for key in [k for k in cache if k[0] == epoch]:
-            del cache[key]
+        self.replica.forget_message_keys(epoch)
 
     def harvest(self, author: str, op: dict[str, object]) -> None:
         """Open a bundle or share sealed to us (called for every clear-epoch envelope
         that decrypts, before and whatever its application)."""
-        me = self.state.identity.did
+        me = self.replica.identity.did
         kind = op.get("op")
         try:
             if kind == "bundle" and type(op.get("bundle")) is bytes:
                 raw = op["bundle"]
                 assert isinstance(raw, bytes)
                 header = read_bundle(raw)
-                if header.channel != self.state.channel_id or header.distributor != author:
+                if header.channel != self.replica.channel_id or header.distributor != author:
                     return
                 self.commitments[header.epoch] = header.commitment
                 waiting = self.unconfirmed.pop(header.epoch, None)
@@ -184,7 +222,7 @@ class GroupKeys:
                 raw = op["share"]
                 assert isinstance(raw, bytes)
                 header = read_share(raw)
-                if header.channel != self.state.channel_id or header.distributor != author:
+                if header.channel != self.replica.channel_id or header.distributor != author:
                     return
                 if all(e in self.secrets for e in header.parents):
                     return
@@ -211,7 +249,7 @@ class GroupKeys:
 
     def owners(self) -> dict[bytes, str]:
         """prekey id -> DID, for every published prekey and known member's identity key."""
-        st = self.state
+        st = self.replica
         out = {pid: did for did, keys in st.prekeys.items() for pid in keys}
         known = {author for author, _ in st.vector} | set(self.joins) | {st.founder}
         known |= {e.target for e in st.mod_events if e.target}
@@ -223,7 +261,7 @@ class GroupKeys:
     def removed_in_past(self, did: str, env: bytes) -> bool:
         """``did`` was banned, or kicked and had not joined again, in ``env``'s causal
         past (``env`` included)."""
-        st = self.state
+        st = self.replica
         if did == st.founder or not st.mod_events:
             return False
         events = st.moderation().by_target.get(did, [])
@@ -242,7 +280,7 @@ class GroupKeys:
                        for j in self.joins.get(did, []))
 
     def removed_now(self) -> set[str]:
-        st = self.state
+        st = self.replica
         if not st.mod_events:
             return set()
         state = st.moderation()
@@ -258,7 +296,7 @@ class GroupKeys:
         """Validity and holders, in this replica's log order (a causal order). Whether a
         distributor or sharer *held* an epoch counts only shares in its causal past, so
         every replica reaches the same verdicts whatever order it saw things in."""
-        st = self.state
+        st = self.replica
         view = View()
         owners = self.owners()
         view.removed = self.removed_now()
@@ -270,8 +308,8 @@ class GroupKeys:
                 d == did and (s == at or st.in_past(s, at)) for d, s in granted.get(epoch, ()))
 
         items: list[tuple[int, EpochInfo | ShareInfo]] = [
-            (st.envs[i.env].order, i) for i in self.epochs.values()]
-        items += [(st.envs[x.env].order, x) for x in self.shares]
+            (st.order_of(i.env), i) for i in self.epochs.values()]
+        items += [(st.order_of(x.env), x) for x in self.shares]
         for _, item in sorted(items, key=lambda t: t[0]):
             if isinstance(item, ShareInfo):
                 if all(view.valid.get(e) and held(item.distributor, e, item.env)
@@ -337,7 +375,7 @@ class GroupKeys:
         """Every current member but us: its freshest prekey, else (if it never published
         one) its identity key. Members whose prekeys all expired are left out: they ask
         for a history share when they return."""
-        st = self.state
+        st = self.replica
         me = st.identity.did
         out = []
         for did in sorted(self.view().members - {me}):
@@ -363,8 +401,8 @@ class GroupKeys:
         info = self.epochs.get(epoch)
         if info is None or not view.valid.get(epoch) or did not in view.members:
             return False  # not a member now: removed, or never admitted
-        if self.state.policy == "history" or did in view.holders[epoch] \
-                or did == self.state.founder:
+        if self.replica.policy == "history" or did in view.holders[epoch] \
+                or did == self.replica.founder:
             return True
         todo, seen = list(info.parents), set(info.parents)
         while todo:
@@ -402,7 +440,7 @@ class GroupKeys:
         return out
 
     def was_kicked(self, did: str) -> bool:
-        st = self.state
+        st = self.replica
         return bool(st.mod_events) and any(
             e.action == "kick" for e in st.moderation().by_target.get(did, []))
 
@@ -411,7 +449,7 @@ class GroupKeys:
         member who was not removed, the invite has not expired (the join's time is the
         joiner's word, so the admitter's clock ``now_ms`` counts too), and in
         ``invite-only`` channels both are moderators."""
-        st = self.state
+        st = self.replica
         view = self.view()
         if did not in view.members or join.inviter not in view.members:
             return False

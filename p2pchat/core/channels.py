@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from p2pchat.channel import moderation as mod
 from p2pchat.channel.envelope import Envelope
@@ -41,13 +42,15 @@ from p2pchat.channel.keys import (
     make_prekey,
     open_prekey,
 )
-from p2pchat.channel.shared import SharedWork
+from p2pchat.channel.memo import ReceiveMemo
+from p2pchat.channel.records import Outcome
 from p2pchat.channel.state import (
     MAX_POSTS_PER_ENVELOPE,
     ChannelState,
     PendingFull,
     ReceiveResult,
     Rejected,
+    Written,
     epoch_id_for,
 )
 from p2pchat.channel.ulid import make_ulid, ulid_after
@@ -161,6 +164,10 @@ def _resume_device(state: ChannelState, replay: tuple[bytes, ...]) -> None:
             return
 
 
+#: what a replica's call returns that the hub indexes and persists
+_Result = TypeVar("_Result", Written, ReceiveResult)
+
+
 @dataclass
 class _LinkChannels:
     link: Link
@@ -206,8 +213,11 @@ class ChannelHub:
         #: emit IndexMessages for search (off when nothing stores them)
         self.index_messages = True
         #: memos shared with other hubs in this process (the simulator sets one for all
-        #: its nodes; see :mod:`p2pchat.channel.shared`)
-        self.shared: SharedWork | None = None
+        #: its nodes; see :mod:`p2pchat.channel.memo`)
+        self.shared: ReceiveMemo | None = None
+        #: per channel, what the replica's calls returned that is not indexed or persisted
+        #: yet (see _took; _after_apply and _key_effects take it)
+        self._outcomes: dict[bytes, Outcome] = {}
         #: own envelopes of held writes, per channel, not pushed to links yet
         self._held: dict[bytes, list[bytes]] = {}
         self._held_count = 0
@@ -340,9 +350,7 @@ class ChannelHub:
                 except RemoteProtocolError:
                     continue  # stored data is ours; a bad row is skipped, not fatal
             state.group.unseal_due = True  # the keyring may open what the snapshot kept
-            state._settle(ReceiveResult())
-            state.changed.clear()
-            state.group.new_secrets.clear()
+            state.settle()
             self._snapshot_at[stored.channel] = len(state.log) if not replay else 0
             self.load_report[stored.channel] = (len(stored.envelopes) - len(replay), len(replay))
         return self._resubscribe_all()
@@ -383,10 +391,10 @@ class ChannelHub:
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
         self._adopt(state)
+        self._took_created(state)
         self.names[state.channel_id] = state.name
         if self.prekeys_on:
             self._prekey_missing.add(state.channel_id)
-        state.changed.clear()
         own = [(i, state.raw[i]) for i in state.log]
         self.own_written += [(state.channel_id, raw) for _, raw in own]
         effects: list[Effect] = [
@@ -445,8 +453,9 @@ class ChannelHub:
         before = len(state.log)
         try:
             record = self.own_prekey[0] if self.own_prekey is not None else b""
-            state.join(ev.grant, ev.grant_signature,
-                       make_proof(ev.cap, ev.channel, me), record, ev.wall_ms, self._randbytes)
+            self._took(state, state.join(ev.grant, ev.grant_signature,
+                                         make_proof(ev.cap, ev.channel, me), record,
+                                         ev.wall_ms, self._randbytes))
         except (RemoteProtocolError, ValueError, RuntimeError) as exc:
             return [ChannelAnswer(ev.request_id, None, f"invite does not work: {exc}")]
         if state.key_status() == "removed":  # our own replica says the join changes nothing
@@ -477,7 +486,6 @@ class ChannelHub:
         if self.prekeys_on:
             self._prekey_missing.add(channel)
         self.names[channel] = name
-        state.changed.clear()
         own = [(i, state.raw[i]) for i in state.log]
         self.own_written += [(channel, raw) for _, raw in own]
         return [PersistChannel(channel, name, b""), PersistEnvelopes(channel, tuple(own))], ""
@@ -523,10 +531,10 @@ class ChannelHub:
                 return [ChannelAnswer(ev.request_id, None, f"cannot reach {ev.did}: {exc}")]
             channel = state.channel_id
             self._adopt(state)
+            self._took_created(state)
             self.names[channel] = "dm"
             if self.prekeys_on:
                 self._prekey_missing.add(channel)
-            state.changed.clear()
             own = [(i, state.raw[i]) for i in state.log]
             self.own_written += [(channel, raw) for _, raw in own]
             effects += [PersistChannel(channel, "dm", b""), *self._key_effects(state),
@@ -538,7 +546,7 @@ class ChannelHub:
         state = self.channels[channel]
         before = len(state.log)
         try:
-            env, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes)
+            env, msg_id = self._took(state, state.post(ev.text, ev.wall_ms, self._randbytes))
         except ValueError as exc:
             return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
         effects += self._after_local(state, before)
@@ -616,7 +624,8 @@ class ChannelHub:
             return self._queue_post(state, ev)  # sealed with its burst (see seal_held)
         before = len(state.log)
         try:
-            _, msg_id = state.post(ev.text, ev.wall_ms, self._randbytes, ev.reply_to)
+            _, msg_id = self._took(state, state.post(ev.text, ev.wall_ms, self._randbytes,
+                                                     ev.reply_to))
         except ValueError as exc:
             return [ChannelAnswer(ev.request_id, None, str(exc))]
         effects = self._after_local(state, before, hold=True)
@@ -658,8 +667,8 @@ class ChannelHub:
             part, queue = queue[:room], queue[room:]
             before = len(state.log)
             try:
-                state.post_many([(m, t, rt) for _, m, t, rt, _ in part], now_ms,
-                                self._randbytes)
+                self._took(state, state.post_many([(m, t, rt) for _, m, t, rt, _ in part],
+                                                  now_ms, self._randbytes))
             except ValueError as exc:
                 effects += [ChannelAnswer(r, None, str(exc)) for r, *_ in part]
                 continue
@@ -676,11 +685,12 @@ class ChannelHub:
         before = len(state.log)
         try:
             if ev.op == "edit":
-                state.edit(ev.msg_id, ev.text, ev.wall_ms, self._randbytes)
+                self._took(state, state.edit(ev.msg_id, ev.text, ev.wall_ms, self._randbytes))
             elif ev.op == "delete":
-                state.delete(ev.msg_id, ev.wall_ms, self._randbytes)
+                self._took(state, state.delete(ev.msg_id, ev.wall_ms, self._randbytes))
             elif ev.op == "react":
-                state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms, self._randbytes)
+                self._took(state, state.react(ev.msg_id, ev.emoji, ev.on, ev.wall_ms,
+                                              self._randbytes))
             else:
                 return [*effects, ChannelAnswer(ev.request_id, None,
                                                 f"unknown operation {ev.op!r}")]
@@ -700,9 +710,9 @@ class ChannelHub:
         effects = self._seal_queued(ev.channel)  # earlier posts go first
         before = len(state.log)
         try:
-            _, entry = state.moderate(ev.action, ev.wall_ms, self._randbytes,
-                                      target=ev.target, value=ev.value, on=ev.on,
-                                      reason=ev.reason)
+            _, entry = self._took(state, state.moderate(
+                ev.action, ev.wall_ms, self._randbytes, target=ev.target, value=ev.value,
+                on=ev.on, reason=ev.reason))
         except ValueError as exc:
             return [*effects, ChannelAnswer(ev.request_id, None, str(exc))]
         effects += self._readmit_unbanned(ev.channel)
@@ -720,10 +730,28 @@ class ChannelHub:
                                                             hold=hold)
 
     def _key_effects(self, state: ChannelState) -> list[Effect]:
+        out = self._outcomes.get(state.channel_id)
+        if out is None:
+            return []
         effects: list[Effect] = [PersistEpochKey(state.channel_id, e, s)
-                                 for e, s in state.group.new_secrets]
-        state.group.new_secrets.clear()
+                                 for e, s in out.new_secrets]
+        out.new_secrets.clear()
         return effects
+
+    def _took(self, state: ChannelState, result: _Result, index: bool = True) -> _Result:
+        """Keep what a call on ``state`` returned that it changed: messages to index (unless
+        ``index`` is false) for :meth:`_after_apply`, secrets for :meth:`_key_effects`."""
+        out = self._outcomes.setdefault(state.channel_id, Outcome())
+        if index:
+            out.changed += result.changed
+        out.new_secrets += result.new_secrets
+        return result
+
+    def _took_created(self, state: ChannelState) -> None:
+        """A channel we just founded (and maybe wrote to): every secret it holds is new,
+        in the order it learnt them; nothing to index yet."""
+        out = self._outcomes.setdefault(state.channel_id, Outcome())
+        out.new_secrets += state.group.secrets.items()
 
     # --- group keys: admissions, key requests, rotations (DESIGN §5) -------------------
 
@@ -753,7 +781,7 @@ class ChannelHub:
                 heads = frozenset(group.view().heads)
                 if group.needs_rotation() and heads not in group.rotated_for \
                         and rank >= mod.MODERATOR:
-                    state.rotate(now_ms, self._randbytes)
+                    self._took(state, state.rotate(now_ms, self._randbytes))
                 self._request_missing(state, now_ms)
         except (ValueError, RuntimeError, RemoteProtocolError):
             pass  # e.g. we were just banned here, or a member's key is unusable
@@ -809,12 +837,12 @@ class ChannelHub:
                 continue  # we hold no current epoch to give: a member who does admits it
             if state.mod_events and state.moderation().modes.get("invite-only") \
                     and join.did not in state.moderation().by_target:
-                state.moderate("add", now_ms, self._randbytes, target=join.did,
-                               reason="joined with an invite")
+                self._took(state, state.moderate("add", now_ms, self._randbytes,
+                                                 target=join.did, reason="joined with an invite"))
             held = self._held_epochs(state)
             for start in range(0, len(held), MAX_SHARE_EPOCHS):
-                state.share([prekey], held[start:start + MAX_SHARE_EPOCHS], now_ms,
-                            self._randbytes)
+                self._took(state, state.share([prekey], held[start:start + MAX_SHARE_EPOCHS],
+                                              now_ms, self._randbytes))
 
     def _serve(self, state: ChannelState, now_ms: int) -> None:
         """Share what they are entitled to with members who hold no head epoch (after an
@@ -828,8 +856,8 @@ class ChannelHub:
                 continue  # its prekeys expired: served once it publishes a fresh one
             give = [e for e in self._held_epochs(state) if group.entitled(did, e)]
             for start in range(0, len(give), MAX_SHARE_EPOCHS):
-                state.share([prekey], give[start:start + MAX_SHARE_EPOCHS], now_ms,
-                            self._randbytes)
+                self._took(state, state.share([prekey], give[start:start + MAX_SHARE_EPOCHS],
+                                              now_ms, self._randbytes))
 
     def _answer_requests(self, state: ChannelState, now_ms: int) -> None:
         group, me = state.group, self.identity.did
@@ -846,7 +874,8 @@ class ChannelHub:
             give = [e for e in req.epochs if e in group.secrets and group.holds(me, e)
                     and group.entitled(req.did, e)]
             if give:
-                state.share([prekey], give[:MAX_SHARE_EPOCHS], now_ms, self._randbytes)
+                self._took(state, state.share([prekey], give[:MAX_SHARE_EPOCHS], now_ms,
+                                              self._randbytes))
 
     def _request_missing(self, state: ChannelState, now_ms: int) -> None:
         """Epochs we were entitled to but could not open (our prekey had expired when
@@ -858,7 +887,8 @@ class ChannelHub:
         if self.own_prekey is None:
             return
         self._requested[state.channel_id] = missing
-        state.request_keys(sorted(missing), self.own_prekey[0], now_ms, self._randbytes)
+        self._took(state, state.request_keys(sorted(missing), self.own_prekey[0], now_ms,
+                                             self._randbytes))
 
     def sweep_epochs(self, now_ms: int) -> list[Effect]:
         """``ephemeral`` channels: forget secrets of epochs superseded longer than
@@ -955,7 +985,8 @@ class ChannelHub:
                 continue  # after the history arrives
             if prekey.prekey_id not in state.prekeys.get(self.identity.did, {}):
                 try:
-                    env = state.publish_prekey(record, now_ms, self._randbytes)
+                    env = self._took(state, state.publish_prekey(record, now_ms,
+                                                                 self._randbytes)).envelope
                 except (ValueError, RuntimeError):
                     pass  # e.g. banned here: nothing to publish into
                 else:
@@ -1161,7 +1192,7 @@ class ChannelHub:
         state.preapply(envelopes, verdicts)
         for env in envelopes:
             try:
-                result = state.receive(env, now_ms, verdicts.get(env.id))
+                result = self._took(state, state.receive(env, now_ms, verdicts.get(env.id)))
             except PendingFull:
                 continue  # not the forwarder's fault; a later summary fetches it again
             except Rejected as exc:
@@ -1226,7 +1257,7 @@ class ChannelHub:
         mod_events = len(state.mod_events)
         for env in envelopes:
             try:
-                result = state.receive(env, now_ms, verdicts.get(env.id))
+                result = self._took(state, state.receive(env, now_ms, verdicts.get(env.id)))
             except RemoteProtocolError:
                 continue
             stored += [(e.id, state.raw[e.id])
@@ -1247,21 +1278,23 @@ class ChannelHub:
     def _after_apply(self, state: ChannelState, stored: list[tuple[bytes, bytes]],
                      source: int | None, own: bool = False, hold: bool = False
                      ) -> list[Effect]:
-        if not stored and not state.changed:
+        out = self._outcomes.get(state.channel_id)
+        changed = out.changed if out is not None else []
+        if not stored and not changed:
             return []
         channel = state.channel_id
         if own:
             self.own_written += [(channel, raw) for _, raw in stored]
         effects: list[Effect] = [PersistEnvelopes(channel, tuple(stored))] if stored else []
-        if state.changed and not self.index_messages:
-            state.changed.clear()
-        if state.changed:
+        if changed and not self.index_messages:
+            changed.clear()
+        if changed:
             rows = []
-            for msg_id in dict.fromkeys(state.changed):
+            for msg_id in dict.fromkeys(changed):
                 for r in state.claims(msg_id):
                     text, deleted, _ = state.visible(r)
                     rows.append((r.id, r.author, text, deleted or state.hidden(r)))
-            state.changed.clear()
+            changed.clear()
             effects.append(IndexMessages(channel, tuple(rows)))
         if self.snapshot_every and \
                 len(state.log) - self._snapshot_at.get(channel, 0) >= self.snapshot_every:

@@ -57,10 +57,10 @@ from pathlib import Path
 from typing import Any
 
 from p2pchat.channel.envelope import Envelope
-from p2pchat.channel.shared import SharedWork
 from p2pchat.channel.state import MessageView
 from p2pchat.core import NodeCore
 from p2pchat.core.channels import verify_in_order
+from p2pchat.testing.shared import SharedWork
 from p2pchat.testing.sim import (
     FAULT_COUNTERS,
     HOSTILE_KINDS,
@@ -1343,7 +1343,7 @@ class _Runner:
     def _configure(self, name: str, core: NodeCore) -> None:
         # as the runtime does when nothing stores search rows or snapshots (the simulator
         # keeps neither); signature checks and the pure steps of receiving an envelope
-        # shared across nodes (see SharedVerifier and p2pchat.channel.shared)
+        # shared across nodes (see SharedVerifier and p2pchat.testing.shared)
         core.hub.index_messages = False
         core.hub.snapshot_every = 0
         core.hub.verify_batch = self.verifier

@@ -791,7 +791,7 @@ class SimNetwork:
         before = len(state.log)
         rng = derive_rng(self.seed, "rotate", name, node.incarnation, before)
         try:
-            state.rotate(self.wall_ms(name), rng.randbytes)
+            hub._took(state, state.rotate(self.wall_ms(name), rng.randbytes))
         except ValueError as exc:
             raise self.fail(f"{name}: rotate failed: {exc}") from exc
         self._note("rotate", name, channel.hex()[:12])
@@ -1151,7 +1151,7 @@ class SimNetwork:
               "reply_to": "", "ts": wall}
         # ChannelState has no public way to seal an arbitrary change (a hostile peer's
         # whole point); the copy is thrown away.
-        env = state._seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
+        env = state.writer.seal(op, rng.randbytes(48), rng.randbytes, now_ms=wall)
         return env.encode()
 
     # --- running -------------------------------------------------------------------------------

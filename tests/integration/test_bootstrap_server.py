@@ -110,7 +110,7 @@ class Channel:
         self.topic = server_topic(self.state.channel_id)
 
     def post(self, texts: list[str]) -> list[bytes]:
-        new = [self.state.post(text, int(time.time() * 1000), os.urandom)[0].encode()
+        new = [self.state.post(text, int(time.time() * 1000), os.urandom).envelope.encode()
                for text in texts]
         self.envelopes += new
         return new

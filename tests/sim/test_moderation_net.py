@@ -51,7 +51,7 @@ def test_a_banned_peer_gets_no_sync_and_its_envelopes_are_not_pushed() -> None:
     assert shared and all(channel not in lc.shared and channel in lc.refused for lc in shared)
     # the banned node keeps writing (a hostile client): nobody applies or forwards it
     state = net.core("user").hub.channels[channel]
-    state._check_may_write = lambda posting=True: None  # type: ignore[method-assign]
+    state.writer.check_may_write = lambda posting=True: None  # type: ignore[method-assign]
     with pytest.raises(Exception, match="banned"):
         net.post("user", channel, "spam")
     net.run_until_quiet()

@@ -274,7 +274,7 @@ def test_messages_override_scales_the_posts() -> None:
                                   "gossip-50"])
 def test_sharing_work_across_nodes_changes_nothing(name: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The runner shares pure receive steps (p2pchat.channel.shared) across its nodes and
+    """The runner shares pure receive steps (p2pchat.testing.shared) across its nodes and
     defers automerge applies another node already made. Off, every node computes all of it
     itself: the run must be the same event for event, and every node's document, read at
     the end (which applies whatever it deferred), must hold the same changes."""

@@ -51,14 +51,14 @@ class World:
         """``person`` posts, even if their own replica knows they are banned or muted (a
         hostile or stale client): such a post is stored as refused or hidden everywhere."""
         state = self.replicas[person]
-        state._check_may_write = lambda posting=True: None  # type: ignore[method-assign]
+        state.writer.check_may_write = lambda posting=True: None  # type: ignore[method-assign]
         try:
             _, msg_id = state.post(label, self.tick(), self.kit.rb)
             self.posts[label] = msg_id
         except RuntimeError as exc:  # refused by its own replica: banned in its past
             assert "banned" in str(exc), exc
         finally:
-            del state._check_may_write
+            del state.writer.check_may_write
 
     def sync(self, *people: str) -> None:
         """Everyone in ``people`` ends up with what any of them has (a connected group)."""

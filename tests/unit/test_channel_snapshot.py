@@ -38,9 +38,9 @@ def test_restore_equals_original_and_can_continue() -> None:
         sb.receive(env, 0)
     own, own_id = sb.post("from b", 3_000, rng.randbytes)
     sa.receive(own, 0)
-    for env in (sa.edit(last, "edited", 3_100, rng.randbytes),
-                sb.react(last, "+1", True, 3_200, rng.randbytes),
-                sb.delete(own_id, 3_300, rng.randbytes)):
+    for env in (sa.edit(last, "edited", 3_100, rng.randbytes).envelope,
+                sb.react(last, "+1", True, 3_200, rng.randbytes).envelope,
+                sb.delete(own_id, 3_300, rng.randbytes).envelope):
         (sb if env.author == a.did else sa).receive(env, 0)
 
     restored = ChannelState.restore(sb.channel_id, b, keys, epoch, sb.snapshot(),

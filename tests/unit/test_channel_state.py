@@ -29,6 +29,7 @@ from channelkit import (
     sync_into,
 )
 
+from p2pchat.channel import dag as dag_module
 from p2pchat.channel import state as state_module
 from p2pchat.channel.change import MAGIC, parse_change
 from p2pchat.channel.envelope import (
@@ -188,16 +189,16 @@ def test_statuses_vectors_and_members() -> None:
 def test_posts_replies_edits_deletes_and_reactions_replicate() -> None:
     w = world()
     k = w.k
-    e1 = w.a.edit(w.m1, "hello, edited", T0 + 3000, k.rb)
-    x1 = w.b.react(w.m1, "👍", True, T0 + 3100, k.rb)
+    e1 = w.a.edit(w.m1, "hello, edited", T0 + 3000, k.rb).envelope
+    x1 = w.b.react(w.m1, "👍", True, T0 + 3100, k.rb).envelope
     deliver(w.a, [x1])
     deliver(w.b, [e1])
-    x2 = w.a.react(w.m1, "👍", True, T0 + 3200, k.rb)
-    x3 = w.a.react(w.m2, "🎉", True, T0 + 3300, k.rb)
+    x2 = w.a.react(w.m1, "👍", True, T0 + 3200, k.rb).envelope
+    x3 = w.a.react(w.m2, "🎉", True, T0 + 3300, k.rb).envelope
     deliver(w.b, [x2, x3])
     p3, m3 = w.b.post("to be deleted", T0 + 3400, k.rb)
-    x4 = w.b.react(w.m1, "👍", False, T0 + 3500, k.rb)
-    d3 = w.b.delete(m3, T0 + 3600, k.rb)
+    x4 = w.b.react(w.m1, "👍", False, T0 + 3500, k.rb).envelope
+    d3 = w.b.delete(m3, T0 + 3600, k.rb).envelope
     deliver(w.a, [p3, x4, d3])
     deliver(w.r, [e1, x1, x2, x3, p3, x4, d3])
     expected = [
@@ -235,7 +236,7 @@ def test_local_api_refuses_foreign_edits_and_bad_input() -> None:
         w.b.post("reply to nothing", T0 + 5000, rb, reply_to="01ARZ3NDEKTSV4RRFFQ69G5FAV")
     with pytest.raises(ValueError):
         w.b.react(w.m1, "", True, T0 + 5000, rb)
-    d = w.a.delete(w.m1, T0 + 5000, rb)
+    d = w.a.delete(w.m1, T0 + 5000, rb).envelope
     assert Status.APPLIED == w.a.envs[d.id].status
     with pytest.raises(ValueError):
         w.a.edit(w.m1, "after delete", T0 + 5001, rb)
@@ -283,8 +284,8 @@ def test_offline_merge_orders_concurrent_messages_by_time() -> None:
     alice, bob = k.identity("alice"), k.identity("bob")
     a, genesis = k.found(alice, "general", T0)
     b = k.replica(a.channel_id, bob, genesis)
-    a_ids = [a.post(f"a{i}", T0 + 1000 + i, k.rb)[1] for i in range(5)]
-    b_ids = [b.post(f"b{i}", T0 + 5000 + i, k.rb)[1] for i in range(5)]  # b is offline
+    a_ids = [a.post(f"a{i}", T0 + 1000 + i, k.rb).new_id for i in range(5)]
+    b_ids = [b.post(f"b{i}", T0 + 5000 + i, k.rb).new_id for i in range(5)]  # b is offline
     assert [f"b{i}" for i in range(5)] == [v.text for v in b.history()]
     sync_into(b, a)
     sync_into(a, b)
@@ -571,7 +572,7 @@ def test_dependency_on_a_missing_envelope_waits_and_changes_nothing() -> None:
 
 
 def test_pending_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(dag_module, "MAX_PENDING", 3)
     w = world()
     f = w.forger()
     ghost = hashlib.blake2b(b"never sent", digest_size=32).digest()
@@ -732,7 +733,7 @@ def test_edit_and_delete_of_another_authors_message_are_invalid_everywhere() -> 
         assert ["hello", "hi alice"] == [v.text for v in replica.history()]
         assert {(w.mallory.did, w.mallory.device_salt): 2}.items() <= replica.vector.items()
     # alice can still edit her own message everywhere; mallory's key does not interfere
-    e = w.a.edit(w.m1, "hello again", T0 + 6000, w.k.rb)
+    e = w.a.edit(w.m1, "hello again", T0 + 6000, w.k.rb).envelope
     deliver(w.b, [e])
     deliver(w.r, [e])
     for replica in w.replicas:
@@ -952,8 +953,8 @@ def test_equivocating_edits_are_hidden_identically() -> None:
     p, pid = y1.post("original", T0 + 3000, k.rb)
     y2 = k.replica(w.cid, yuri, w.genesis)
     deliver(y2, [p])
-    ea = y1.edit(pid, "edit a", T0 + 4000, k.rb)
-    eb = y2.edit(pid, "edit b", T0 + 4000, k.rb)
+    ea = y1.edit(pid, "edit a", T0 + 4000, k.rb).envelope
+    eb = y2.edit(pid, "edit b", T0 + 4000, k.rb).envelope
     r1 = k.replica(w.cid, k.identity("r1"), w.genesis)
     r2 = k.replica(w.cid, k.identity("r2"), w.genesis)
     deliver(r1, [p, ea, eb])
@@ -970,8 +971,8 @@ def test_equivocating_reactions_are_hidden_identically() -> None:
     y2 = k.replica(w.cid, yuri, w.genesis)
     deliver(y1, [w.p1])
     deliver(y2, [w.p1])
-    xa = y1.react(w.m1, "👍", True, T0 + 4000, k.rb)
-    xb = y2.react(w.m1, "👎", True, T0 + 4000, k.rb)
+    xa = y1.react(w.m1, "👍", True, T0 + 4000, k.rb).envelope
+    xb = y2.react(w.m1, "👎", True, T0 + 4000, k.rb).envelope
     r1 = k.replica(w.cid, k.identity("r1"), w.genesis)
     r2 = k.replica(w.cid, k.identity("r2"), w.genesis)
     deliver(r1, [w.p1, xa, xb])

@@ -70,7 +70,7 @@ class World:
         sync(admitter, member)
         prekey = admitter.prekey_of(member.identity.did, self.now)
         assert prekey is not None
-        env = admitter.share([prekey], list(admitter.group.secrets), self.tick(), self.rb)
+        env = admitter.share([prekey], list(admitter.group.secrets), self.tick(), self.rb).envelope
         sync(member, admitter)
         return env
 
@@ -91,7 +91,7 @@ def texts(state: ChannelState) -> list[str]:
 
 def content(state: ChannelState, ids: Iterable[bytes]) -> list[Envelope]:
     """The encrypted (non-clear-epoch) envelopes among ``ids``."""
-    envs = [state.stored(i) for i in ids]
+    envs = [state.dag.stored(i) for i in ids]
     return [e for e in envs if e.epoch != state.clear_epoch]
 
 
@@ -191,7 +191,7 @@ def _hostile_bundle(state: ChannelState, bundle: bytes, w: World) -> Envelope:
 
     change = state.authoring.put_entry("keys", f"epoch:{epoch_id(bundle).hex()}",
                                        {"by": state.identity.did})
-    env = state._seal({"op": "bundle", "bundle": bundle, "ts": w.tick()}, change, w.rb,
+    env = state.writer.seal({"op": "bundle", "bundle": bundle, "ts": w.tick()}, change, w.rb,
                       clear=True)
     state.receive(env, w.now)
     return env
@@ -202,8 +202,8 @@ def test_replayed_moved_and_re_signed_bundles_change_nothing() -> None:
     owner = w.found()
     member = w.replica(owner, "member")
     w.admit(owner, member)
-    env = owner.stored(owner.log[1])  # the log starts: genesis, bundle
-    key = owner._key_for(env.epoch, owner.identity.did)
+    env = owner.dag.stored(owner.log[1])  # the log starts: genesis, bundle
+    key = owner.keyring.key_for(env.epoch, owner.identity.did)
     assert key is not None
     op, _ = decode_operation(env.decrypt(key, owner.channel_id))
     original = op["bundle"]
@@ -256,7 +256,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
     sync(outsider, owner)
     epoch = owner.group.send_epoch(w.now)
     # an outsider (never admitted) distributes an epoch to everybody it sees
-    rogue = outsider.rotate(w.tick(), w.rb)
+    rogue = outsider.rotate(w.tick(), w.rb).envelope
     sync(owner, outsider)
     rogue_epoch = next(e for e, i in owner.group.epochs.items() if i.env == rogue.id)
     view = owner.group.view()
@@ -264,7 +264,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
         view.valid[rogue_epoch], view.why[rogue_epoch])
     assert owner.group.send_epoch(w.now) == epoch
     # x, banned concurrently with its own rotation: its epoch is never used
-    x_rotation = x.rotate(w.tick(), w.rb)
+    x_rotation = x.rotate(w.tick(), w.rb).envelope
     owner.moderate("ban", w.tick(), w.rb, target=x.identity.did)
     sync(owner, x)
     sync(member, owner)
@@ -275,7 +275,7 @@ def test_non_member_and_banned_distributors_are_not_followed() -> None:
     assert x.identity.did not in member.group.view().holders[chosen]
     # after the ban x cannot distribute at all: its envelopes are refused
     sync(x, owner)
-    x._check_may_write = lambda posting=True: None  # type: ignore[method-assign]
+    x.writer.check_may_write = lambda posting=True: None  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="banned"):
         x.rotate(w.tick(), w.rb)
     late = x.log[-1]
@@ -388,7 +388,7 @@ def test_a_stranger_asking_for_keys_is_not_entitled_to_any() -> None:
     eve = w.replica(owner, "eve", join=False)  # knows the channel id, has no invite
     record, _ = make_prekey(eve.identity, w.rb, w.now)
     sync(eve, owner)
-    asked = eve.request_keys(list(owner.group.epochs), record, w.tick(), w.rb)
+    asked = eve.request_keys(list(owner.group.epochs), record, w.tick(), w.rb).envelope
     owner.receive_bytes(eve.raw[asked.id], w.now)
     assert any(r.did == eve.identity.did for r in owner.group.requests)
     assert not any(owner.group.entitled(eve.identity.did, e) for e in owner.group.epochs)

@@ -107,8 +107,8 @@ def test_walks_neither_skip_nor_repeat_while_messages_arrive(backward: bool) -> 
     cursor. Every message there at the start comes exactly once, in display order."""
     k, a, reader, envs = busy_channel()
     dave = k.replica(a.channel_id, k.identity("dave"), envs[0])
-    late = [dave.post(f"late{i}", T0 + 1050 + 700 * i, k.rb)[0] for i in range(4)]
-    new = [a.post(f"new{i}", T0 + 100_000 + i, k.rb)[0] for i in range(4)]
+    late = [dave.post(f"late{i}", T0 + 1050 + 700 * i, k.rb).envelope for i in range(4)]
+    new = [a.post(f"new{i}", T0 + 100_000 + i, k.rb).envelope for i in range(4)]
     arriving = [p for pair in zip(late, new, strict=True) for p in pair]
     before = keys(reader.history())
     walked = walk_back(reader, 3, arriving) if backward \

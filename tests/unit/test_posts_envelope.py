@@ -46,7 +46,7 @@ def _pair(seed: int = 7) -> tuple[Kit, ChannelState, ChannelState]:
 def test_a_burst_replicates_in_order_as_one_envelope() -> None:
     kit, a, b = _pair()
     ids = _ids(kit, 5)
-    env = a.post_many([(i, f"m{n}", "") for n, i in enumerate(ids)], T0 + 1000, kit.rb)
+    env = a.post_many([(i, f"m{n}", "") for n, i in enumerate(ids)], T0 + 1000, kit.rb).envelope
     assert [env] == deliver(b, [env])[0].applied
     assert Status.APPLIED == b.envs[env.id].status
     assert [f"m{n}" for n in range(5)] == [t for _, t in history_texts(b)]
@@ -58,10 +58,10 @@ def test_a_burst_replicates_in_order_as_one_envelope() -> None:
 def test_one_post_goes_out_as_a_plain_post_and_replies_work() -> None:
     kit, a, b = _pair()
     [first] = _ids(kit, 1)
-    env = a.post_many([(first, "one", "")], T0 + 1000, kit.rb)
+    env = a.post_many([(first, "one", "")], T0 + 1000, kit.rb).envelope
     assert "post" == decode_operation(env.decrypt(kit.key, a.channel_id))[0]["op"]
     ids = _ids(kit, 2, T0 + 2000)
-    reply = a.post_many([(ids[0], "re", first), (ids[1], "more", "")], T0 + 2000, kit.rb)
+    reply = a.post_many([(ids[0], "re", first), (ids[1], "more", "")], T0 + 2000, kit.rb).envelope
     deliver(b, [env, reply])
     assert first == b.messages[ids[0]].reply_to
 
@@ -69,10 +69,10 @@ def test_one_post_goes_out_as_a_plain_post_and_replies_work() -> None:
 def test_a_burst_is_smaller_than_its_posts_one_by_one() -> None:
     kit, a, _ = _pair()
     texts = [f"message number {n} of the burst" for n in range(10)]
-    one_by_one = sum(len(a.raw[a.post(t, T0 + 1000 + n, kit.rb)[0].id])
+    one_by_one = sum(len(a.raw[a.post(t, T0 + 1000 + n, kit.rb).envelope.id])
                      for n, t in enumerate(texts))
     ids = _ids(kit, 10, T0 + 5000)
-    burst = a.post_many(list(zip(ids, texts, [""] * 10, strict=True)), T0 + 5000, kit.rb)
+    burst = a.post_many(list(zip(ids, texts, [""] * 10, strict=True)), T0 + 5000, kit.rb).envelope
     assert len(a.raw[burst.id]) < one_by_one / 2  # 2,003 against 4,330 bytes here
 
 
@@ -177,7 +177,7 @@ def test_routine_rotation_counts_posts_not_envelopes() -> None:
     epoch = a.current_epoch
     assert epoch is not None
     before = a.group.count.get(epoch, 0)
-    env = a.post_many([(i, "x", "") for i in _ids(kit, 7)], T0 + 1000, kit.rb)
+    env = a.post_many([(i, "x", "") for i in _ids(kit, 7)], T0 + 1000, kit.rb).envelope
     assert before + 7 == a.group.count[epoch]
     deliver(b, [env])
     assert a.group.count[epoch] == b.group.count[epoch]
@@ -221,7 +221,7 @@ def test_a_restored_replica_keeps_its_bursts() -> None:
     kit, a, b = _pair(15)
     for n in range(3):
         deliver(b, [a.post_many([(i, f"{n}.{k}", "") for k, i in enumerate(_ids(kit, 4))],
-                                T0 + n, kit.rb)])
+                                T0 + n, kit.rb).envelope])
     restored = ChannelState.restore(b.channel_id, b.identity, kit.keys, a.current_epoch,
                                     b.snapshot(), {i: b.raw[i] for i in b.log})
     assert b.history() == restored.history()
@@ -238,7 +238,7 @@ def test_a_burst_of_long_posts_is_cut_to_fit_one_change(char: str) -> None:
     assert room * (len(text.encode()) + POST_ENTRY_OVERHEAD) <= MAX_POSTS_BYTES
     ids = _ids(kit, room)
     env = a.post_many([(i, t, r) for i, (t, r) in zip(ids, posts, strict=False)],
-                      T0 + 1000, kit.rb)
+                      T0 + 1000, kit.rb).envelope
     assert len(change_of(env, kit.key)) <= MAX_CHANGE_SIZE
     deliver(b, [env])
     assert room == len(b.history())
@@ -256,5 +256,5 @@ def test_the_largest_burst_of_short_posts_fits_one_change() -> None:
     room = a.post_room(T0 + 20, posts)
     assert room == MAX_POSTS_BYTES // (700 + 26 + POST_ENTRY_OVERHEAD) < MAX_POSTS_PER_ENVELOPE
     env = a.post_many([(i, t, r) for i, (t, r) in zip(_ids(kit, room, T0 + 20), posts,
-                                                      strict=False)], T0 + 20, kit.rb)
+                                                      strict=False)], T0 + 20, kit.rb).envelope
     assert len(change_of(env, kit.key)) <= MAX_CHANGE_SIZE

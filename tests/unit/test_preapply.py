@@ -72,7 +72,7 @@ def test_frames_end_where_one_by_one_ends(seed: int) -> None:
     a, b = snapshot(one_by_one), snapshot(framed)
     assert dataclasses.replace(a, doc=b"") == dataclasses.replace(b, doc=b"")
     assert sorted(one_by_one.doc.doc.get_heads()) == sorted(framed.doc.doc.get_heads())
-    assert not framed._preapplied  # every change applied ahead was claimed by its envelope
+    assert not framed.receiver.preapplied  # every change applied ahead was claimed by its envelope
 
 
 def test_the_run_stops_at_what_it_cannot_be_sure_of() -> None:
@@ -90,10 +90,10 @@ def test_the_run_stops_at_what_it_cannot_be_sure_of() -> None:
     verdicts = {env.id: True for env in order}
     # three posts, then the ban (moderation: it may change how later envelopes are judged)
     assert 3 == state.preapply(order, verdicts)
-    assert ban.id not in state._preopened
+    assert ban.id not in state.receiver.preopened
     for env in order:
         state.receive(env, w.now)
-    assert not state._preapplied
+    assert not state.receiver.preapplied
     # an unverified signature, or a parked envelope, stops it before it starts
     again = w.kit.replica(w.channel, w.kit.identity("observer2"), w.genesis)
     assert 0 == again.preapply(order, {**verdicts, order[0].id: False})

@@ -19,7 +19,7 @@ def _pair(seed: int) -> tuple[Kit, ChannelState, ChannelState]:
 def test_a_published_prekey_reaches_every_replica_in_the_clear_epoch() -> None:
     kit, owner, member = _pair(1)
     record, _ = make_prekey(member.identity, kit.rb, T0)
-    env = member.publish_prekey(record, T0, kit.rb)
+    env = member.publish_prekey(record, T0, kit.rb).envelope
     assert epoch_id_for(clear_key(owner.channel_id)) == env.epoch == owner.clear_epoch
     assert env.epoch != owner.current_epoch
     sync_into(owner, member)
@@ -43,7 +43,7 @@ def test_publishing_someone_elses_prekey_is_refused_locally_and_invalid_remotely
     # a hostile client writes it anyway: every replica records it as invalid
     change = member.authoring.put_entry("keys", "prekey:" + "00" * 16, {"record": record})
     with pytest.raises(RuntimeError, match="prekey of another member"):
-        member._author({"op": "prekey", "record": record, "ts": T0}, change, T0, kit.rb,
+        member.writer.author({"op": "prekey", "record": record, "ts": T0}, change, T0, kit.rb,
                        clear=True)
     sync_into(owner, member)
     (bad,) = [m for m in owner.envs.values() if m.author == member.identity.did]

@@ -1,4 +1,6 @@
-"""Work shared between many replicas in one process (the simulator's nodes).
+"""Work shared between many replicas in one process (the simulator's nodes): the
+simulator's implementation of :class:`p2pchat.channel.memo.ReceiveMemo`, injected into
+each replica (``ChannelState(..., memo=)`` or its ``shared`` attribute).
 
 Theory of operation
 -------------------
@@ -35,8 +37,12 @@ group keys. Each memo is cleared when it reaches :data:`MAX_SHARED_ENTRIES`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
+
+from p2pchat.channel.envelope import Envelope
+from p2pchat.channel.keys import BundleHeader
+from p2pchat.channel.operation import Opened
 
 #: Entries each memo holds before it is cleared (and rebuilt on demand).
 MAX_SHARED_ENTRIES = 1_000_000
@@ -60,12 +66,37 @@ class SharedWork:
     def __init__(self, limit: int = MAX_SHARED_ENTRIES) -> None:
         self.limit = limit
         self.decoded: dict[tuple[bytes, bytes], Any] = {}
-        self.opened: dict[tuple[bytes, bytes], Any] = {}
+        self.openings: dict[tuple[bytes, bytes], Any] = {}
         self.reads: dict[tuple[str, str, str, tuple[bytes, ...]], Any] = {}
         self.headers: dict[tuple[str, bytes], Any] = {}
         #: hashes of changes some replica applied to its document
         self.applied: set[bytes] = set()
         self.hits = self.misses = 0
+
+    # --- ReceiveMemo --------------------------------------------------------------------
+
+    def decode(self, topic: bytes, data: bytes, compute: Callable[[], Envelope]) -> Envelope:
+        return self.memo(self.decoded, (topic, data), compute)
+
+    def envelope_id(self, topic: bytes, data: bytes, decode: Callable[[], Envelope]) -> bytes:
+        return decode().id  # the decode is shared: cheaper than hashing the bytes again
+
+    def opened(self, env_id: bytes, key: bytes, compute: Callable[[], Opened]) -> Opened:
+        return self.memo(self.openings, (env_id, key), compute)
+
+    def header(self, kind: str, raw: bytes, compute: Callable[[], BundleHeader]
+               ) -> BundleHeader:
+        return self.memo(self.headers, (kind, raw), compute)
+
+    def read(self, key: tuple[str, str, str, tuple[bytes, ...]], compute: Callable[[], Any]
+             ) -> Any:
+        return self.memo(self.reads, key, compute)
+
+    def was_applied(self, change_hash: bytes) -> bool:
+        return change_hash in self.applied
+
+    def all_applied(self, hashes: Collection[bytes]) -> bool:
+        return self.applied.issuperset(hashes)
 
     def note_applied(self, change_hash: bytes) -> None:
         if len(self.applied) >= self.limit:

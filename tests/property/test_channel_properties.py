@@ -11,12 +11,12 @@ import functools
 import random
 from dataclasses import dataclass
 
-from channelkit import T0, Forger, Kit, change_of, history_bytes, sync_into
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import ChannelState, Status
+from tests.unit.channelkit import T0, Forger, Kit, change_of, history_bytes, sync_into
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from channelkit import Kit
 
 from bootstrap.config import ServerConfig
 from bootstrap.core import ServerCore
@@ -33,6 +32,7 @@ from p2pchat.errors import CloseCode
 from p2pchat.identity import Identity
 from p2pchat.wire import Frame, Subscribe
 from p2pchat.wire.frames import Stored, Upload, Uploaded, Watch
+from tests.unit.channelkit import Kit
 
 FP = b"f" * 32
 WALL = 1_700_000_000_000

@@ -14,20 +14,6 @@ import hashlib
 import msgpack
 import pytest
 from automerge.core import ROOT, Document, ScalarType
-from channelkit import (
-    T0,
-    Forger,
-    Kit,
-    change_of,
-    deliver,
-    history_bytes,
-    history_texts,
-    open_op,
-    replace_top,
-    seal_raw,
-    snapshot,
-    sync_into,
-)
 
 from p2pchat.channel import state as state_module
 from p2pchat.channel.change import MAGIC, parse_change
@@ -53,6 +39,20 @@ from p2pchat.channel.state import (
 from p2pchat.channel.ulid import make_ulid, ulid_ms
 from p2pchat.crypto import Domain
 from p2pchat.identity import Identity
+from tests.unit.channelkit import (
+    T0,
+    Forger,
+    Kit,
+    change_of,
+    deliver,
+    history_bytes,
+    history_texts,
+    open_op,
+    replace_top,
+    seal_raw,
+    snapshot,
+    sync_into,
+)
 
 # --- a small world: alice founds, bob joins, both talk; R is a third, passive replica ----------
 

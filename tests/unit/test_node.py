@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from corenet import START, Net, identities_in_order, make_identity, only, sent_frames
 
 from p2pchat.core import LinkConfig, NodeConfig
 from p2pchat.core.events import (
@@ -30,6 +29,7 @@ from p2pchat.core.events import (
 )
 from p2pchat.errors import CloseCode
 from p2pchat.wire import Ping
+from tests.unit.corenet import START, Net, identities_in_order, make_identity, only, sent_frames
 
 
 def connected(

@@ -11,7 +11,6 @@ import random
 
 import msgpack
 import pytest
-from channelkit import T0, Forger, Kit, change_of, deliver, history_texts, snapshot
 
 from p2pchat.channel.state import (
     MAX_CHANGE_SIZE,
@@ -25,6 +24,7 @@ from p2pchat.channel.state import (
     encode_operation,
 )
 from p2pchat.channel.ulid import make_ulid, ulid_after, ulid_ms, ulid_to_bytes
+from tests.unit.channelkit import T0, Forger, Kit, change_of, deliver, history_texts, snapshot
 
 
 def _ids(kit: Kit, n: int, ts: int = T0 + 1000) -> list[str]:

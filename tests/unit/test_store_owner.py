@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from corenet import make_identity
 
 from p2pchat.channel.keys import make_prekey
 from p2pchat.identity import Identity
 from p2pchat.store import Store, StoreDamaged, StoreOwnerMismatch, store_owner
 from p2pchat.store.sqlite import is_damage, prekey_owner
+from tests.unit.corenet import make_identity
 from tests.unit.test_store import run, with_store
 
 T = TypeVar("T")

@@ -575,7 +575,7 @@ def test_pending_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     w = world()
     f = w.forger()
     ghost = hashlib.blake2b(b"never sent", digest_size=32).digest()
-    envs = []
+    envs: list[Envelope] = []
     for i in range(4):
         envs.append(f.post([w.p2.id, ghost] + [e.id for e in envs[-1:]], f"w{i}",
                            T0 + 5000 + i)[0])

@@ -282,7 +282,7 @@ BASE, CAP = 1.0, 8.0
 
 
 def backoff_bound(attempt: int) -> float:
-    return min(CAP, BASE * 2 ** (attempt - 1))
+    return min(CAP, BASE * 2.0 ** (attempt - 1))
 
 
 def redial_delays(net: Net, name: str, attempts: int) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import sqlite3
 from collections.abc import Callable
@@ -99,7 +100,7 @@ def _written(db: Path) -> None:
     async def body(store: Store) -> None:
         await store.claim(ME.did)
         await store.transaction([
-            lambda port=7445 + i: store.save_peer(("10.0.0.1", port), OTHER.did, 1.0)
+            functools.partial(store.save_peer, ("10.0.0.1", 7445 + i), OTHER.did, 1.0)
             for i in range(2000)])
 
     run(lambda: with_store(db, body))

@@ -160,7 +160,7 @@ def test_bootstrap_never_imported_by_p2pchat() -> None:
 
 
 @dataclass(frozen=True)
-class Import:
+class Edge:
     """One edge of the import graph: where ``source`` imports ``target``."""
 
     source: str
@@ -196,7 +196,7 @@ def _known(name: str, modules: Container[str]) -> str | None:
     return name or None
 
 
-def import_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, list[Import]]:
+def import_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, list[Edge]]:
     """The imports among ``sources`` (module name -> (source text, is a package)).
 
     ``import a.b`` and ``from a import b`` make an edge to ``a.b`` if that is one of
@@ -205,10 +205,10 @@ def import_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, list[Impo
     Implicit imports of parent packages are left out too: a package's ``__init__``
     re-exporting its modules is no loop with the modules that import each other.
     """
-    graph: dict[str, list[Import]] = {}
+    graph: dict[str, list[Edge]] = {}
     for module, (text, is_package) in sources.items():
         package = module if is_package else module.rpartition(".")[0]
-        edges: list[Import] = []
+        edges: list[Edge] = []
         for node, where in _import_nodes(ast.parse(text, filename=module).body):
             targets: list[str | None]
             if isinstance(node, ast.Import):
@@ -217,13 +217,13 @@ def import_graph(sources: Mapping[str, tuple[str, bool]]) -> dict[str, list[Impo
                 base = _absolute(node, package)
                 assert base is not None, f"{module}: a relative import outside a package"
                 targets = [_known(f"{base}.{alias.name}", sources) for alias in node.names]
-            edges += [Import(module, target, node.lineno, where)
+            edges += [Edge(module, target, node.lineno, where)
                       for target in dict.fromkeys(targets) if target and target != module]
         graph[module] = edges
     return graph
 
 
-def loops(graph: Mapping[str, list[Import]]) -> set[frozenset[str]]:
+def loops(graph: Mapping[str, list[Edge]]) -> set[frozenset[str]]:
     """The strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -265,11 +265,11 @@ def loops(graph: Mapping[str, list[Import]]) -> set[frozenset[str]]:
     return found
 
 
-def shortest_cycle(graph: Mapping[str, list[Import]], component: frozenset[str]
-                   ) -> list[Import]:
+def shortest_cycle(graph: Mapping[str, list[Edge]], component: frozenset[str]
+                   ) -> list[Edge]:
     """A shortest cycle through the first module of ``component`` (breadth first)."""
     start = min(component)
-    came_by: dict[str, Import] = {}
+    came_by: dict[str, Edge] = {}
     todo = deque([start])
     while todo:
         module = todo.popleft()
@@ -287,7 +287,7 @@ def shortest_cycle(graph: Mapping[str, list[Import]], component: frozenset[str]
     raise AssertionError(f"{sorted(component)} is no loop")
 
 
-def describe(graph: Mapping[str, list[Import]], component: frozenset[str]) -> str:
+def describe(graph: Mapping[str, list[Edge]], component: frozenset[str]) -> str:
     """A loop for a failure message: one cycle's path, then every import inside it."""
     cycle = shortest_cycle(graph, component)
     lines = ["  " + " -> ".join([cycle[0].source] + [e.target for e in cycle])]

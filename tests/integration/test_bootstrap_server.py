@@ -164,8 +164,9 @@ def test_upload_watch_crash_restart_and_metrics(server: ServerProcess) -> None:
             a.send(Upload(topic=topic, items=tuple(new)))
             assert Uploaded(topic=topic, accepted=1, duplicates=0, last=22) == await a.recv()
             pushed = await b.recv()
-            assert Stored(topic=topic, items=pushed.items, backfill=False) == pushed  # type: ignore[attr-defined]
-            assert [(22, new[0])] == [(i.seq, i.envelope) for i in pushed.items]  # type: ignore[attr-defined]
+            assert isinstance(pushed, Stored)
+            assert Stored(topic=topic, items=pushed.items, backfill=False) == pushed
+            assert [(22, new[0])] == [(i.seq, i.envelope) for i in pushed.items]
             # a refused request leaves the link open
             other = Channel(alice, [])
             a.send(Upload(topic=topic, items=tuple(other.envelopes)))

@@ -11,10 +11,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from corenet import Net, Solo, identities_in_order, make_identity, only
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wirefields import any_frame
 
 from p2pchat.core import NodeConfig
 from p2pchat.core.events import (
@@ -28,6 +26,8 @@ from p2pchat.core.events import (
 )
 from p2pchat.errors import CloseCode
 from p2pchat.wire import Frame, encode_frame
+from tests.unit.corenet import Net, Solo, identities_in_order, make_identity, only
+from tests.unit.wirefields import any_frame
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

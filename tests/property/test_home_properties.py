@@ -39,7 +39,7 @@ toml_scalars = (
     st.integers(-(2**63), 2**63 - 1).map(str)
     | st.floats(allow_nan=False, allow_infinity=False).map(repr)
     | st.booleans().map(lambda b: "true" if b else "false")
-    | st.text(alphabet=st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=12)
+    | st.text(alphabet=st.characters(codec="ascii", exclude_categories=["Cc"]), max_size=12)
     .map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
 )
 toml_values = toml_scalars | st.lists(toml_scalars, max_size=3).map(

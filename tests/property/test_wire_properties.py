@@ -14,7 +14,6 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wirefields import any_frame, field_infos, frame_strategy, tags
 
 from p2pchat.errors import CodecError
 from p2pchat.wire import (
@@ -26,6 +25,7 @@ from p2pchat.wire import (
     encode_frame,
     encode_payload,
 )
+from tests.unit.wirefields import any_frame, field_infos, frame_strategy, tags
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -56,6 +56,15 @@ def _held_react(net: SimNetwork, channel: bytes, rid: int, target: str, emoji: s
                        same_turn=True)
 
 
+def _message_id(net: SimNetwork, rid: int) -> str:
+    """The id of the message that request ``rid`` wrote, from its answer."""
+    result = net.answers[rid].result
+    assert result is not None
+    message_id = result["id"]
+    assert isinstance(message_id, str)
+    return message_id
+
+
 def test_a_held_burst_of_posts_goes_out_as_one_envelope_on_flush() -> None:
     seed = seed_from_env(41)
     net, channel = _pair(seed)
@@ -65,7 +74,7 @@ def test_a_held_burst_of_posts_goes_out_as_one_envelope_on_flush() -> None:
     assert not any(1000 + i in net.answers for i in range(5)), "answered before sealing"
     assert [1] == _pushes(net.end_turn("a")), f"seed={seed}"
     assert [] == _pushes(net.end_turn("a")), f"seed={seed}: pushed twice"
-    ids = [net.answers[1000 + i].result["id"] for i in range(5)]  # type: ignore[index]
+    ids = [_message_id(net, 1000 + i) for i in range(5)]
     assert ids == sorted(ids), "ids of one burst keep the order of the sends"
     net.run_until_quiet()
     assert [f"m{i}" for i in range(5)] == [m.text for m in net.history("b", channel)]
@@ -116,7 +125,7 @@ def test_a_message_op_seals_the_posts_before_it() -> None:
     _held_react(net, channel, 2102, "0" * 26, "+1")
     assert 2100 in net.answers and 2101 in net.answers, "the posts were sealed first"
     assert net.answers[2102].error, "a reaction to an unknown message is refused"
-    first = net.answers[2100].result["id"]  # type: ignore[index]
+    first = _message_id(net, 2100)
     _held_react(net, channel, 2103, first, "+1")
     net.end_turn("a")
     net.run_until_quiet()

@@ -144,7 +144,7 @@ class Net:
         self.unreachable: set[Address] = set()
         self._conns: dict[End, _Conn] = {}
         self._pipes: dict[End, _Pipe] = {}  # keyed by the sending end
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = 0
         self._next_link_id = 100
 
@@ -292,7 +292,7 @@ class Net:
         self._next_link_id += 1
         return self._next_link_id
 
-    def _schedule(self, at: float, action: Callable[[], None]) -> None:
+    def _schedule(self, at: float, action: Callable[[], object]) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, action))
 

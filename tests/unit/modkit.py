@@ -41,11 +41,11 @@ class World:
     def act(self, label: str, person: str, action: str, target: str = "", *, value: str = "",
             on: bool = True) -> Envelope:
         """``person`` publishes a moderation action (even one that will not count)."""
-        env, entry = self.replicas[person].moderate(
+        written = self.replicas[person].moderate(
             action, self.tick(), self.kit.rb, target=self.did(target) if target else "",
             value=value, on=on, reason=label, check=False)
-        self.labels[entry] = label
-        return env
+        self.labels[written.new_id] = label
+        return written.envelope
 
     def post(self, label: str, person: str) -> None:
         """``person`` posts, even if their own replica knows they are banned or muted (a

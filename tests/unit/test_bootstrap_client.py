@@ -49,13 +49,14 @@ def _world() -> tuple[Net, NodeCore, int, bytes]:
     node = NodeCore(net.identities["node"], net.config, random.Random(1), agent="test",
                     bootstrap=(server_address,))
     net.cores["node"] = node
-    net.cores["server"].hub.on_frame = lambda link, frame, now: []  # type: ignore[method-assign]
+    net.cores["server"].hub.on_frame = lambda link, frame, now_ms: []  # type: ignore[method-assign]
     created = net.handle("node", ChannelCreateRequested(1, "relayed", WALL))
     channel = next(e.result["channel"] for e in created if hasattr(e, "result") and e.result)
     net.handle("node", Started(net.address_of["node"], WALL))
     (_, dial), = [(n, d) for n, d in net.dials if isinstance(d, Dial)]
     link_id, _ = net.complete_dial("node", dial)
     net.settle()
+    assert isinstance(channel, bytes)
     return net, node, link_id, channel
 
 

@@ -8,23 +8,52 @@ and the connection limits are exercised without sockets.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from typing import assert_never
 
 import pytest
-from channelkit import Kit
 
 from bootstrap.config import ServerConfig
 from bootstrap.core import ServerCore
+from bootstrap.events import (
+    AppendEnvelopes,
+    CheckIds,
+    DeleteRecords,
+    Note,
+    PruneOlder,
+    ReadStored,
+    SaveRecord,
+    ServerEffect,
+    TrimTopic,
+)
 from bootstrap.testing import MemoryStore
 from p2pchat.bootstrap_proto import server_topic
 from p2pchat.core.config import LinkConfig
 from p2pchat.core.events import (
+    ChannelAnswer,
     CloseLink,
+    ConnectFinished,
     DataReceived,
+    Dial,
+    DisconnectFinished,
     Effect,
+    ForgetEpochKey,
+    ForgetPeer,
+    IndexMessages,
     LinkEstablished,
     LinkLost,
     PeerConnected,
+    PeerDisconnected,
+    PersistChannel,
+    PersistCursor,
+    PersistEnvelopes,
+    PersistEpochKey,
+    PersistPrekey,
+    PersistSnapshot,
+    PingFinished,
+    SavePeer,
     ShutdownRequested,
+    SyncChanged,
     TimerExpired,
     Transmit,
 )
@@ -33,6 +62,7 @@ from p2pchat.errors import CloseCode
 from p2pchat.identity import Identity
 from p2pchat.wire import Frame, Subscribe
 from p2pchat.wire.frames import Stored, Upload, Uploaded, Watch
+from tests.unit.channelkit import Kit
 
 FP = b"f" * 32
 WALL = 1_700_000_000_000
@@ -50,19 +80,29 @@ class Rig:
         self.handle_all(self.core.handle(self.store.load(WALL), self.now, WALL))
         self._next = 1
 
-    def handle_all(self, effects: list[Effect]) -> None:
+    def handle_all(self, effects: Sequence[ServerEffect]) -> None:
         for effect in effects:
-            if isinstance(effect, Transmit):
-                client = self.clients.get(effect.link_id)
-                if client is not None:
-                    self.to_client(effect.link_id, client.receive(effect.data, self.now))
-            elif isinstance(effect, CloseLink):
-                self.closed[effect.link_id] = (effect.code, effect.reason)
-            elif type(effect).__module__ == "bootstrap.events" and \
-                    type(effect).__name__ != "Note":
-                answer = self.store.execute(effect)
-                if answer is not None:
-                    self.handle_all(self.core.handle(answer, self.now, WALL))
+            match effect:
+                case Transmit():
+                    client = self.clients.get(effect.link_id)
+                    if client is not None:
+                        self.to_client(effect.link_id, client.receive(effect.data, self.now))
+                case CloseLink():
+                    self.closed[effect.link_id] = (effect.code, effect.reason)
+                case CheckIds() | AppendEnvelopes() | ReadStored() | PruneOlder() \
+                        | TrimTopic() | SaveRecord() | DeleteRecords():
+                    answer = self.store.execute(effect)
+                    if answer is not None:
+                        self.handle_all(self.core.handle(answer, self.now, WALL))
+                case Note() | Dial() | PeerConnected() | PeerDisconnected() \
+                        | ConnectFinished() | PingFinished() | DisconnectFinished() \
+                        | ForgetPeer() | SavePeer() | PersistCursor() | PersistPrekey() \
+                        | PersistEpochKey() | ForgetEpochKey() | PersistChannel() \
+                        | PersistEnvelopes() | PersistSnapshot() | IndexMessages() \
+                        | SyncChanged() | ChannelAnswer():
+                    pass  # notes and the node's own bookkeeping: nothing to carry out
+                case _:
+                    assert_never(effect)
 
     def to_client(self, link_id: int, effects: list[Effect]) -> None:
         for effect in effects:

@@ -27,6 +27,6 @@ FORBIDDEN = (
 def test_bootstrap_protocol_modules_import_no_io(name: str) -> None:
     path = ROOT / "bootstrap" / name
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    bad = sorted({n for n in _imports(tree)
+    bad = sorted({n for n in _imports(tree, "bootstrap")
                   if any(n == f or n.startswith(f + ".") for f in FORBIDDEN)})
     assert [] == bad

@@ -10,7 +10,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-from channelkit import T0, Kit
 
 from bootstrap.config import ServiceConfig
 from bootstrap.testing import MemoryStore, ServiceHarness
@@ -31,6 +30,7 @@ from p2pchat.wire.frames import (
     Uploaded,
     Watch,
 )
+from tests.unit.channelkit import T0, Kit
 
 WALL = 1_700_000_000_000
 

@@ -124,10 +124,10 @@ def test_the_script_covers_what_it_means_to() -> None:
     assert ([6, 7], 7) == ([s for s, _ in by_op[8].items], by_op[8].reached)  # type: ignore[union-attr]
     assert ((), 5) == (by_op[9].items, by_op[9].reached)  # type: ignore[union-attr]
     assert [1] == [s for s, _ in by_op[10].items]  # type: ignore[union-attr]
-    assert 2 == sum(r.count for r in by_op[11].removed)  # type: ignore[union-attr]
-    assert by_op[12].more and 1 == sum(r.count for r in by_op[12].removed)  # type: ignore[union-attr]
+    assert 2 == sum(r.count for r in by_op[11].removed)  # type: ignore[union-attr,misc]
+    assert by_op[12].more and 1 == sum(r.count for r in by_op[12].removed)  # type: ignore[union-attr,misc]
     assert (U,) == by_op[13].emptied  # type: ignore[union-attr]
-    assert (2, (T,)) == (sum(r.count for r in by_op[14].removed), by_op[14].emptied)  # type: ignore[union-attr]
+    assert (2, (T,)) == (sum(r.count for r in by_op[14].removed), by_op[14].emptied)  # type: ignore[union-attr,misc]
     assert AppendDone(15) == by_op[15]
     # retention names the block each removed envelope was charged to
     assert {("10.0.0.0/24", 2)} == {(r.source, r.count) for r in by_op[11].removed}  # type: ignore[union-attr]

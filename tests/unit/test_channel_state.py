@@ -14,20 +14,6 @@ import hashlib
 import msgpack
 import pytest
 from automerge.core import ROOT, Document, ScalarType
-from channelkit import (
-    T0,
-    Forger,
-    Kit,
-    change_of,
-    deliver,
-    history_bytes,
-    history_texts,
-    open_op,
-    replace_top,
-    seal_raw,
-    snapshot,
-    sync_into,
-)
 
 from p2pchat.channel import dag as dag_module
 from p2pchat.channel import state as state_module
@@ -54,6 +40,20 @@ from p2pchat.channel.state import (
 from p2pchat.channel.ulid import make_ulid, ulid_ms
 from p2pchat.crypto import Domain
 from p2pchat.identity import Identity
+from tests.unit.channelkit import (
+    T0,
+    Forger,
+    Kit,
+    change_of,
+    deliver,
+    history_bytes,
+    history_texts,
+    open_op,
+    replace_top,
+    seal_raw,
+    snapshot,
+    sync_into,
+)
 
 # --- a small world: alice founds, bob joins, both talk; R is a third, passive replica ----------
 
@@ -576,7 +576,7 @@ def test_pending_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     w = world()
     f = w.forger()
     ghost = hashlib.blake2b(b"never sent", digest_size=32).digest()
-    envs = []
+    envs: list[Envelope] = []
     for i in range(4):
         envs.append(f.post([w.p2.id, ghost] + [e.id for e in envs[-1:]], f"w{i}",
                            T0 + 5000 + i)[0])

@@ -8,18 +8,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from wirefields import (
-    FieldInfo,
-    all_fields,
-    field_infos,
-    frame_classes,
-    is_record,
-    minimal_frame,
-    minimal_value,
-    sequence_fields,
-    tags,
-    wire_value,
-)
 
 from p2pchat.errors import CloseCode, CodecError, FrameTooLarge
 from p2pchat.wire import (
@@ -38,6 +26,18 @@ from p2pchat.wire import (
     encode_payload,
 )
 from p2pchat.wire.frames import frame
+from tests.unit.wirefields import (
+    FieldInfo,
+    all_fields,
+    field_infos,
+    frame_classes,
+    is_record,
+    minimal_frame,
+    minimal_value,
+    sequence_fields,
+    tags,
+    wire_value,
+)
 
 HELLO = Hello(did="did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp",
               nonce=bytes(range(32)), name="alice", agent="p2pchat/0.1")

@@ -31,6 +31,7 @@ def test_a_dm_reaches_the_peer_which_answers_in_the_same_channel() -> None:
     first = _dm(net, "a", "b", "hello b", 1)  # b not connected yet: the offer waits
     assert first.error is None and first.result is not None and first.result["new"]
     channel = first.result["channel"]
+    assert isinstance(channel, bytes)
     net.establish("b", "a")
     net.settle()
     b = net.cores["b"].hub

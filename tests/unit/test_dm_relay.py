@@ -20,6 +20,7 @@ from p2pchat.core.events import (
     ChannelCreateRequested,
     CloseLink,
     DataReceived,
+    Effect,
     JoinRequested,
     Started,
 )
@@ -69,12 +70,12 @@ def _relay_for(net: Net, sender: str, target: str, seed: int = 0) -> Relay:
                       random.Random(seed).randbytes)
 
 
-def _closes(effects: list[object], why: str) -> bool:
+def _closes(effects: list[Effect], why: str) -> bool:
     return any(isinstance(e, CloseLink) and e.code == CloseCode.PROTOCOL_ERROR
                and why in e.reason for e in effects)
 
 
-def _relays_to(net: Net, effects: list[object], link_id: int) -> list[Relay]:
+def _relays_to(net: Net, effects: list[Effect], link_id: int) -> list[Relay]:
     from p2pchat.core.events import Transmit
 
     return [f for e in effects if isinstance(e, Transmit) and e.link_id == link_id

@@ -75,8 +75,7 @@ class World:
         return env
 
     def post(self, state: ChannelState, text: str) -> Envelope:
-        env, _ = state.post(text, self.tick(), self.rb)
-        return env
+        return state.post(text, self.tick(), self.rb).envelope
 
 
 def sync(dst: ChannelState, *sources: ChannelState) -> None:

@@ -9,11 +9,11 @@ hostile author reuses someone's id.
 from __future__ import annotations
 
 import pytest
-from channelkit import T0, Forger, Kit, change_of, deliver
-from modkit import World
 
 from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import ChannelState, MessageView
+from tests.unit.channelkit import T0, Forger, Kit, change_of, deliver
+from tests.unit.modkit import World
 
 Key = tuple[str, str]  # (id, author): unique unless an author reuses their own id
 

@@ -36,7 +36,8 @@ def _world(names: list[str]) -> tuple[Net, bytes]:
     created = net.handle(names[0], ChannelCreateRequested(1, "keys", _wall(net)))
     answer = next(e for e in created if isinstance(e, ChannelAnswer))
     assert answer.result is not None
-    channel: bytes = answer.result["channel"]
+    channel = answer.result["channel"]
+    assert isinstance(channel, bytes)
     for i, name in enumerate(names[1:]):
         invite = net.cores[names[0]].hub.invite_for(channel, _wall(net))
         net.handle(name, JoinRequested(10 + i, channel, "keys", (), _wall(net), invite.cap,
@@ -142,7 +143,8 @@ def test_an_ephemeral_channel_forgets_old_secrets_but_keeps_what_it_read() -> No
                                                          policy="ephemeral"))
     answer = next(e for e in created if isinstance(e, ChannelAnswer))
     assert answer.result is not None and answer.result["policy"] == "ephemeral"
-    channel: bytes = answer.result["channel"]
+    channel = answer.result["channel"]
+    assert isinstance(channel, bytes)
     state = _state(net, "owner", channel)
     first = state.group.send_epoch(_wall(net))
     assert _send(net, "owner", channel, "in the first epoch").error is None

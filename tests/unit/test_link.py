@@ -10,15 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from corenet import (
-    START,
-    Net,
-    Solo,
-    cert_fingerprint,
-    make_identity,
-    only,
-    sent_frames,
-)
 
 from p2pchat.core import LinkConfig, NodeConfig
 from p2pchat.core.events import (
@@ -41,6 +32,15 @@ from p2pchat.errors import CloseCode
 from p2pchat.identity import Identity
 from p2pchat.wire import Auth, Frame, Hello, Ping, Pong, Ready, encode_frame
 from p2pchat.wire.frames import NONCE_SIZE
+from tests.unit.corenet import (
+    START,
+    Net,
+    Solo,
+    cert_fingerprint,
+    make_identity,
+    only,
+    sent_frames,
+)
 
 CLIENT_NONCE = b"\xcc" * NONCE_SIZE
 

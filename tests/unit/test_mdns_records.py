@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,7 +47,7 @@ def txt(did: str | bytes | None = PEER, v: bytes | None = b"1") -> dict[bytes, b
     return props
 
 
-def parse(props: dict[bytes, bytes | None], port: Any = 7445,
+def parse(props: Mapping[bytes, bytes | None], port: Any = 7445,
           addresses: tuple[str, ...] = ("10.0.0.2",), ipv6: bool = False) -> Record:
     return parse_record(props, port, addresses, own_did=OWN, ipv6=ipv6)
 

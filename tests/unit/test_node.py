@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from corenet import START, Net, identities_in_order, make_identity, only, sent_frames
 
 from p2pchat.core import LinkConfig, NodeConfig
 from p2pchat.core.events import (
@@ -30,6 +29,7 @@ from p2pchat.core.events import (
 )
 from p2pchat.errors import CloseCode
 from p2pchat.wire import Ping
+from tests.unit.corenet import START, Net, identities_in_order, make_identity, only, sent_frames
 
 
 def connected(
@@ -282,7 +282,7 @@ BASE, CAP = 1.0, 8.0
 
 
 def backoff_bound(attempt: int) -> float:
-    return min(CAP, BASE * 2 ** (attempt - 1))
+    return min(CAP, BASE * 2.0 ** (attempt - 1))
 
 
 def redial_delays(net: Net, name: str, attempts: int) -> list[float]:

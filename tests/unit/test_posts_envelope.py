@@ -11,8 +11,8 @@ import random
 
 import msgpack
 import pytest
-from channelkit import T0, Forger, Kit, change_of, deliver, history_texts, snapshot
 
+from p2pchat.channel.envelope import Envelope
 from p2pchat.channel.state import (
     MAX_CHANGE_SIZE,
     MAX_POSTS_BYTES,
@@ -25,6 +25,7 @@ from p2pchat.channel.state import (
     encode_operation,
 )
 from p2pchat.channel.ulid import make_ulid, ulid_after, ulid_ms, ulid_to_bytes
+from tests.unit.channelkit import T0, Forger, Kit, change_of, deliver, history_texts, snapshot
 
 
 def _ids(kit: Kit, n: int, ts: int = T0 + 1000) -> list[str]:
@@ -112,8 +113,9 @@ def test_malformed_bodies_are_rejected(body: list[object]) -> None:
         decode_operation(msgpack.packb([b"change", body], use_bin_type=True))
 
 
-def _forged(kit: Kit, a: ChannelState, genesis_change: bytes, entries: list[tuple[str, dict]],
-            ids: list[str]) -> tuple[Forger, object]:
+def _forged(kit: Kit, a: ChannelState, genesis_change: bytes,
+            entries: list[tuple[str, dict[str, object]]], ids: list[str]
+            ) -> tuple[Forger, Envelope]:
     mallory = kit.identity("mallory")
     f = Forger(kit, mallory, a.channel_id, [genesis_change])
     change = f.doc.put_entries("messages", [(k, {**v, "author": v.get("author", mallory.did)})
@@ -148,13 +150,13 @@ def test_a_lying_burst_counts_for_none_of_its_posts(case: str) -> None:
         why = "message text length out of range"
     f, env = _forged(kit, a, genesis_change, entries, named)
     for replica in (a, b):
-        deliver(replica, [env])  # type: ignore[list-item]
-        meta = replica.envs[env.id]  # type: ignore[attr-defined]
+        deliver(replica, [env])
+        meta = replica.envs[env.id]
         assert Status.INVALID == meta.status
         assert why in meta.why
         assert [] == [v for v in replica.history() if v.author == f.identity.did]
     # the invalid envelope still counts in mallory's chain: her next post applies
-    ok, _ = f.post([env.id], "honest now", T0 + 6000)  # type: ignore[attr-defined]
+    ok, _ = f.post([env.id], "honest now", T0 + 6000)
     for replica in (a, b):
         deliver(replica, [ok])
         assert Status.APPLIED == replica.envs[ok.id].status

@@ -8,7 +8,6 @@ its link closed by the peer before its own handshake finished.
 from __future__ import annotations
 
 import pytest
-from corenet import Net, identities_in_order
 
 from p2pchat.core.events import (
     CloseLink,
@@ -19,6 +18,7 @@ from p2pchat.core.events import (
     WantedPeersLoaded,
 )
 from p2pchat.errors import CloseCode
+from tests.unit.corenet import Net, identities_in_order
 
 
 def two_nodes(latency: float) -> Net:

@@ -242,7 +242,7 @@ def test_answers_behind_a_failed_commit_report_failure(tmp_path: Path) -> None:
         try:
             channel = (await node.create_channel("fails"))["channel"]
 
-            async def broken(*args: object) -> None:
+            async def broken(*args: object, **kwargs: object) -> None:
                 raise sqlite3.OperationalError("disk I/O error")
 
             store.save_envelopes = broken  # type: ignore[method-assign]
@@ -273,7 +273,7 @@ def test_connect_reports_a_peer_it_could_not_store(tmp_path: Path) -> None:
         await a.start("127.0.0.1", 0)
         address = await b.start("127.0.0.1", 0)
         try:
-            async def broken(*args: object) -> None:
+            async def broken(*args: object, **kwargs: object) -> None:
                 raise sqlite3.OperationalError("disk I/O error")
 
             store.save_peer = broken  # type: ignore[method-assign]

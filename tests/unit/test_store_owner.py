@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import sqlite3
 from collections.abc import Callable
@@ -9,12 +10,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from corenet import make_identity
 
 from p2pchat.channel.keys import make_prekey
 from p2pchat.identity import Identity
 from p2pchat.store import Store, StoreDamaged, StoreOwnerMismatch, store_owner
 from p2pchat.store.sqlite import is_damage, prekey_owner
+from tests.unit.corenet import make_identity
 from tests.unit.test_store import run, with_store
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ def _written(db: Path) -> None:
     async def body(store: Store) -> None:
         await store.claim(ME.did)
         await store.transaction([
-            lambda port=7445 + i: store.save_peer(("10.0.0.1", port), OTHER.did, 1.0)
+            functools.partial(store.save_peer, ("10.0.0.1", 7445 + i), OTHER.did, 1.0)
             for i in range(2000)])
 
     run(lambda: with_store(db, body))

@@ -19,6 +19,7 @@ def test_a_large_backlog_arrives_once_with_overlapping_windows() -> None:
     answer = next(e for e in created if isinstance(e, ChannelAnswer))
     assert answer.result is not None
     channel = answer.result["channel"]
+    assert isinstance(channel, bytes)
     for i in range(450):
         net.handle("a", SendRequested(10 + i, channel, f"{i} {TEXT}", WALL + i))
     state_a = net.cores["a"].hub.channels[channel]
@@ -57,6 +58,7 @@ def test_a_channel_joined_after_the_peer_announced_it_is_shared_on_the_same_link
     answer = next(e for e in created if isinstance(e, ChannelAnswer))
     assert answer.result is not None
     channel = answer.result["channel"]
+    assert isinstance(channel, bytes)
     net.settle()  # a's Subscribe with the new topic is in; b does not hold it yet
     inv = net.cores["a"].hub.invite_for(channel, WALL)
     net.handle("b", JoinRequested(2, channel, "late", (), WALL, inv.cap, inv.grant,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Final, get_args, get_origin, get_type_hints
 
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ class FieldInfo:
 
 
 #: Unicode categories a ``printable`` string field may not contain (all of "C*").
-CONTROL_CATEGORIES = ("Cc", "Cf", "Cs", "Co", "Cn")
+CONTROL_CATEGORIES: Final = ("Cc", "Cf", "Cs", "Co", "Cn")
 
 
 def tags() -> list[str]:

@@ -1,7 +1,8 @@
 """Store adapters under conformance test: the suite runs each test once per adapter.
 
-A store adapter here is a small factory: ``open()`` makes an empty store and
-``reopen(store)`` closes it and opens what it kept (a restart). ``fail_next_write``
+A store adapter here is a small factory: ``open()`` makes an empty store,
+``reopen(store)`` closes it and opens what it kept (a restart), and
+``open_again(store)`` opens what a store closed by its node kept. ``fail_next_write``
 makes the adapter's next write fail underneath (a disk error), so the suite can
 check that a failed batch keeps nothing.
 """
@@ -9,8 +10,9 @@ check that a failed batch keeps nothing.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from p2pchat.store import MemoryStore, SqliteStore, Store
 
@@ -28,6 +30,8 @@ class StoreAdapter(Protocol):
 
     async def reopen(self, store: InspectableStore) -> InspectableStore: ...
 
+    async def open_again(self, store: InspectableStore) -> InspectableStore: ...
+
     def fail_next_write(self, store: InspectableStore) -> None: ...
 
 
@@ -40,6 +44,10 @@ class MemoryAdapter:
     async def reopen(self, store: InspectableStore) -> InspectableStore:
         assert isinstance(store, MemoryStore)
         await store.close()
+        return store.reopen()
+
+    async def open_again(self, store: InspectableStore) -> InspectableStore:
+        assert isinstance(store, MemoryStore)
         return store.reopen()
 
     def fail_next_write(self, store: InspectableStore) -> None:
@@ -60,17 +68,24 @@ class SqliteAdapter:
         await store.close()
         return await SqliteStore.open(self.path)
 
+    async def open_again(self, store: InspectableStore) -> InspectableStore:
+        return await SqliteStore.open(self.path)
+
     def fail_next_write(self, store: InspectableStore) -> None:
-        """The batch's last statement fails: the ones before it must roll back."""
+        """The next transaction fails at its end, after every write in it ran: all of
+        them must roll back."""
         assert isinstance(store, SqliteStore)
-        real = store.save_cursor
+        real = store.transaction
 
-        async def broken(*args: Any) -> None:
-            store.save_cursor = real  # type: ignore[method-assign]
-            raise sqlite3.OperationalError("disk I/O error")
+        async def failing(writes: list[Callable[[], Awaitable[None]]]) -> None:
+            store.transaction = real  # type: ignore[method-assign]
 
-        store.save_cursor = broken  # type: ignore[method-assign, assignment]
+            async def disk_error() -> None:
+                raise sqlite3.OperationalError("disk I/O error")
 
+            await real([*writes, disk_error])
+
+        store.transaction = failing  # type: ignore[method-assign]
 
 
 def make_adapter(name: str, tmp_path: Path) -> StoreAdapter:

@@ -1,4 +1,4 @@
-"""SQLite store: migrations, refusal of newer schemas and damage, the node on a failing disk.
+"""SQLite store: migrations, refusal of newer schemas and damage, wire v1 homes.
 
 What every store adapter must do (round trips, atomicity, ordering) is in
 ``tests/conformance/test_store_conformance.py``.
@@ -178,71 +178,6 @@ def test_reopening_keeps_data(db: Path) -> None:
     run(lambda: with_store(db, write))
     assert [(A, DID_A), (B, DID_B)] == run(lambda: with_store(db, lambda s: s.load_peers()))
     assert SCHEMA_VERSION == run(lambda: with_store(db, lambda s: s.schema_version()))
-
-
-def test_answers_behind_a_failed_commit_report_failure(tmp_path: Path) -> None:
-    """A send whose write fails must not be reported as stored (nor sent to peers)."""
-    import os as _os
-
-    from p2pchat.core import NodeConfig
-    from p2pchat.crypto import generate_secret_key
-    from p2pchat.errors import LocalError
-    from p2pchat.identity import Identity
-    from p2pchat.runtime.node import Node
-
-    async def scenario() -> str:
-        store = await SqliteStore.open(tmp_path / "n.db")
-        node = Node(Identity(generate_secret_key(), _os.urandom(16), "t"), NodeConfig(), store)
-        await node.start("127.0.0.1", 0)
-        try:
-            channel = (await node.create_channel("fails"))["channel"]
-
-            async def broken(*args: object) -> None:
-                raise sqlite3.OperationalError("disk I/O error")
-
-            store.save_envelopes = broken  # type: ignore[method-assign]
-            try:
-                await node.send(channel, "lost")
-            except LocalError as exc:
-                return str(exc)
-            return "no error"
-        finally:
-            await node.stop()
-
-    assert "could not store" in asyncio.run(scenario())
-
-
-def test_connect_reports_a_peer_it_could_not_store(tmp_path: Path) -> None:
-    import os as _os
-
-    from p2pchat.core import NodeConfig
-    from p2pchat.crypto import generate_secret_key
-    from p2pchat.errors import LocalError
-    from p2pchat.identity import Identity
-    from p2pchat.runtime.node import Node
-
-    async def scenario() -> str:
-        store = await SqliteStore.open(tmp_path / "a.db")
-        a = Node(Identity(generate_secret_key(), _os.urandom(16), "a"), NodeConfig(), store)
-        b = Node(Identity(generate_secret_key(), _os.urandom(16), "b"), NodeConfig())
-        await a.start("127.0.0.1", 0)
-        address = await b.start("127.0.0.1", 0)
-        try:
-            async def broken(*args: object) -> None:
-                raise sqlite3.OperationalError("disk I/O error")
-
-            store.save_peer = broken  # type: ignore[method-assign]
-            try:
-                await a.connect(address)
-            except LocalError as exc:
-                return str(exc)
-            return "no error"
-        finally:
-            await a.stop()
-            await b.stop()
-
-    message = asyncio.run(scenario())
-    assert "could not store it as a peer to redial" in message
 
 
 def _home_at_schema_6(db: Path, envelope: bytes) -> None:

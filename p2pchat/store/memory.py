@@ -60,7 +60,14 @@ class SearchRow:
     channel: bytes
     msg: str
     author: str
-    tokens: tuple[str, ...]
+    text: str
+    #: its tokens, made at the first search (most indexed posts are never searched)
+    tokens: tuple[str, ...] | None = None
+
+    def terms(self) -> tuple[str, ...]:
+        if self.tokens is None:
+            self.tokens = tuple(tokens(self.text))
+        return self.tokens
 
 
 @dataclass
@@ -105,12 +112,12 @@ class MemoryStore:
         if self.fail_writes:
             self.fail_writes -= 1
             raise StoreError("disk I/O error (simulated)")
-        known = set(self.channels) | {e.channel for e in batch if isinstance(e, PersistChannel)}
+        new = {e.channel for e in batch if isinstance(e, PersistChannel)}
         for effect in batch:
             if isinstance(effect, PersistEnvelopes) and not effect.items:
                 continue
             if isinstance(effect, PersistEnvelopes | PersistSnapshot | PersistEpochKey) \
-                    and effect.channel not in known:
+                    and effect.channel not in self.channels and effect.channel not in new:
                 raise StoreError(f"{type(effect).__name__} for channel "
                                  f"{effect.channel.hex()[:16]}, which is not saved "
                                  "(FOREIGN KEY constraint failed)")
@@ -132,8 +139,7 @@ class MemoryStore:
                 rowid = search_rowid(effect.channel, msg, author)
                 self.search_rows.pop(rowid, None)
                 if not hidden:
-                    self.search_rows[rowid] = SearchRow(effect.channel, msg, author,
-                                                        tuple(tokens(text)))
+                    self.search_rows[rowid] = SearchRow(effect.channel, msg, author, text)
         elif isinstance(effect, PersistSnapshot):
             self.snapshots[effect.channel] = (effect.covered, effect.data)
         elif isinstance(effect, SavePeer):
@@ -197,15 +203,15 @@ class MemoryStore:
             return []
         rows = list(self.search_rows.items())
         total = len(rows)
-        average = sum(len(r.tokens) for _, r in rows) / total if total else 0.0
-        hits = [[_phrase_hits(r.tokens, p) for p in phrases] for _, r in rows]
+        average = sum(len(r.terms()) for _, r in rows) / total if total else 0.0
+        hits = [[_phrase_hits(r.terms(), p) for p in phrases] for _, r in rows]
         docs_with = [sum(1 for h in hits if h[i]) for i in range(len(phrases))]
         idf = [max(math.log((total - n + 0.5) / (n + 0.5)), 1e-6) for n in docs_with]
         ranked: list[tuple[float, int, str]] = []
         for (rowid, row), counts in zip(rows, hits, strict=True):
             if row.channel != channel or not all(counts):
                 continue
-            norm = _K1 * (1 - _B + _B * len(row.tokens) / average)
+            norm = _K1 * (1 - _B + _B * len(row.terms()) / average)
             score = 0.0  # summed in FTS5's order, so ties stay ties
             for w, tf in zip(idf, counts, strict=True):
                 score += w * ((tf * (_K1 + 1.0)) / (tf + norm))

@@ -22,7 +22,7 @@ from p2pchat.errors import LocalError
 from p2pchat.home import NodeHome
 from p2pchat.runtime import crashmark
 from p2pchat.runtime.node import Node
-from p2pchat.store import Store
+from p2pchat.store import SqliteStore
 from p2pchat.store.sqlite import translate
 
 log = logging.getLogger("p2pchat.node")
@@ -60,7 +60,7 @@ async def run_node(home: NodeHome, listen: tuple[str, int] | None, out: TextIO =
         if created:
             log.info("created identity %s in %s", identity.did, home.path)
         host, port = listen or settings.listen
-        store = await Store.open(home.db_path)  # a damaged file is refused here
+        store = await SqliteStore.open(home.db_path)  # a damaged file is refused here
         try:
             await store.claim(identity.did)  # another node's identity.json is refused here
         except BaseException as exc:

@@ -12,14 +12,13 @@ large cost per commit. Every write the user is told about is committed first.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiosqlite
-import msgpack
 
 from p2pchat.core.events import (
     Address,
@@ -36,20 +35,11 @@ from p2pchat.core.events import (
     SavePeer,
     StoredChannel,
 )
-from p2pchat.errors import LocalError
-from p2pchat.identity.did import MAX_DID_LENGTH
+from p2pchat.store.port import Store, StoreDamaged, StoreError, StoreOwnerMismatch
+from p2pchat.store.rules import owner_mismatch_message, prekey_owner, search_rowid
 
-
-class StoreError(LocalError):
-    """The database is unusable (corrupt, locked, from a newer version)."""
-
-
-class StoreDamaged(StoreError):
-    """The database file is not SQLite or its pages are corrupt."""
-
-
-class StoreOwnerMismatch(StoreError):
-    """The database belongs to another DID than the identity next to it."""
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStore", "StoreDamaged", "StoreError",
+           "StoreOwnerMismatch", "is_damage", "prekey_owner", "store_owner", "translate"]
 
 
 #: SQLite primary result codes that mean the file itself is damaged.
@@ -78,24 +68,6 @@ def translate(path: Path, exc: sqlite3.Error) -> StoreError:
     if is_damage(exc):
         return damaged(path, str(exc))
     return StoreError(f"cannot open database {path}: {exc}")
-
-
-def prekey_owner(records: list[tuple[bytes, int]]) -> str | None:
-    """The DID of the oldest prekey among (record, expires) rows: this node's own DID.
-
-    Every prekey in a store is one its node made for itself (channel/keys.py: records are
-    ``[body, signature]``, the body ``[version, did, ...]``). The oldest wins, so a
-    store where another identity was started by mistake is still claimed by its
-    first owner."""
-    for record, _ in sorted(records, key=lambda r: r[1]):
-        try:
-            body, _signature = msgpack.unpackb(record, raw=False)
-            did = msgpack.unpackb(body, raw=False)[1]
-        except Exception:  # any decoding failure: a malformed record names nobody
-            continue
-        if isinstance(did, str) and did.startswith("did:key:") and len(did) <= MAX_DID_LENGTH:
-            return did
-    return None
 
 
 def store_owner(path: Path) -> str | None:
@@ -193,7 +165,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX IF NOT EXISTS envelopes_by_channel ON envelopes (channel, pos);
     """,
-    # 8: the DID this store belongs to (one row); filled in by Store.claim
+    # 8: the DID this store belongs to (one row); filled in by SqliteStore.claim
     """
     CREATE TABLE owner (
         one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -206,13 +178,15 @@ WIRE_V2_MIGRATION = 7
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class Store:
+class SqliteStore:
+    """The store port (:class:`p2pchat.store.port.Store`) on one SQLite file."""
+
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path) -> SqliteStore:
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -255,10 +229,7 @@ class Store:
                 records = [(bytes(r), int(e)) for r, e in await cur.fetchall()]
             owner = prekey_owner(records)
         if owner is not None and owner != did:
-            raise StoreOwnerMismatch(
-                f"{self.path} belongs to {owner}, but identity.json next to it is {did}: "
-                f"restore the identity.json of {owner} from a backup, or move node.db away "
-                f"to start afresh as {did}")
+            raise StoreOwnerMismatch(owner_mismatch_message(str(self.path), owner, did))
         if row is None:
             await self._db.execute("INSERT INTO owner (one, did) VALUES (1, ?)", (did,))
 
@@ -377,7 +348,7 @@ class Store:
         Each post has a fixed FTS rowid derived from (channel, id, author), so an
         update deletes by rowid instead of scanning the index.
         """
-        keyed = [(_search_rowid(channel, msg, author), msg, author, text, hidden)
+        keyed = [(search_rowid(channel, msg, author), msg, author, text, hidden)
                  for msg, author, text, hidden in rows]
         await self._db.executemany("DELETE FROM message_search WHERE rowid = ?",
                                    [(rowid,) for rowid, *_ in keyed])
@@ -501,6 +472,7 @@ class Store:
             await self._db.close()
 
 
-def _search_rowid(channel: bytes, msg: str, author: str) -> int:
-    digest = hashlib.blake2b(channel + msg.encode() + author.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1  # a positive 63-bit SQLite integer
+
+if TYPE_CHECKING:
+    def _satisfies_the_port(store: SqliteStore) -> Store:  # checked by mypy, never run
+        return store

@@ -1,1 +1,2 @@
-"""Adapters that move bytes: the aioquic link transport."""
+"""Moving bytes between peers: the transport port (:mod:`p2pchat.transport.port`) and its
+aioquic adapter (:mod:`p2pchat.transport.quic`)."""

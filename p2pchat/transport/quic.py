@@ -1,8 +1,9 @@
 """aioquic adapter: QUIC connections carrying one link stream each.
 
-This is a thin pump (aioquic ``transmit()`` style): it turns QUIC events into
-calls on a :class:`LinkEvents` sink (``established``, ``data``, ``lost``) and
-carries out ``send``/``close``/``dial`` for the runtime. Protocol decisions live
+The adapter of the transport port (:mod:`p2pchat.transport.port`). This is a
+thin pump (aioquic ``transmit()`` style): it turns QUIC events into calls on a
+:class:`~p2pchat.transport.port.LinkEvents` sink (``established``, ``data``,
+``lost``) and carries out ``send``/``close``/``dial`` for the runtime. Protocol decisions live
 in :mod:`p2pchat.core`; foreign exceptions are translated here.
 
 The TLS certificate is self-signed with the node's Ed25519 identity key, so the
@@ -23,7 +24,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import (
@@ -41,6 +42,7 @@ from cryptography.x509.oid import NameOID
 from p2pchat.core.events import Address
 from p2pchat.errors import CloseCode, LocalError
 from p2pchat.identity import Identity
+from p2pchat.transport.port import LinkEvents, Transport, TransportFactory
 
 log = logging.getLogger("p2pchat.transport")
 
@@ -58,19 +60,6 @@ LAG_SLACK = 0.002
 #: Flushes per link whose acknowledgement is tracked (older ones are not).
 MAX_TRACKED_FLUSHES = 4096
 CERT_VALIDITY = datetime.timedelta(days=365)
-
-
-class LinkEvents(Protocol):
-    """What the transport reports to (the runtime driving the core)."""
-
-    def established(
-        self, link_id: int, outbound: bool, address: Address, cert_fingerprint: bytes,
-        peer_cert_key: bytes | None, dial_id: int | None,
-    ) -> None: ...
-
-    def data(self, link_id: int, data: bytes) -> None: ...
-
-    def lost(self, link_id: int, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -262,7 +251,8 @@ class LinkProtocol(QuicConnectionProtocol):
 
 
 class QuicTransport:
-    """Listens, dials and pumps bytes between aioquic connections and the runtime."""
+    """Listens, dials and pumps bytes between aioquic connections and the runtime (the
+    :class:`~p2pchat.transport.port.Transport` port)."""
 
     def __init__(self, identity: Identity, sink: LinkEvents, *, handshake_timeout: float,
                  idle_timeout: float) -> None:
@@ -501,3 +491,10 @@ class QuicTransport:
         if self._server is not None:
             self._server.close()
         await asyncio.sleep(0)  # let the transports finish closing
+
+
+if TYPE_CHECKING:
+    def _satisfies_the_port(transport: QuicTransport) -> Transport:  # checked by mypy only
+        return transport
+
+    _FACTORY: TransportFactory = QuicTransport

@@ -1,4 +1,7 @@
-"""SQLite store: migrations, refusal of newer schemas, peers round trip.
+"""SQLite store: migrations, refusal of newer schemas and damage, wire v1 homes.
+
+What every store adapter must do (round trips, atomicity, ordering) is in
+``tests/conformance/test_store_conformance.py``.
 
 pytest-asyncio is not used: each test runs its coroutine with ``asyncio.run``.
 """
@@ -16,7 +19,7 @@ import aiosqlite
 import pytest
 
 from p2pchat.errors import LocalError
-from p2pchat.store import SCHEMA_VERSION, Store, StoreError
+from p2pchat.store import SCHEMA_VERSION, SqliteStore, StoreError
 
 T = TypeVar("T")
 A = ("10.0.0.1", 7445)
@@ -32,8 +35,8 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-async def with_store(path: Path, body: Callable[[Store], Awaitable[T]]) -> T:
-    store = await Store.open(path)
+async def with_store(path: Path, body: Callable[[SqliteStore], Awaitable[T]]) -> T:
+    store = await SqliteStore.open(path)
     try:
         return await body(store)
     finally:
@@ -79,7 +82,7 @@ def is_open(conn: aiosqlite.Connection) -> bool:
     return True
 
 
-async def nothing(store: Store) -> None:
+async def nothing(store: SqliteStore) -> None:
     return None
 
 
@@ -97,7 +100,7 @@ def test_store_error_is_a_local_error() -> None:
 
 
 def test_new_database_is_migrated_to_the_current_version(db: Path) -> None:
-    async def body(store: Store) -> int:
+    async def body(store: SqliteStore) -> int:
         return await store.schema_version()
 
     assert SCHEMA_VERSION == run(lambda: with_store(db, body))
@@ -115,7 +118,7 @@ def test_new_database_uses_wal_and_is_private(db: Path) -> None:
 
 
 def test_migrating_twice_is_a_no_op(db: Path) -> None:
-    async def body(store: Store) -> None:
+    async def body(store: SqliteStore) -> None:
         await store.save_peer(A, DID_A, 1.0)
 
     run(lambda: with_store(db, body))
@@ -125,7 +128,7 @@ def test_migrating_twice_is_a_no_op(db: Path) -> None:
 def test_newer_schema_is_refused(db: Path, opened_connections: list[aiosqlite.Connection]) -> None:
     set_user_version(db, SCHEMA_VERSION + 1)
     with pytest.raises(StoreError) as info:
-        run(lambda: Store.open(db))
+        run(lambda: SqliteStore.open(db))
     assert f"schema version {SCHEMA_VERSION + 1}" in str(info.value)
     assert "upgrade p2pchat" in str(info.value)
     assert str(db) in str(info.value)
@@ -136,7 +139,7 @@ def test_refused_database_is_left_untouched(
 ) -> None:
     set_user_version(db, SCHEMA_VERSION + 5)
     with pytest.raises(StoreError):
-        run(lambda: Store.open(db))
+        run(lambda: SqliteStore.open(db))
     conn = sqlite3.connect(db)
     try:
         assert SCHEMA_VERSION + 5 == conn.execute("PRAGMA user_version").fetchone()[0]
@@ -150,10 +153,10 @@ def test_refused_newer_database_closes_its_connection(
 ) -> None:
     set_user_version(db, SCHEMA_VERSION + 1)
     with pytest.raises(StoreError):
-        run(lambda: Store.open(db))
+        run(lambda: SqliteStore.open(db))
     assert 1 == len(opened_connections)
     assert not is_open(opened_connections[0]), (
-        "Store.open leaked its aiosqlite connection (and its worker thread)")
+        "SqliteStore.open leaked its aiosqlite connection (and its worker thread)")
 
 
 def test_file_that_is_not_a_database_is_refused(
@@ -162,132 +165,19 @@ def test_file_that_is_not_a_database_is_refused(
     path = tmp_path / "node.db"
     path.write_bytes(b"this is not a database, just some bytes " * 200)
     with pytest.raises(StoreError, match=r"is damaged \(sqlite: file is not a database\)"):
-        run(lambda: Store.open(path))
+        run(lambda: SqliteStore.open(path))
     assert not any(is_open(c) for c in opened_connections), (
-        "Store.open leaked its aiosqlite connection (and its worker thread)")
-
-
-def test_save_load_forget_round_trip(db: Path) -> None:
-    async def body(store: Store) -> list[list[tuple[tuple[str, int], str]]]:
-        snapshots = [await store.load_peers()]
-        await store.save_peer(A, DID_A, 10.0)
-        await store.save_peer(B, DID_B, 20.0)
-        snapshots.append(await store.load_peers())
-        await store.forget_peer(A)
-        snapshots.append(await store.load_peers())
-        await store.forget_peer(A)  # forgetting twice is harmless
-        snapshots.append(await store.load_peers())
-        return snapshots
-
-    expected = [[], [(B, DID_B), (A, DID_A)], [(B, DID_B)], [(B, DID_B)]]
-    assert expected == run(lambda: with_store(db, body))
-
-
-def test_saving_an_address_again_updates_it(db: Path) -> None:
-    async def body(store: Store) -> list[tuple[tuple[str, int], str]]:
-        await store.save_peer(A, DID_A, 10.0)
-        await store.save_peer(B, DID_B, 20.0)
-        await store.save_peer(A, DID_B, 30.0)  # same address, now another node, most recent
-        return await store.load_peers()
-
-    assert [(A, DID_B), (B, DID_B)] == run(lambda: with_store(db, body))
-
-
-def test_peers_come_back_most_recent_first(db: Path) -> None:
-    addresses = [(f"10.0.0.{i}", 7000 + i) for i in range(5)]
-
-    async def body(store: Store) -> list[tuple[tuple[str, int], str]]:
-        for when, address in zip([3.0, 1.0, 4.0, 0.5, 2.0], addresses, strict=True):
-            await store.save_peer(address, DID_A, when)
-        return await store.load_peers()
-
-    order = [2, 0, 4, 1, 3]
-    assert [(addresses[i], DID_A) for i in order] == run(lambda: with_store(db, body))
+        "SqliteStore.open leaked its aiosqlite connection (and its worker thread)")
 
 
 def test_reopening_keeps_data(db: Path) -> None:
-    async def write(store: Store) -> None:
+    async def write(store: SqliteStore) -> None:
         await store.save_peer(A, DID_A, 10.0)
         await store.save_peer(B, DID_B, 5.0)
 
     run(lambda: with_store(db, write))
     assert [(A, DID_A), (B, DID_B)] == run(lambda: with_store(db, lambda s: s.load_peers()))
     assert SCHEMA_VERSION == run(lambda: with_store(db, lambda s: s.schema_version()))
-
-
-def test_ports_and_hosts_keep_their_types(db: Path) -> None:
-    async def body(store: Store) -> list[tuple[tuple[str, int], str]]:
-        await store.save_peer(("host.example", 0), DID_A, 1.0)
-        return await store.load_peers()
-
-    [(address, _)] = run(lambda: with_store(db, body))
-    assert ("host.example", 0) == address
-    assert isinstance(address[1], int)
-
-
-def test_answers_behind_a_failed_commit_report_failure(tmp_path: Path) -> None:
-    """A send whose write fails must not be reported as stored (nor sent to peers)."""
-    import os as _os
-
-    from p2pchat.core import NodeConfig
-    from p2pchat.crypto import generate_secret_key
-    from p2pchat.errors import LocalError
-    from p2pchat.identity import Identity
-    from p2pchat.runtime.node import Node
-
-    async def scenario() -> str:
-        store = await Store.open(tmp_path / "n.db")
-        node = Node(Identity(generate_secret_key(), _os.urandom(16), "t"), NodeConfig(), store)
-        await node.start("127.0.0.1", 0)
-        try:
-            channel = (await node.create_channel("fails"))["channel"]
-
-            async def broken(*args: object, **kwargs: object) -> None:
-                raise sqlite3.OperationalError("disk I/O error")
-
-            store.save_envelopes = broken  # type: ignore[method-assign]
-            try:
-                await node.send(channel, "lost")
-            except LocalError as exc:
-                return str(exc)
-            return "no error"
-        finally:
-            await node.stop()
-
-    assert "could not store" in asyncio.run(scenario())
-
-
-def test_connect_reports_a_peer_it_could_not_store(tmp_path: Path) -> None:
-    import os as _os
-
-    from p2pchat.core import NodeConfig
-    from p2pchat.crypto import generate_secret_key
-    from p2pchat.errors import LocalError
-    from p2pchat.identity import Identity
-    from p2pchat.runtime.node import Node
-
-    async def scenario() -> str:
-        store = await Store.open(tmp_path / "a.db")
-        a = Node(Identity(generate_secret_key(), _os.urandom(16), "a"), NodeConfig(), store)
-        b = Node(Identity(generate_secret_key(), _os.urandom(16), "b"), NodeConfig())
-        await a.start("127.0.0.1", 0)
-        address = await b.start("127.0.0.1", 0)
-        try:
-            async def broken(*args: object, **kwargs: object) -> None:
-                raise sqlite3.OperationalError("disk I/O error")
-
-            store.save_peer = broken  # type: ignore[method-assign]
-            try:
-                await a.connect(address)
-            except LocalError as exc:
-                return str(exc)
-            return "no error"
-        finally:
-            await a.stop()
-            await b.stop()
-
-    message = asyncio.run(scenario())
-    assert "could not store it as a peer to redial" in message
 
 
 def _home_at_schema_6(db: Path, envelope: bytes) -> None:
@@ -313,7 +203,7 @@ def test_a_home_holding_wire_v1_envelopes_is_refused_untouched(
     v1 = bytes([0x92, 0xC4, 0x01, 0x00, 0xC4, 0x40]) + b"\x00" * 64  # [signed, signature]
     _home_at_schema_6(db, v1)
     with pytest.raises(StoreError, match="envelope format v1"):
-        run(lambda: Store.open(db))
+        run(lambda: SqliteStore.open(db))
     conn = sqlite3.connect(db)
     try:
         assert 6 == conn.execute("PRAGMA user_version").fetchone()[0]

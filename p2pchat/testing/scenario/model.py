@@ -622,10 +622,6 @@ Assertion = (Converged | HistoryEqual | MessageAssertion | RankIs | MessageCount
 Step = Action | Assertion | Repeat
 
 
-def is_assertion(step: Step) -> bool:
-    return step.kind in ASSERTIONS
-
-
 def describe(step: Step) -> str:
     """A short account of a step, for the trace's ``== step`` lines."""
     match step:

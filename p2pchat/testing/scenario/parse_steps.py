@@ -122,7 +122,7 @@ _STEP_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "fired": (("fault", "between", "at_least", "at_most"), ("fault",)),
     "server_holds": (("server", "channel", "at_least"), ("server",)),
 }
-#: keys a step kind checks itself (in ``_Parser._build``), not in the loop over common keys
+#: keys a step kind checks itself (in ``StepParser._build``), not in the loop over common keys
 _OWN_KEYS: dict[str, tuple[str, ...]] = {
     "block": ("from", "to"),
     "unblock": ("from", "to"),
@@ -148,7 +148,7 @@ _RATES: dict[str, RateFault] = {"drop": "drop", "duplicate": "duplicate",
 @dataclass
 class _Fields:
     """The checked values of a step table's common keys (those not in ``_OWN_KEYS``),
-    read in the table's order; ``_Parser._build`` makes the step's variant of them."""
+    read in the table's order; ``StepParser._build`` makes the step's variant of them."""
 
     channel: str = ""
     node: str = ""

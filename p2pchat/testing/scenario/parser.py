@@ -1,11 +1,13 @@
 """Reading a scenario file: TOML text in, a validated :class:`~.model.Scenario` out.
 
-Owns :func:`parse_scenario` and :func:`load_scenario`. The whole file is checked before
-anything runs; every :class:`~.model.ScenarioError` names the line it is on
-(``tomllib`` reports syntax errors with a line and column; for a semantic error such as
-an unknown step or node :class:`~.locator.Locator` finds the offending table or key).
-Each ``[[step]]`` table becomes one variant of :data:`~.model.Step`. Imports the model
-(and the locator), nothing that runs a scenario.
+Owns :func:`parse_scenario`, :func:`load_scenario` and the file's top level: its
+keys, ``[[server]]``, ``[network]`` and ``[[channel]]`` tables; the ``[[step]]`` tables
+are :mod:`.parse_steps`' (each becomes one variant of :data:`~.model.Step`). The whole
+file is checked before anything runs; every :class:`~.model.ScenarioError` names the
+line it is on (``tomllib`` reports syntax errors with a line and column; for a semantic
+error such as an unknown step or node :class:`~.locator.Locator` finds the offending
+table or key). Imports the model and the other parser modules, nothing that runs a
+scenario.
 """
 
 from __future__ import annotations

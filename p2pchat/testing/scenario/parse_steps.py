@@ -189,7 +189,6 @@ class _Label:
     author: str  # "" when several nodes may have written it
 
 
-
 @dataclass
 class StepParser(Checker):
     """Step tables, with what earlier steps defined (labels) and the file's channels."""
@@ -230,13 +229,22 @@ class StepParser(Checker):
         def line(key: str) -> int | None:
             return self.loc.key(start, key)
 
+        f = self._common_keys(table, kind, line, nested)
+        step = self._build(kind, table, line, f, start or 0, number)
+        self._check_step(step, f, start)
+        return step
+
+    def _common_keys(self, table: dict[str, Any], kind: str,
+                     line: Callable[[str], int | None], nested: bool) -> _Fields:
+        """Check the keys several kinds share, in the table's order (so the first bad
+        key is the one reported); a repeat's inner steps are parsed here."""
         f = _Fields(channel=self._step_channel(table, kind, line))
         net_step = kind in _NETWORK_STEPS
         for key in table:
             if key in ("do", "channel") or key in _OWN_KEYS.get(kind, ()):
                 continue
             value = table[key]
-            if key in ("node",):
+            if key == "node":
                 f.node = self._node(value, "node", line(key), servers=net_step)
             elif key == "target":
                 f.target = self._node(value, "target", line(key))
@@ -275,7 +283,7 @@ class StepParser(Checker):
                 f.groups = self._groups(value, line(key))
             elif key == "random_groups":
                 f.random_groups = self._int(value, "random_groups", line(key), 2,
-                                                    len(self.nodes))
+                                            len(self.nodes))
             elif key == "mode":
                 f.mode = self._choice(value, "mode", line(key), ("reset", "stall"))
             elif key == "seconds":
@@ -303,15 +311,13 @@ class StepParser(Checker):
                 if not isinstance(value, list):
                     raise self.error("texts must be a list of strings", line(key))
                 f.texts = tuple(self._str(v, "texts", line(key), MAX_TEXT_LENGTH)
-                                        for v in value)
+                                for v in value)
             elif key == "steps":
                 if not isinstance(value, list) or not value:
                     raise self.error("repeat: steps must be a non-empty array of tables",
                                      line(key))
                 f.steps = self._steps(value, nested=True)
-        step = self._build(kind, table, line, f, start or 0, number)
-        self._check_step(step, f, start)
-        return step
+        return f
 
     def _count(self, table: dict[str, Any], key: str, line: Callable[[str], int | None],
                default: int) -> int:

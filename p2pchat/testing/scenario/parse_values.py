@@ -106,7 +106,6 @@ class Checker:
         return names[0], names[1]
 
 
-
 def toml_type(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"

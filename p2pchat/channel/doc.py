@@ -124,7 +124,7 @@ class SharedDocument:
 
     def defer(self, raw_change: bytes) -> None:
         """Apply a change that is known to apply (another replica in this process applied
-        it: p2pchat.channel.shared) the next time the document is used, with any others
+        it: p2pchat.testing.shared) the next time the document is used, with any others
         deferred so far, in one automerge call."""
         self._deferred.append(raw_change)
 

@@ -670,7 +670,7 @@ def sim(
     Exit 0 if every assertion holds, 1 if one fails or the file is invalid (the
     failure comes with the seed and the shortest trace that shows it).
     """
-    from p2pchat.testing.scenariofile import ScenarioError, load_scenario, run_scenario
+    from p2pchat.testing.scenario import ScenarioError, load_scenario, run_scenario
 
     try:
         scenario = load_scenario(file)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pchat.testing.scenariofile import RunResult, load_scenario
-from p2pchat.testing.scenariofile import run_scenario as _run
+from p2pchat.testing.scenario import RunResult, load_scenario
+from p2pchat.testing.scenario import run_scenario as _run
 from p2pchat.testing.sim import seed_from_env
 
 #: ``run_scenario(path, *, seed=None, messages=None, check=True) -> RunResult``

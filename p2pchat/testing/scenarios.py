@@ -4,6 +4,7 @@ Each builds a network, drives it with a script drawn from the same seed, lets it
 go quiet and returns the :class:`Outcome`; the caller checks it (usually with
 ``outcome.net.assert_converged(outcome.channel)``). Used by ``tests/sim`` and
 usable from a REPL or a ``sim`` command: the same seed replays the same run.
+(Scenario *files*, TOML replayed by ``p2pchat sim``, are :mod:`p2pchat.testing.scenario`.)
 """
 
 from __future__ import annotations

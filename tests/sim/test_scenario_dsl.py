@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pchat.testing.scenariofile import (
-    BlockSpec,
-    FiredSpec,
-    HostileSpec,
-    LinkSpec,
-    ScenarioError,
-    parse_scenario,
-    run_scenario,
-)
+from p2pchat.testing.scenario import ScenarioError, parse_scenario, run_scenario
+from p2pchat.testing.scenario.model import Block, Fired, Hostile, Link
 
 HEAD = """name = "case"
 nodes = ["a", "b", "c"]
@@ -246,7 +239,7 @@ between = ["a", "b"]
         result.verdicts[0].detail
 
 
-def test_typed_specs_carry_the_new_fields() -> None:
+def test_typed_steps_carry_the_new_fields() -> None:
     text = HEAD + """
 [[step]]
 do = "block"
@@ -275,11 +268,13 @@ between = ["a", "srv"]
 at_most = 3
 """
     steps = parse_scenario(text, "t.toml").steps
-    assert BlockSpec("a", "srv") == steps[0].spec
-    assert LinkSpec(("b", "c"), (5.0, 9.0), 0.25, True) == steps[1].spec
-    assert HostileSpec("backdated", ("a",), 2 * 86_400_000) == steps[2].spec
-    assert "old" == steps[2].label
-    assert FiredSpec("reset", ("a", "srv"), 1, 3) == steps[3].spec
+    assert Block(line=11, number=1, src="a", dst="srv") == steps[0]
+    assert Link(line=16, number=2, between=("b", "c"), latency_ms=(5.0, 9.0), loss=0.25,
+                one_way=True) == steps[1]
+    assert Hostile(line=23, number=3, channel="general", node="b", what="backdated",
+                   to=("a",), label="old", age_ms=2 * 86_400_000) == steps[2]
+    assert Fired(line=31, number=4, fault="reset", between=("a", "srv"), at_least=1,
+                 at_most=3) == steps[3]
 
 
 # (what, step table(s) after HEAD, line the error names, words in the message)

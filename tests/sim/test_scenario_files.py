@@ -14,9 +14,9 @@ import pytest
 
 from p2pchat.channel import moderation
 from p2pchat.channel.moderation import InPast, ModEvent
-from p2pchat.testing import scenariofile
+from p2pchat.testing import scenario as engine
 from p2pchat.testing.pytest_plugin import ScenarioRunner
-from p2pchat.testing.scenariofile import (
+from p2pchat.testing.scenario import (
     MAX_NODES,
     ScenarioError,
     load_scenario,
@@ -280,9 +280,9 @@ def test_sharing_work_across_nodes_changes_nothing(name: str,
     the end (which applies whatever it deferred), must hold the same changes."""
     path = str(EXAMPLES / f"{name}.toml")
     messages = 120 if name == "gossip-50" else None
-    shared = scenariofile.run_scenario(load_scenario(path), 5, messages)
-    monkeypatch.setattr(scenariofile, "SharedWork", lambda: None)
-    alone = scenariofile.run_scenario(load_scenario(path), 5, messages)
+    shared = engine.run_scenario(load_scenario(path), 5, messages)
+    monkeypatch.setattr(engine.runner, "SharedWork", lambda: None)
+    alone = engine.run_scenario(load_scenario(path), 5, messages)
     assert json.dumps(shared.to_json(), sort_keys=True) == \
         json.dumps(alone.to_json(), sort_keys=True)
     assert shared.net.trace_digest() == alone.net.trace_digest()

@@ -40,20 +40,7 @@ class _Hostile:
 
     def hostile(self, name: str, channel: bytes, kind: str, *, text: str = "hostile",
                 to: Sequence[str] | None = None, age_ms: int = BACKDATE_MS) -> str:
-        """``name`` misbehaves in ``channel``; returns the id of the message involved ("" for
-        garbage). ``kind`` (see :data:`HOSTILE_KINDS`):
-
-        * ``forged``: an envelope of the node's next seq whose signature does not verify;
-        * ``backdated``: a correctly signed post stamped ``age_ms`` in the past;
-        * ``equivocate``: the node posts ``text``, and a second, different envelope for
-          the same seq (written by a copy of the node restored from its store) goes out too;
-        * ``garbage``: bytes that are no envelope at all;
-        * ``bad_change``: a signed, correctly encrypted envelope whose change is not one.
-
-        Injected envelopes go, in an ``envelopes`` frame, on every open link of ``name``
-        (or those to ``to``) as if its core had sent them; ``backdated`` goes through its
-        core. Each frame counts in :attr:`Stats.hostile`.
-        """
+        """``name`` misbehaves in ``channel`` (:meth:`SimNetwork.hostile`)."""
         if kind not in HOSTILE_KINDS:
             raise ValueError(f"unknown hostile kind {kind!r} (known: {', '.join(HOSTILE_KINDS)})")
         node = self.net.nodes[name]
@@ -81,8 +68,7 @@ class _Hostile:
 
     def inject(self, name: str, channel: bytes, raws: Sequence[bytes],
                to: Sequence[str] | None = None) -> int:
-        """Put ``raws`` on the wire from ``name`` in one ``envelopes`` frame per open link
-        that shares ``channel`` (only links to ``to`` if given); returns how many."""
+        """Put ``raws`` on the wire from ``name`` (:meth:`SimNetwork.inject`)."""
         sent = 0
         for link_id, link in self._open_links(name):
             peer = self.net._name_by_did(link.peer_did or "")

@@ -132,12 +132,7 @@ class _Links:
 
     def partition(self, *groups: Iterable[str], mode: str = "reset",
                   everywhere: Iterable[str] = ()) -> None:
-        """Split the network; nodes named in no group form one more group together,
-        except those in ``everywhere``, which every group still reaches.
-
-        ``mode="reset"`` breaks links across groups now; ``mode="stall"`` holds
-        their bytes until :meth:`heal` (or until the cores give up on them).
-        """
+        """Split the network into groups (:meth:`SimNetwork.partition`)."""
         if mode not in ("reset", "stall"):
             raise ValueError(f"unknown partition mode {mode!r}")
         assignment: dict[str, int] = {}
@@ -165,8 +160,7 @@ class _Links:
                     self._break(conn, silent=False, why="partition")
 
     def heal(self) -> None:
-        """End the partition and every one-way block (:meth:`block`): stalled links flow
-        again, dials succeed again. Isolated nodes stay isolated (:meth:`reconnect`)."""
+        """End the partition and every one-way block (:meth:`SimNetwork.heal`)."""
         if self._groups is None and not self._blocked:
             return
         self._groups = None
@@ -176,9 +170,7 @@ class _Links:
         self._release()
 
     def block(self, src: str, dst: str) -> None:
-        """A one-way partition: bytes from ``src`` no longer reach ``dst`` (``src`` still
-        hears ``dst``). Links between them stall in that direction only; new ones cannot
-        open (a QUIC handshake needs both ways). Until :meth:`unblock` or :meth:`heal`."""
+        """Bytes from ``src`` no longer reach ``dst`` (:meth:`SimNetwork.block`)."""
         for name in (src, dst):
             if name not in self.net.nodes:
                 raise KeyError(name)
@@ -195,9 +187,7 @@ class _Links:
             self._release()
 
     def isolate(self, name: str, mode: str = "reset") -> None:
-        """Cut ``name`` off from every other node while it keeps running (and writing):
-        offline authoring, unlike :meth:`crash`. ``mode`` as for :meth:`partition`.
-        Until :meth:`reconnect`."""
+        """Cut ``name`` off from every other node (:meth:`SimNetwork.isolate`)."""
         if mode not in ("reset", "stall"):
             raise ValueError(f"unknown isolation mode {mode!r}")
         if name not in self.net.nodes:
@@ -218,9 +208,7 @@ class _Links:
 
     def set_link(self, a: str, b: str, *, latency: Latency | None = None, loss: float = 0.0,
                  both_ways: bool = True) -> None:
-        """Per-link faults from ``a`` to ``b`` (and back unless ``both_ways=False``):
-        ``latency`` replaces the network's, ``loss`` adds stalls (see :class:`LinkFaults`).
-        Both None/0: back to the network's faults."""
+        """Per-link faults from ``a`` to ``b`` (:meth:`SimNetwork.set_link`)."""
         for name in (a, b):
             if name not in self.net.nodes:
                 raise KeyError(name)

@@ -63,9 +63,7 @@ class _Views:
         return lines
 
     def assert_converged(self, channel: bytes, names: Iterable[str] | None = None) -> None:
-        """Every member (or each of ``names``) holds the identical replica of ``channel``:
-        the same messages (ids, authors, texts, order), vectors and envelope set, and
-        nothing left pending. Raises :class:`SimError` with a diff and the seed."""
+        """Every member holds the identical replica (:meth:`SimNetwork.assert_converged`)."""
         members = sorted(names) if names is not None else self.members(channel)
         if not members:
             raise self.net.fail(f"no node holds channel {channel.hex()[:12]}")

@@ -1,7 +1,7 @@
 """Inputs to and outputs of the bootstrap service (:mod:`bootstrap.service`).
 
 They form closed unions (:data:`ServiceEvent`, :data:`ServiceEffect`) beside
-p2pchat's :data:`~p2pchat.core.events.Event` / ``Effect``; the server core hands them
+p2pchat's :data:`~p2pchat.core.events.LinkEvent` / ``Effect``; the server core hands them
 through the same ``handle(event, now) -> [effects]`` loop as the link layer's
 (:data:`ServerEvent`, :data:`ServerEffect`). Events are facts (past tense); effects
 are commands the runtime carries out in order. Store effects are *ports*
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from p2pchat.core.events import Address, CloseLink, Effect, Event, Transmit
+from p2pchat.core.events import Address, CloseLink, Effect, LinkEvent, Transmit
 from p2pchat.wire import Frame
 
 # --- from the link layer (ServerCore) ------------------------------------------------------
@@ -247,6 +247,6 @@ ServiceEffect: TypeAlias = (
 #: What the service returns: its own effects and the link-layer sends and closes.
 ServiceOutput: TypeAlias = Transmit | CloseLink | ServiceEffect
 #: What the server core takes: the link layer's events and the service's.
-ServerEvent: TypeAlias = Event | ServiceEvent
+ServerEvent: TypeAlias = LinkEvent | ServiceEvent
 #: What the server core asks its runtime to do.
 ServerEffect: TypeAlias = Effect | ServiceEffect

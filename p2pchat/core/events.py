@@ -410,13 +410,19 @@ class ChannelAnswer:
 
 # --- the closed unions ------------------------------------------------------------
 
-#: Everything the node core takes (``NodeCore.handle``).
-Event: TypeAlias = (
+#: What the link layer takes (``LinkCore.handle``, :mod:`p2pchat.core.links`): the
+#: transport's events, timers, requests about peers, shutdown.
+LinkEvent: TypeAlias = (
     LinkEstablished | DataReceived | LinkLost | DialFailed | TimerExpired | ConnectRequested
-    | DisconnectRequested | PingRequested | Started
-    | PeerDiscovered | WantedPeersLoaded | ShutdownRequested | ChannelsLoaded
-    | ChannelCreateRequested | JoinRequested | DmRequested | SendRequested
-    | MessageOpRequested | ModRequested
+    | DisconnectRequested | PingRequested | PeerDiscovered | WantedPeersLoaded
+    | ShutdownRequested
+)
+
+#: Everything the node core takes (``NodeCore.handle``): the link layer's events and the
+#: chat application's.
+Event: TypeAlias = (
+    LinkEvent | Started | ChannelsLoaded | ChannelCreateRequested | JoinRequested
+    | DmRequested | SendRequested | MessageOpRequested | ModRequested
 )
 
 #: Everything the node core asks its runtime to do, in order.

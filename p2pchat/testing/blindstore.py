@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 A scenario's *server* is a simulated node whose :class:`~p2pchat.core.NodeCore` keeps
 its link layer (handshake, DIDs, keepalive) and has :class:`BlindStoreHub` in the slot
-where a node keeps its :class:`~p2pchat.core.channels.ChannelHub` -- the way
-``bootstrap/core.py`` plugs the real service in. It holds no channel and no key, is
-never a member, and answers the bootstrap frames of docs/protocol.md §12 with
-:class:`BlindStore`:
+where a node keeps its :class:`~p2pchat.core.channels.ChannelHub` (NodeCore hands its
+hub every link its :class:`~p2pchat.core.links.LinkCore` opens, frames and closes;
+``bootstrap/core.py`` instead composes a LinkCore with the real service through the
+link layer's port). It holds no channel and no key, is never a member, and answers the
+bootstrap frames of docs/protocol.md §12 with :class:`BlindStore`:
 
 * ``upload``: every item must decode as an envelope of the frame's topic and carry a
   valid signature over it, or the whole frame is refused (``bad-envelope``, the item's

@@ -44,7 +44,6 @@ GRAPH_PACKAGES = ("p2pchat", "bootstrap")
 #: the test fails while an entry here is no longer a loop as listed, so remove (or
 #: shrink) the entry with the change that breaks it. Never add one.
 KNOWN_LOOPS_ISSUE_17: frozenset[frozenset[str]] = frozenset({
-    frozenset({"p2pchat.core.channels", "p2pchat.core.dm"}),
 })
 
 

@@ -31,8 +31,9 @@ to the peer it syncs like any channel; this module carries it when there is none
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
@@ -61,8 +62,33 @@ from p2pchat.wire.frames import (
 
 if TYPE_CHECKING:
     from p2pchat.channel.state import ChannelState
-    from p2pchat.core.channels import ChannelHub
     from p2pchat.core.link import Link
+
+
+class _LinkShares(Protocol):
+    """What the router reads of one link's channel bookkeeping."""
+
+    link: Link
+    shared: set[bytes]
+
+
+class DmHost(Protocol):
+    """What the router needs of the channel hub that owns it (a narrow port, so this
+    module does not import the hub)."""
+
+    identity: Identity
+    channels: dict[bytes, ChannelState]
+    _dm_offers: dict[str, str]
+
+    @property
+    def _links(self) -> Mapping[int, _LinkShares]: ...
+
+    def _randbytes(self, n: int, /) -> bytes: ...
+
+    def accept_offer(self, peer: str, uri: str, now_ms: int) -> tuple[list[Effect], str]: ...
+
+    def receive_stored(self, channel: bytes, raws: list[bytes], now_ms: int
+                       ) -> list[Effect]: ...
 
 RELAY_VERSION = 1
 #: Linked nodes a relayed message goes to when there is no link to its target.
@@ -217,7 +243,7 @@ class _Queued:
 class DmRouter:
     """Relayed DM items, receipts and mailbox offers for one node (module docstring)."""
 
-    def __init__(self, hub: ChannelHub) -> None:
+    def __init__(self, hub: DmHost) -> None:
         self.hub = hub
         self.identity = hub.identity
         self._seen: OrderedDict[tuple[str, bytes], None] = OrderedDict()

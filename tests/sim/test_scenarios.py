@@ -220,9 +220,9 @@ def test_a_restart_that_lost_own_envelopes_neither_raises_nor_diverges() -> None
 def test_a_backlog_larger_than_the_sync_window_arrives_window_by_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import p2pchat.core.channels as channels
+    import p2pchat.core.replication as replication
 
-    monkeypatch.setattr(channels, "SYNC_WINDOW_BYTES", 16 * 1024)  # a few dozen envelopes
+    monkeypatch.setattr(replication, "SYNC_WINDOW_BYTES", 16 * 1024)  # a few dozen envelopes
     seed = seed_from_env(19)
     net = SimNetwork(seed, ["a", "b"])
     channel = net.create_channel("a", "backlog")

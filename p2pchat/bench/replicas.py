@@ -44,7 +44,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from p2pchat.bench.pipeline import FastAuthor, bench_text, wall_ms
 from p2pchat.bench.server import bench_identity
@@ -54,12 +54,19 @@ from p2pchat.core import NodeConfig, NodeCore
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
+    CloseLink,
+    ConnectFinished,
     DataReceived,
+    Dial,
+    DisconnectFinished,
     Effect,
     Event,
     JoinRequested,
     LinkEstablished,
     LinkLost,
+    Notice,
+    Persistence,
+    PingFinished,
     SendRequested,
     Transmit,
 )
@@ -89,11 +96,19 @@ class _Side:
             self._carry_out(effect)
 
     def _carry_out(self, effect: Effect) -> None:
-        if isinstance(effect, Transmit):
-            if effect.link_id == self.link_id:
-                self.outbox.append(effect.data)
-        elif isinstance(effect, ChannelAnswer):
-            self.answers[effect.request_id] = effect
+        if isinstance(effect, Persistence | Notice):
+            return  # nothing is stored (the replica measures the receive path alone)
+        match effect:
+            case Transmit():
+                if effect.link_id == self.link_id:
+                    self.outbox.append(effect.data)
+            case ChannelAnswer():
+                self.answers[effect.request_id] = effect
+            case CloseLink() | Dial() | ConnectFinished() | PingFinished() \
+                    | DisconnectFinished():
+                pass  # one in-memory link, never closed or redialled by the replicas
+            case _:
+                assert_never(effect)
 
     def request(self, make: Callable[[int], Event]) -> dict[str, object]:
         self.requests += 1

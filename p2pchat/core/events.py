@@ -425,10 +425,18 @@ Event: TypeAlias = (
     | DmRequested | SendRequested | MessageOpRequested | ModRequested
 )
 
-#: Everything the node core asks its runtime to do, in order.
-Effect: TypeAlias = (
-    Transmit | CloseLink | Dial | PeerConnected | PeerDisconnected | ConnectFinished
-    | PingFinished | DisconnectFinished | ForgetPeer | SavePeer | PersistCursor
-    | PersistPrekey | PersistEpochKey | ForgetEpochKey | PersistChannel | PersistEnvelopes
-    | PersistSnapshot | IndexMessages | SyncChanged | ChannelAnswer
+#: The effects a store carries out (``Store.write``), in order, all or nothing.
+Persistence: TypeAlias = (
+    PersistChannel | PersistEnvelopes | IndexMessages | PersistSnapshot | SavePeer
+    | ForgetPeer | PersistPrekey | PersistEpochKey | ForgetEpochKey | PersistCursor
 )
+
+#: Answers to requests (by request id).
+Answer: TypeAlias = ConnectFinished | PingFinished | DisconnectFinished | ChannelAnswer
+#: What a runtime may tell its user about (peers, catch-up progress).
+Notice: TypeAlias = PeerConnected | PeerDisconnected | SyncChanged
+#: What goes to the transport.
+LinkWork: TypeAlias = Transmit | CloseLink | Dial
+
+#: Everything the node core asks its runtime to do, in order.
+Effect: TypeAlias = LinkWork | Notice | Answer | Persistence

@@ -85,7 +85,10 @@ class NodeCore:
     def __init__(
         self, identity: Identity, config: NodeConfig, rng: RandomSource, agent: str = "p2pchat",
         verify_batch: BatchVerifier = verify_in_order, bootstrap: tuple[Address, ...] = (),
+        *, persists: bool = True,
     ) -> None:
+        """``persists``: something stores what the core asks to persist; without it the
+        core makes no snapshots and no search rows (nothing would keep them)."""
         self.identity = identity
         self.config = config
         self.agent = agent
@@ -98,6 +101,9 @@ class NodeCore:
         self._wall_known = False
         self._last_now = 0.0
         self.hub = ChannelHub(identity, rng.randbytes, verify_batch)
+        if not persists:
+            self.hub.snapshot_every = 0
+            self.hub.index_messages = False
         #: when app writes are sealed and their pushes leave (one event per user action)
         self.batcher = WriteBatcher()
         self.bootstrap = BootstrapClient(identity, bootstrap)

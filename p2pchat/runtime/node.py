@@ -81,6 +81,7 @@ from p2pchat.runtime.views import PeerView, peer_view
 from p2pchat.runtime.watch import Watchers
 from p2pchat.runtime.writes import StoreWriter
 from p2pchat.store import Store
+from p2pchat.transport.port import Transport, TransportFactory
 from p2pchat.transport.quic import QuicTransport
 
 log = logging.getLogger("p2pchat.node")
@@ -99,7 +100,8 @@ class Node:
     """A running node: core + QUIC transport + store. Not thread-safe; one event loop."""
 
     def __init__(self, identity: Identity, config: NodeConfig, store: Store | None = None,
-                 *, bootstrap: tuple[Address, ...] = ()) -> None:
+                 *, bootstrap: tuple[Address, ...] = (),
+                 transport: TransportFactory = QuicTransport) -> None:
         self.identity = identity
         #: bootstrap servers to keep links to (DESIGN §8)
         self.bootstrap = bootstrap
@@ -112,13 +114,11 @@ class Node:
         self.store = store
         self._verify_batch = ParallelVerifier()  # catch-up batches on worker threads
         self.core = NodeCore(identity, config, _SystemRandom(), agent=AGENT,
-                             verify_batch=self._verify_batch, bootstrap=bootstrap)
+                             verify_batch=self._verify_batch, bootstrap=bootstrap,
+                             persists=store is not None)
         #: what adapters read of the core (the control server, the TUI through it)
         self.query = NodeQuery(self.core)
-        if store is None:  # nothing would keep snapshots or a search index
-            self.core.hub.snapshot_every = 0
-            self.core.hub.index_messages = False
-        self.transport = QuicTransport(
+        self.transport: Transport = transport(
             identity, self, handshake_timeout=config.link.handshake_timeout,
             idle_timeout=config.link.idle_timeout)
         self.listen_address: Address | None = None

@@ -23,7 +23,7 @@ import math
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 from p2pchat.core.events import (
     Address,
@@ -33,6 +33,7 @@ from p2pchat.core.events import (
     IndexMessages,
     PersistChannel,
     PersistCursor,
+    Persistence,
     PersistEnvelopes,
     PersistEpochKey,
     PersistPrekey,
@@ -40,7 +41,7 @@ from p2pchat.core.events import (
     SavePeer,
     StoredChannel,
 )
-from p2pchat.store.port import PERSISTENCE_EFFECTS, Store, StoreError, StoreOwnerMismatch
+from p2pchat.store.port import Store, StoreError, StoreOwnerMismatch
 from p2pchat.store.rules import owner_mismatch_message, prekey_owner, search_rowid
 
 #: bm25 parameters of SQLite FTS5 (``bm25()`` with its defaults)
@@ -105,10 +106,11 @@ class MemoryStore:
         nothing) on a non-persistence effect, or on an envelope, snapshot or epoch key of
         a channel that is not saved (SQLite's foreign keys)."""
         self._usable()
-        batch = list(effects)
-        for effect in batch:
-            if not isinstance(effect, PERSISTENCE_EFFECTS):
+        batch: list[Persistence] = []
+        for effect in effects:
+            if not isinstance(effect, Persistence):
                 raise TypeError(f"not a persistence effect: {effect!r}")
+            batch.append(effect)
         if self.fail_writes:
             self.fail_writes -= 1
             raise StoreError("disk I/O error (simulated)")
@@ -129,36 +131,40 @@ class MemoryStore:
             if not isinstance(effect, PersistChannel):
                 self._apply_one(effect, now)
 
-    def _apply_one(self, effect: Effect, now: float) -> None:
-        if isinstance(effect, PersistEnvelopes):
-            log = self.envelopes.setdefault(effect.channel, {})
-            for env_id, data in effect.items:
-                log.setdefault(env_id, data)
-        elif isinstance(effect, IndexMessages):
-            for msg, author, text, hidden in effect.rows:
-                rowid = search_rowid(effect.channel, msg, author)
-                self.search_rows.pop(rowid, None)
-                if not hidden:
-                    self.search_rows[rowid] = SearchRow(effect.channel, msg, author, text)
-        elif isinstance(effect, PersistSnapshot):
-            self.snapshots[effect.channel] = (effect.covered, effect.data)
-        elif isinstance(effect, SavePeer):
-            self.peers[(str(effect.address[0]), int(effect.address[1]))] = (effect.did, now)
-        elif isinstance(effect, ForgetPeer):
-            self.peers.pop((str(effect.address[0]), int(effect.address[1])), None)
-        elif isinstance(effect, PersistPrekey):
-            self.prekeys.setdefault(effect.prekey_id,
-                                    (effect.record, effect.private, effect.expires_ms))
-        elif isinstance(effect, PersistEpochKey):
-            self.epoch_keys.setdefault(effect.channel, {}).setdefault(effect.epoch,
-                                                                      effect.secret)
-        elif isinstance(effect, ForgetEpochKey):
-            self.epoch_keys.get(effect.channel, {}).pop(effect.epoch, None)
-        elif isinstance(effect, PersistCursor):
-            key = (effect.server_did, effect.topic)
-            self.cursors[key] = max(self.cursors.get(key, effect.cursor), effect.cursor)
-        else:  # pragma: no cover - apply checked the type
-            raise TypeError(f"not a persistence effect: {effect!r}")
+    def _apply_one(self, effect: Persistence, now: float) -> None:
+        match effect:
+            case PersistEnvelopes():
+                log = self.envelopes.setdefault(effect.channel, {})
+                for env_id, data in effect.items:
+                    log.setdefault(env_id, data)
+            case IndexMessages():
+                for msg, author, text, hidden in effect.rows:
+                    rowid = search_rowid(effect.channel, msg, author)
+                    self.search_rows.pop(rowid, None)
+                    if not hidden:
+                        self.search_rows[rowid] = SearchRow(effect.channel, msg, author, text)
+            case PersistSnapshot():
+                self.snapshots[effect.channel] = (effect.covered, effect.data)
+            case SavePeer():
+                self.peers[(str(effect.address[0]), int(effect.address[1]))] = (effect.did,
+                                                                                now)
+            case ForgetPeer():
+                self.peers.pop((str(effect.address[0]), int(effect.address[1])), None)
+            case PersistPrekey():
+                self.prekeys.setdefault(effect.prekey_id,
+                                        (effect.record, effect.private, effect.expires_ms))
+            case PersistEpochKey():
+                self.epoch_keys.setdefault(effect.channel, {}).setdefault(effect.epoch,
+                                                                          effect.secret)
+            case ForgetEpochKey():
+                self.epoch_keys.get(effect.channel, {}).pop(effect.epoch, None)
+            case PersistCursor():
+                key = (effect.server_did, effect.topic)
+                self.cursors[key] = max(self.cursors.get(key, effect.cursor), effect.cursor)
+            case PersistChannel():
+                pass  # saved first, by apply
+            case _:
+                assert_never(effect)
 
     def stored_channels(self) -> list[StoredChannel]:
         """What ``load_channels`` returns: the channels in join order."""

@@ -30,29 +30,13 @@ This module imports no I/O library: it is types only.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, get_args
 
-from p2pchat.core.events import (
-    Address,
-    Effect,
-    ForgetEpochKey,
-    ForgetPeer,
-    IndexMessages,
-    PersistChannel,
-    PersistCursor,
-    PersistEnvelopes,
-    PersistEpochKey,
-    PersistPrekey,
-    PersistSnapshot,
-    SavePeer,
-    StoredChannel,
-)
+from p2pchat.core.events import Address, Effect, Persistence, StoredChannel
 from p2pchat.errors import LocalError
 
 #: The core's effects a store carries out (``Store.write``).
-PERSISTENCE_EFFECTS: tuple[type[Effect], ...] = (
-    PersistChannel, PersistEnvelopes, IndexMessages, PersistSnapshot, SavePeer, ForgetPeer,
-    PersistPrekey, PersistEpochKey, ForgetEpochKey, PersistCursor)
+PERSISTENCE_EFFECTS: tuple[type[Effect], ...] = get_args(Persistence)
 
 
 class StoreError(LocalError):

@@ -16,7 +16,7 @@ import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, assert_never
 
 import aiosqlite
 
@@ -28,6 +28,7 @@ from p2pchat.core.events import (
     IndexMessages,
     PersistChannel,
     PersistCursor,
+    Persistence,
     PersistEnvelopes,
     PersistEpochKey,
     PersistPrekey,
@@ -421,8 +422,10 @@ class SqliteStore:
         channels = [e for e in effects if isinstance(e, PersistChannel)]
         envelopes: dict[bytes, list[tuple[bytes, bytes]]] = {}
         index: dict[bytes, dict[tuple[str, str], tuple[str, str, str, bool]]] = {}
-        rest: list[Effect] = []
+        rest: list[Persistence] = []
         for effect in effects:
+            if not isinstance(effect, Persistence):
+                raise TypeError(f"not a persistence effect: {effect!r}")
             if isinstance(effect, PersistEnvelopes):
                 envelopes.setdefault(effect.channel, []).extend(effect.items)
             elif isinstance(effect, IndexMessages):
@@ -431,35 +434,39 @@ class SqliteStore:
                     rows[(row[0], row[1])] = row
             elif not isinstance(effect, PersistChannel):
                 rest.append(effect)
-        merged: list[Effect] = [*channels]
+        merged: list[Persistence] = [*channels]
         merged += [PersistEnvelopes(c, tuple(items)) for c, items in envelopes.items()]
         merged += [IndexMessages(c, tuple(rows.values())) for c, rows in index.items()]
         merged += rest
         await self.transaction([self._writer_for(effect, now) for effect in merged])
 
-    def _writer_for(self, effect: Effect, now: float) -> Callable[[], Awaitable[None]]:
-        if isinstance(effect, PersistEnvelopes):
-            return lambda: self.save_envelopes(effect.channel, list(effect.items))
-        if isinstance(effect, IndexMessages):
-            return lambda: self.index_messages(effect.channel, list(effect.rows))
-        if isinstance(effect, PersistChannel):
-            return lambda: self.save_channel(effect.channel, effect.name, effect.key, now)
-        if isinstance(effect, PersistSnapshot):
-            return lambda: self.save_snapshot(effect.channel, effect.data, effect.covered)
-        if isinstance(effect, SavePeer):
-            return lambda: self.save_peer(effect.address, effect.did, now)
-        if isinstance(effect, ForgetPeer):
-            return lambda: self.forget_peer(effect.address)
-        if isinstance(effect, PersistPrekey):
-            return lambda: self.save_prekey(effect.prekey_id, effect.record, effect.private,
-                                            effect.expires_ms)
-        if isinstance(effect, PersistEpochKey):
-            return lambda: self.save_epoch_key(effect.channel, effect.epoch, effect.secret)
-        if isinstance(effect, ForgetEpochKey):
-            return lambda: self.forget_epoch_key(effect.channel, effect.epoch)
-        if isinstance(effect, PersistCursor):
-            return lambda: self.save_cursor(effect.server_did, effect.topic, effect.cursor)
-        raise TypeError(f"not a persistence effect: {effect!r}")
+    def _writer_for(self, effect: Persistence, now: float) -> Callable[[], Awaitable[None]]:
+        match effect:
+            case PersistEnvelopes():
+                return lambda: self.save_envelopes(effect.channel, list(effect.items))
+            case IndexMessages():
+                return lambda: self.index_messages(effect.channel, list(effect.rows))
+            case PersistChannel():
+                return lambda: self.save_channel(effect.channel, effect.name, effect.key, now)
+            case PersistSnapshot():
+                return lambda: self.save_snapshot(effect.channel, effect.data, effect.covered)
+            case SavePeer():
+                return lambda: self.save_peer(effect.address, effect.did, now)
+            case ForgetPeer():
+                return lambda: self.forget_peer(effect.address)
+            case PersistPrekey():
+                return lambda: self.save_prekey(effect.prekey_id, effect.record,
+                                                effect.private, effect.expires_ms)
+            case PersistEpochKey():
+                return lambda: self.save_epoch_key(effect.channel, effect.epoch,
+                                                   effect.secret)
+            case ForgetEpochKey():
+                return lambda: self.forget_epoch_key(effect.channel, effect.epoch)
+            case PersistCursor():
+                return lambda: self.save_cursor(effect.server_did, effect.topic,
+                                                effect.cursor)
+            case _:
+                assert_never(effect)
 
     async def close(self) -> None:
         try:

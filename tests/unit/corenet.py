@@ -32,12 +32,13 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from p2pchat.core import NodeConfig, NodeCore
 from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     Address,
+    Answer,
     CloseLink,
     DataReceived,
     Dial,
@@ -46,6 +47,8 @@ from p2pchat.core.events import (
     Event,
     LinkEstablished,
     LinkLost,
+    Notice,
+    Persistence,
     TimerExpired,
     Transmit,
 )
@@ -297,20 +300,26 @@ class Net:
         heapq.heappush(self._queue, (at, self._seq, action))
 
     def _carry_out(self, name: str, effect: Effect) -> None:
-        if isinstance(effect, Transmit):
-            self._transmit((name, effect.link_id), effect.data)
-        elif isinstance(effect, CloseLink):
-            self._close((name, effect.link_id), effect)
-        elif isinstance(effect, Dial):
-            if not self.auto_dial:
-                self.dials.append((name, effect))
-            elif effect.address in self.addresses and effect.address not in self.unreachable:
-                server = self.addresses[effect.address]
-                self._schedule(self.now + self.latency, lambda: self.establish(
-                    name, server, dial_id=effect.dial_id))
-            else:
-                self._schedule(self.now + self.latency, lambda: self.handle(
-                    name, DialFailed(effect.dial_id, "no route to host")))
+        if isinstance(effect, Persistence | Answer | Notice):
+            return  # kept in self.effects for the tests to look at
+        match effect:
+            case Transmit():
+                self._transmit((name, effect.link_id), effect.data)
+            case CloseLink():
+                self._close((name, effect.link_id), effect)
+            case Dial():
+                if not self.auto_dial:
+                    self.dials.append((name, effect))
+                elif effect.address in self.addresses \
+                        and effect.address not in self.unreachable:
+                    server = self.addresses[effect.address]
+                    self._schedule(self.now + self.latency, lambda: self.establish(
+                        name, server, dial_id=effect.dial_id))
+                else:
+                    self._schedule(self.now + self.latency, lambda: self.handle(
+                        name, DialFailed(effect.dial_id, "no route to host")))
+            case _:
+                assert_never(effect)
 
     def _transmit(self, src: End, data: bytes) -> None:
         conn = self._conns.get(src)

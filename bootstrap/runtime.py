@@ -56,6 +56,7 @@ from bootstrap.store import ServerStore
 from p2pchat import __version__
 from p2pchat.channel.envelope import Envelope
 from p2pchat.core.channels import verify_in_order
+from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     Address,
     ChannelAnswer,
@@ -130,7 +131,9 @@ class BootstrapServer:
         self.bytes_in = 0
         self.bytes_out = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        #: the shared driver loop (p2pchat.core.driver) around the server core
+        self._driver: Driver[ServerEvent, ServerEffect] = Driver(
+            _WallClocked(self.core), self._execute, self._arm, TimerExpired, self._spun)
         self._writes: asyncio.Queue[StoreWrite | None] = asyncio.Queue()
         self._writer = self._loop.create_task(self._write_loop())
         self._reads: set[asyncio.Task[None]] = set()
@@ -197,24 +200,25 @@ class BootstrapServer:
     def _dispatch(self, ev: ServerEvent) -> None:
         if self._stopped:
             return
-        for effect in self.core.handle(ev, self._loop.time(), wall_ms()):
-            self._execute(effect)
+        self._driver.dispatch(ev, self._loop.time())
         self.transport.flush()
-        self._arm_timer()
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
-        self._dispatch(TimerExpired())
+        if not self._stopped:
+            self._driver.fire(self._loop.time())
+            self.transport.flush()
 
-    def _arm_timer(self) -> None:
-        deadline = self.core.next_deadline()
-        if deadline == self._timer_at:
-            return
+    def _arm(self, deadline: float | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer = None
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    @staticmethod
+    def _spun(what: str) -> None:
+        log.warning("server core timer: %s", what)
 
     def _execute(self, effect: ServerEffect) -> None:
         match effect:
@@ -279,6 +283,19 @@ class BootstrapServer:
             await asyncio.sleep(BACKFILL_POLL)
         answer = await self.store.read(effect)  # also for a gone link: the core forgets it
         self._dispatch(answer)
+
+
+class _WallClocked:
+    """The server core as a driver machine: each event also gets the wall clock."""
+
+    def __init__(self, core: ServerCore) -> None:
+        self.core = core
+
+    def handle(self, event: ServerEvent, now: float, /) -> list[ServerEffect]:
+        return self.core.handle(event, now, wall_ms())
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
 
 
 @contextlib.contextmanager

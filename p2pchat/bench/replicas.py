@@ -68,6 +68,7 @@ from p2pchat.core.events import (
     Persistence,
     PingFinished,
     SendRequested,
+    TimerExpired,
     Transmit,
 )
 from p2pchat.errors import LocalError
@@ -75,7 +76,7 @@ from p2pchat.identity import Identity
 from p2pchat.wire import Envelopes, FrameDecoder, Subscribe, Summary, encode_frame
 
 CHANNEL_FRAMES = (Subscribe, Summary, Envelopes)
-_NOW = 1000.0  # the cores' clock; no timers fire in these runs
+_NOW = 1000.0  # the cores' clock; only the write batcher's ticks (deadline = now) fire
 
 
 # --- reconcile ---------------------------------------------------------------------------
@@ -92,8 +93,15 @@ class _Side:
     requests: int = 0
 
     def handle(self, event: Event) -> None:
+        self.end_turn()  # each event in a turn of its own, as in the runtime
         for effect in self.core.handle(event, _NOW):
             self._carry_out(effect)
+
+    def end_turn(self) -> None:
+        """Fire the ticks due now: the write batcher seals and pushes what it holds."""
+        while (due := self.core.next_deadline()) is not None and due <= _NOW:
+            for effect in self.core.handle(TimerExpired(), _NOW):
+                self._carry_out(effect)
 
     def _carry_out(self, effect: Effect) -> None:
         if isinstance(effect, Persistence | Notice):
@@ -113,6 +121,8 @@ class _Side:
     def request(self, make: Callable[[int], Event]) -> dict[str, object]:
         self.requests += 1
         self.handle(make(self.requests))
+        if self.requests not in self.answers:
+            self.end_turn()  # batched: answered at its seal
         answer = self.answers.pop(self.requests, None)
         if answer is None or answer.result is None:
             raise LocalError(f"{self.name}: request failed: "
@@ -158,7 +168,11 @@ class _Pair:
     def run(self, limit: int = 100) -> _Flights:
         """Deliver flights until both sides are quiet."""
         stats = _Flights()
-        while self.a.outbox or self.b.outbox:
+        while True:
+            self.a.end_turn()  # held pushes leave when their turn is over
+            self.b.end_turn()
+            if not (self.a.outbox or self.b.outbox):
+                break
             if stats.flights >= limit:
                 raise LocalError(f"replicas still talking after {limit} flights")
             moving = [(self.a, self.b, b"".join(self.a.outbox)),

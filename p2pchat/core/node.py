@@ -151,19 +151,14 @@ class NodeCore:
             if isinstance(wall, int):
                 self._wall_offset_ms = wall - clock.ms(now)
                 self._wall_known = True
-        effects: list[Effect] = []
-        if self.hub.holding and not self._keeps_held(event, now):
-            # held pushes leave before anything else happens on the links, so frames keep
-            # the order they would have had without holding
-            effects = self.hub.flush_held()
-        effects += self._handle(event, now)
-        if self.hub.prekeys_on and self.hub.prekey_work(self._wall_ms(now)) \
-                and not isinstance(event, ShutdownRequested):
-            if self.hub.holding:  # a prekey goes out at once: what is held goes first
-                effects += self.hub.flush_held()
-            effects += self.hub.maintain_prekeys(self._wall_ms(now))
-        if not isinstance(event, ShutdownRequested):
-            effects += self.hub.sweep_epochs(self._wall_ms(now))
+        tick = self.batcher.deadline()
+        if isinstance(event, TimerExpired) and tick is not None and tick <= now \
+                and self._only_batcher_due(now):
+            # a tick of the write batcher (several per app write): its seal and flush only
+            effects = self._on_batcher_timer(now, event.lagging)
+        else:
+            effects = self._handle_fully(event, now)
+        effects += self._housekeeping(event, now)
         effects += self.hub.dm_relay.after(effects)  # DMs beyond a direct link (§10.15)
         if self.hub.dm_relay.mailbox_new:
             items, self.hub.dm_relay.mailbox_new = self.hub.dm_relay.mailbox_new, []
@@ -185,6 +180,29 @@ class NodeCore:
                 effects += self.bootstrap.upload(channel, raws)
         return effects
 
+    def _handle_fully(self, event: Event, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.hub.holding and not self._keeps_held(event, now):
+            # held pushes leave before anything else happens on the links, so frames keep
+            # the order they would have had without holding
+            effects = self.hub.flush_held()
+        return effects + self._handle(event, now)
+
+    def _housekeeping(self, event: Event, now: float) -> list[Effect]:
+        """Prekey renewal and the sweep of old epoch secrets, looked at after any event."""
+        effects: list[Effect] = []
+        if isinstance(event, ShutdownRequested):
+            return effects
+        if self.hub.prekeys_on and self.hub.prekey_work(self._wall_ms(now)):
+            if self.hub.holding:  # a prekey goes out at once: what is held goes first
+                effects += self.hub.flush_held()
+            effects += self.hub.maintain_prekeys(self._wall_ms(now))
+        return effects + self.hub.sweep_epochs(self._wall_ms(now))
+
+    def _only_batcher_due(self, now: float) -> bool:
+        other = self._next_deadline(with_batcher=False)
+        return other is None or other > now
+
     def _keeps_held(self, event: Event, now: float) -> bool:
         """Whether ``event`` leaves held pushes held: another app write, or a tick of the
         write batcher with nothing else due (design.md §5)."""
@@ -192,8 +210,7 @@ class NodeCore:
             case SendRequested() | MessageOpRequested() | ModRequested():
                 return True
             case TimerExpired():
-                other = self._next_deadline(with_batcher=False)
-                return other is None or other > now
+                return self._only_batcher_due(now)
             case _:
                 return False
 

@@ -43,9 +43,6 @@ from p2pchat.core.events import (
     DmRequested,
     Effect,
     Event,
-    ForgetEpochKey,
-    ForgetPeer,
-    IndexMessages,
     JoinRequested,
     LinkEstablished,
     LinkLost,
@@ -54,15 +51,9 @@ from p2pchat.core.events import (
     PeerConnected,
     PeerDisconnected,
     PeerDiscovered,
-    PersistChannel,
-    PersistCursor,
-    PersistEnvelopes,
-    PersistEpochKey,
-    PersistPrekey,
-    PersistSnapshot,
+    Persistence,
     PingFinished,
     PingRequested,
-    SavePeer,
     SendRequested,
     ShutdownRequested,
     Started,
@@ -124,7 +115,7 @@ class Node:
         self.listen_address: Address | None = None
         self.started_at = time.time()
         self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._driver: Driver[Event, Effect] = Driver(self.core, self._execute, self._arm,
                                                      self._timer_event, self._spun)
         self._answers = Answers(self._loop)
@@ -366,8 +357,9 @@ class Node:
         for woken in self._dm_waiters:
             woken.set()
         self.watchers.tell(effects, self._loop.time())
-        if not isinstance(event, (SendRequested, MessageOpRequested, ModRequested)):
-            self.transport.flush()  # answers to the network and pings go out at once
+        if not isinstance(event, (SendRequested, MessageOpRequested, ModRequested)) and (
+                event is not None or any(isinstance(e, Transmit) for e in effects)):
+            self.transport.flush()  # to the network at once (a timer's only if it sent)
 
     def _timer_event(self) -> TimerExpired:
         lagging = self.core.wants_lag() and self.transport.lagging(self._loop.time())
@@ -377,7 +369,11 @@ class Node:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if deadline is not None and not self._stopped.is_set():
+        if deadline is None or self._stopped.is_set():
+            return
+        if deadline <= self._loop.time():  # a tick: the next turn, after what is queued
+            self._timer = self._loop.call_soon(self._on_timer)
+        else:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     @staticmethod
@@ -385,6 +381,9 @@ class Node:
         log.warning("core timer: %s", what)
 
     def _execute(self, effect: Effect) -> None:
+        if isinstance(effect, Persistence):
+            self.writes.write(effect)  # in order, one transaction per batch
+            return
         match effect:
             case Transmit(link_id=link_id, data=data):
                 if effect.after_store and self.writes.pending:
@@ -414,10 +413,6 @@ class Node:
             case PeerDisconnected():
                 log.info("peer disconnected %s: %s", effect.did, effect.reason)
                 self._notify(effect)
-            case SavePeer() | ForgetPeer() | PersistEnvelopes() | PersistSnapshot() \
-                    | IndexMessages() | PersistChannel() | PersistCursor() | PersistPrekey() \
-                    | PersistEpochKey() | ForgetEpochKey():
-                self.writes.write(effect)
             case DisconnectFinished():
                 if self._answers.waits(effect.request_id):
                     done = effect

@@ -130,8 +130,12 @@ class WriteBatcher:
         times = [t for t in (self._tick_at, self._seal_at) if t is not None]
         return min(times) if times else None
 
-    def sealing(self) -> bool:
-        """A seal is pending: :meth:`on_timer` consults ``lagging``."""
+    def lag_matters(self, now: float, posting: bool) -> bool:
+        """Whether ``lagging`` changes what :meth:`post` (``posting``) or :meth:`on_timer`
+        would do now; when not, a caller may pass False without measuring it."""
+        if posting:
+            return not self._turn_open and not self._seal_pending \
+                and now >= self._linger_useless_until
         return self._seal_pending
 
     def on_timer(self, now: float, lagging: bool) -> list[Action]:

@@ -36,7 +36,6 @@ wall time); the link layer's port is handed that wall time with ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import assert_never
 
 from p2pchat.core import clock
@@ -123,9 +122,10 @@ class NodeCore:
             times.append(clock.at_ms(keys - self._wall_offset_ms))
         return min(times, default=None)
 
-    def wants_lag(self) -> bool:
-        """Whether the next timer needs to know if a peer lags (a seal may linger)."""
-        return self.batcher.sealing()
+    def wants_lag(self, now: float, posting: bool = False) -> bool:
+        """Whether the next event needs to know if a peer lags: a timer when a seal may
+        linger, a post when lag would batch it (the transport's check walks every link)."""
+        return self.batcher.lag_matters(now, posting)
 
     def peers(self, now: float) -> list[PeerInfo]:
         return self.links.peers(now)
@@ -135,12 +135,6 @@ class NodeCore:
 
     def wanted(self) -> list[tuple[Address, str | None]]:
         return self.links.wanted()
-
-    @property
-    def _links(self) -> Mapping[int, Link]:
-        """The link layer's links, read-only (the simulator's hostile peers read their
-        session ids); :meth:`LinkCore.links` is the public accessor."""
-        return self.links.links()
 
     # --- the one entry point ----------------------------------------------------
 

@@ -269,7 +269,8 @@ class Node:
 
     async def send(self, channel: bytes, text: str, reply_to: str = "") -> dict[str, Any]:
         """Post ``text``; returns once the envelope is committed to the store."""
-        lagging = self.transport.lagging(self._loop.time())
+        now = self._loop.time()
+        lagging = self.core.wants_lag(now, posting=True) and self.transport.lagging(now)
         return await self._request(lambda r: SendRequested(r, channel, text, _wall_ms(),
                                                            reply_to, lagging))
 
@@ -362,7 +363,8 @@ class Node:
             self.transport.flush()  # to the network at once (a timer's only if it sent)
 
     def _timer_event(self) -> TimerExpired:
-        lagging = self.core.wants_lag() and self.transport.lagging(self._loop.time())
+        now = self._loop.time()
+        lagging = self.core.wants_lag(now) and self.transport.lagging(now)
         return TimerExpired(lagging)
 
     def _arm(self, deadline: float | None) -> None:

@@ -86,9 +86,8 @@ class _Hostile:
         return sent
 
     def _open_links(self, name: str) -> list[tuple[int, Link]]:
-        # NodeCore has no public accessor for its links; a hostile peer needs their
-        # session ids (the per-link channel topics). Read-only.
-        links = self.net.nodes[name].core._links
+        # a hostile peer needs the links' session ids (the per-link channel topics)
+        links = self.net.nodes[name].core.links.links()
         return [(i, link) for i, link in sorted(links.items()) if link.is_open]
 
     def _clone(self, node: SimNode, rng: random.Random) -> NodeCore:

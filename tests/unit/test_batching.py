@@ -126,3 +126,15 @@ def test_the_cork_gives_up_after_max_turns_or_max_delay() -> None:
     assert [] == b.on_timer(T0, False)
     b.wrote(T0)
     assert [FLUSH] == b.on_timer(T0 + CORK_MAX_DELAY, False), "at most CORK_MAX_DELAY"
+
+
+def test_lag_matters_only_where_it_changes_a_decision() -> None:
+    b = WriteBatcher()
+    assert b.lag_matters(T0, posting=True), "the first post of a turn: lag would batch it"
+    assert not b.lag_matters(T0, posting=False), "no seal pending: a timer ignores lag"
+    b.post(T0, False)
+    b.wrote(T0)
+    assert not b.lag_matters(T0, posting=True), "the turn is open: batched anyway"
+    b.post(T0, False)  # batched: a seal is pending
+    b.wrote(T0)
+    assert b.lag_matters(T0, posting=False), "a pending seal lingers while a peer lags"

@@ -51,6 +51,7 @@ from p2pchat.bench.server import bench_identity
 from p2pchat.bench.stats import summarize
 from p2pchat.channel.state import ChannelState, epoch_id_for
 from p2pchat.core import NodeConfig, NodeCore
+from p2pchat.core.driver import Driver
 from p2pchat.core.events import (
     ChannelAnswer,
     ChannelCreateRequested,
@@ -91,17 +92,22 @@ class _Side:
     answers: dict[int, ChannelAnswer] = field(default_factory=dict)
     decoder: FrameDecoder = field(default_factory=FrameDecoder)
     requests: int = 0
+    driver: Driver[Event, Effect] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.driver = Driver(self.core, self._carry_out, lambda deadline: None, TimerExpired,
+                             self._spun)
+
+    def _spun(self, what: str) -> None:
+        raise LocalError(f"{self.name}: {what}")
 
     def handle(self, event: Event) -> None:
         self.end_turn()  # each event in a turn of its own, as in the runtime
-        for effect in self.core.handle(event, _NOW):
-            self._carry_out(effect)
+        self.driver.dispatch(event, _NOW)
 
     def end_turn(self) -> None:
         """Fire the ticks due now: the write batcher seals and pushes what it holds."""
-        while (due := self.core.next_deadline()) is not None and due <= _NOW:
-            for effect in self.core.handle(TimerExpired(), _NOW):
-                self._carry_out(effect)
+        self.driver.fire_due(_NOW)
 
     def _carry_out(self, effect: Effect) -> None:
         if isinstance(effect, Persistence | Notice):

@@ -77,6 +77,14 @@ class Driver(Generic[E, F]):
     def due(self, now: float) -> bool:
         return self.armed is not None and self.armed <= now
 
+    def fire_due(self, now: float) -> list[F]:
+        """Fire until the armed deadline is after ``now``: the ticks of a turn that ends
+        (for drivers without a clock of their own, e.g. a hand-driven harness)."""
+        effects: list[F] = []
+        while self.due(now):
+            effects += self.fire(now)
+        return effects
+
     def fire(self, now: float) -> list[F]:
         """The armed deadline passed: the timer event, then a check that it moved on."""
         self._spent = True  # the timer that fired is gone: re-arm whatever comes next

@@ -35,6 +35,7 @@ from p2pchat.core.events import (
     PersistChannel,
     PersistEnvelopes,
     SendRequested,
+    SyncProgress,
 )
 from p2pchat.core.hub_state import (
     ADMIT_GRACE_MS,
@@ -47,7 +48,6 @@ from p2pchat.core.hub_state import (
     SYNC_WINDOW_BYTES,
     BatchVerifier,
     RandomBytes,
-    SyncProgress,
     _LinkChannels,
     _resume_device,
     cut_batches,

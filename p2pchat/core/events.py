@@ -391,12 +391,25 @@ class IndexMessages:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """A channel catching up (``ChannelHub.sync_progress``): envelopes received since
+    it began, and how many the linked peers' summaries say this node still lacks."""
+
+    received: int
+    behind: int
+
+    @property
+    def expected(self) -> int:
+        return self.received + self.behind
+
+
+@dataclass(frozen=True, slots=True)
 class SyncChanged:
-    """A channel's catch-up progress changed (``sync`` watch events): ``progress`` is
-    (received, expected) of what peers announced, None once nothing is missing."""
+    """A channel's catch-up progress changed (``sync`` watch events); None once nothing
+    peers announced is missing."""
 
     channel: bytes
-    progress: tuple[int, int] | None
+    progress: SyncProgress | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from p2pchat.core.events import (
     PersistEpochKey,
     PersistSnapshot,
     StoredChannel,
+    SyncProgress,
 )
 from p2pchat.core.link import Link
 from p2pchat.crypto import blake2b
@@ -71,19 +72,6 @@ MAX_DMS_PER_PEER = 2
 #: Own envelopes held back for one push (app writes: see core.batching) before they go anyway.
 MAX_HELD_PUSH = 16
 _TOPIC_PERSON = b"p2pchat-topic"
-
-
-@dataclass(frozen=True, slots=True)
-class SyncProgress:
-    """A channel catching up (:meth:`ChannelHub.sync_progress`): envelopes received since
-    it began, and how many the linked peers' summaries say this node still lacks."""
-
-    received: int
-    behind: int
-
-    @property
-    def expected(self) -> int:
-        return self.received + self.behind
 
 
 RandomBytes = Callable[[int], bytes]

@@ -159,10 +159,8 @@ class NodeCore:
             effects += self.bootstrap.upload_mailbox(items)
         if self.hub.sync_changed:  # for the runtime's ``sync`` watch events
             changed, self.hub.sync_changed = self.hub.sync_changed, set()
-            for channel in sorted(changed):
-                progress = self.hub.sync_progress(channel)
-                effects.append(SyncChanged(channel, None if progress is None else
-                                           (progress.received, progress.expected)))
+            effects += [SyncChanged(channel, self.hub.sync_progress(channel))
+                        for channel in sorted(changed)]
         if self.hub.own_written:  # own envelopes also go to the bootstrap servers
             written, self.hub.own_written = self.hub.own_written, []
             if not self.bootstrap.servers:

@@ -18,8 +18,7 @@ from p2pchat.channel.invite import Invite
 from p2pchat.channel.keys import Prekey
 from p2pchat.channel.moderation import ModState
 from p2pchat.channel.state import MessageView
-from p2pchat.core.channels import SyncProgress
-from p2pchat.core.events import Address
+from p2pchat.core.events import Address, SyncProgress
 
 if TYPE_CHECKING:
     from p2pchat.core.node import NodeCore, PeerInfo

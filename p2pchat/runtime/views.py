@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from p2pchat.core.channels import SyncProgress
-from p2pchat.core.events import Address, format_address
+from p2pchat.core.events import Address, SyncProgress, format_address
 from p2pchat.core.node import PeerInfo
 
 

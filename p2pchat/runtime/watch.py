@@ -24,7 +24,9 @@ from p2pchat.core.events import (
     PersistEnvelopes,
     PersistEpochKey,
     SyncChanged,
+    SyncProgress,
 )
+from p2pchat.runtime.views import sync_json
 
 #: Change events queued per watching control client before it is told it lagged.
 MAX_WATCH_EVENTS = 1024
@@ -32,12 +34,12 @@ MAX_WATCH_EVENTS = 1024
 #: it catches up): at most four a second; the newest figure goes out when it is over.
 SYNC_EVENT_INTERVAL = 0.25
 
-Progress = tuple[int, int] | None
+Progress = SyncProgress | None
 
 
 def sync_event(channel: bytes, progress: Progress) -> dict[str, Any]:
-    sync = None if progress is None else {"received": progress[0], "expected": progress[1]}
-    return {"event": "sync", "channel": format_channel_id(channel), "sync": sync}
+    return {"event": "sync", "channel": format_channel_id(channel),
+            "sync": sync_json(progress)}
 
 
 class Watchers:

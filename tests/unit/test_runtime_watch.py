@@ -9,8 +9,7 @@ from typing import Any
 
 from p2pchat.channel.invite import format_channel_id
 from p2pchat.core import NodeConfig
-from p2pchat.core.channels import SyncProgress
-from p2pchat.core.events import SyncChanged
+from p2pchat.core.events import SyncChanged, SyncProgress
 from p2pchat.crypto import secret_key_from_seed
 from p2pchat.identity import Identity
 from p2pchat.runtime.node import Node
@@ -55,8 +54,7 @@ def test_sync_events_are_rate_limited_per_channel() -> None:
             queue = node.watch()
 
             def change(value: SyncProgress | None, at: float) -> list[dict[str, Any]]:
-                figure = None if value is None else (value.received, value.expected)
-                return node.watchers.sync_events([SyncChanged(channel, figure)], at)
+                return node.watchers.sync_events([SyncChanged(channel, value)], at)
 
             def event(received: int, behind: int) -> dict[str, Any]:
                 return {"event": "sync", "channel": cid,

@@ -56,9 +56,7 @@ class _Watched(Net):
             return
         for effect in effects:
             if isinstance(effect, SyncChanged) and effect.channel == channel:
-                self.seen.append(None if effect.progress is None else
-                                 SyncProgress(effect.progress[0],
-                                              effect.progress[1] - effect.progress[0]))
+                self.seen.append(effect.progress)
 
     def record(self, name: str, channel: bytes) -> list[SyncProgress | None]:
         """Settle the network; ``name``'s progress of ``channel`` meanwhile."""

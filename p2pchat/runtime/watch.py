@@ -74,6 +74,8 @@ class Watchers:
 
     def tell(self, effects: Sequence[Effect], now: float) -> None:
         """The events of one dispatch's effects, queued for every watcher."""
+        if not self.queues and not self._told and not self._due:
+            return  # nobody watches (the usual case): nothing to look at
         sync = self.sync_events([e for e in effects if isinstance(e, SyncChanged)], now)
         if not self.queues:
             return
